@@ -1,0 +1,138 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Kind classifies an error so that the daemon, the CLI and the web UI agree on
+// what went wrong without matching error strings. The daemon turns a Kind into
+// an HTTP status with HTTPStatus; the client turns the status back with
+// KindForStatus. That table is the only place the mapping lives.
+type Kind string
+
+const (
+	KindNotFound           Kind = "NotFound"
+	KindAlreadyExists      Kind = "AlreadyExists"
+	KindInvalid            Kind = "Invalid"
+	KindFailedPrecondition Kind = "FailedPrecondition"
+	KindUnavailable        Kind = "Unavailable"
+	KindInternal           Kind = "Internal"
+)
+
+// kindStatus is the one table from error kind to HTTP status.
+var kindStatus = map[Kind]int{
+	KindNotFound:           http.StatusNotFound,
+	KindAlreadyExists:      http.StatusConflict,
+	KindInvalid:            http.StatusBadRequest,
+	KindFailedPrecondition: http.StatusPreconditionFailed,
+	KindUnavailable:        http.StatusServiceUnavailable,
+	KindInternal:           http.StatusInternalServerError,
+}
+
+// HTTPStatus returns the status code the daemon answers with for kind.
+func HTTPStatus(k Kind) int {
+	if s, ok := kindStatus[k]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// KindForStatus maps an HTTP status back to its error kind (the inverse of
+// HTTPStatus). Unknown statuses are Internal.
+func KindForStatus(status int) Kind {
+	for k, s := range kindStatus {
+		if s == status {
+			return k
+		}
+	}
+	return KindInternal
+}
+
+// Error is an error with a kind, a message and optionally the exact fix a user
+// can apply. It is also the JSON body of every failed API call.
+type Error struct {
+	Kind    Kind   `json:"kind"`
+	Message string `json:"message"`
+	Fix     string `json:"fix,omitempty"`
+	// cause is kept for errors.Is/As on the side that created the error; it
+	// does not cross the API.
+	cause error
+}
+
+func (e *Error) Error() string {
+	if e.Fix != "" {
+		return e.Message + " (fix: " + e.Fix + ")"
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.cause }
+
+// WithFix returns a copy of e carrying fix.
+func (e *Error) WithFix(fix string) *Error {
+	c := *e
+	c.Fix = fix
+	return &c
+}
+
+func newErr(k Kind, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	return &Error{Kind: k, Message: err.Error(), cause: errors.Unwrap(err)}
+}
+
+// Constructors. format follows fmt.Errorf, so %w keeps the cause.
+func NotFound(format string, args ...any) *Error { return newErr(KindNotFound, format, args...) }
+func AlreadyExists(format string, args ...any) *Error {
+	return newErr(KindAlreadyExists, format, args...)
+}
+func Invalid(format string, args ...any) *Error { return newErr(KindInvalid, format, args...) }
+func FailedPrecondition(format string, args ...any) *Error {
+	return newErr(KindFailedPrecondition, format, args...)
+}
+func Unavailable(format string, args ...any) *Error { return newErr(KindUnavailable, format, args...) }
+func Internal(format string, args ...any) *Error    { return newErr(KindInternal, format, args...) }
+
+// KindOf returns the kind of the first *Error in err's chain, or Internal.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindInternal
+}
+
+// Is reports whether err carries kind k.
+func Is(err error, k Kind) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind == k
+}
+
+func IsNotFound(err error) bool           { return Is(err, KindNotFound) }
+func IsAlreadyExists(err error) bool      { return Is(err, KindAlreadyExists) }
+func IsInvalid(err error) bool            { return Is(err, KindInvalid) }
+func IsFailedPrecondition(err error) bool { return Is(err, KindFailedPrecondition) }
+func IsUnavailable(err error) bool        { return Is(err, KindUnavailable) }
+
+// AsError converts any error to an *Error for the wire; errors without a kind
+// become Internal with their message.
+func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		// keep the outer context ("creating vm x: …") in the message, the fix once
+		return &Error{Kind: e.Kind, Message: trimFix(err.Error(), e.Fix), Fix: e.Fix}
+	}
+	return &Error{Kind: KindInternal, Message: err.Error()}
+}
+
+func trimFix(msg, fix string) string {
+	if fix == "" {
+		return msg
+	}
+	return strings.Replace(msg, " (fix: "+fix+")", "", 1)
+}

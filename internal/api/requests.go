@@ -1,0 +1,89 @@
+package api
+
+// Request and response bodies of the daemon's API. Paths (all under /v1):
+//
+//	GET    /v1/status                     DaemonStatus
+//	POST   /v1/shutdown                   {}
+//	GET    /v1/doctor                     DoctorReport
+//	GET    /v1/images                     []Image
+//	GET    /v1/images/{name}              Image
+//	POST   /v1/images                     ImageCreateRequest   → Operation (begin)
+//	POST   /v1/images/register            ImageRegisterRequest → Operation (begin)
+//	DELETE /v1/images/{name}?force=1      {}
+//	GET    /v1/vms                        []VM
+//	GET    /v1/vms/{name}                 VMDetail
+//	POST   /v1/vms                        VMCreateRequest → Operation (begin)
+//	POST   /v1/vms/{name}/start|stop|restart → Operation
+//	DELETE /v1/vms/{name}                 → Operation
+//	PATCH  /v1/vms/{name}                 VMEditRequest → VM
+//	GET    /v1/vms/{name}/logs?follow=1   text/plain stream (serial console)
+//	POST   /v1/vms/{name}/exec            upgrade to a raw stream speaking the agent's exec protocol
+//	GET    /v1/vms/{name}/stats           VMStats
+//	GET    /v1/operations/{id}?wait=DUR   Operation (long-poll: answers when it changes or after DUR)
+
+// ImageCreateRequest builds an image from nothing (debootstrap).
+type ImageCreateRequest struct {
+	Name     string   `json:"name"`
+	Suite    string   `json:"suite"`              // default "bookworm"
+	Mirror   string   `json:"mirror,omitempty"`   // default deb.debian.org/debian
+	Packages []string `json:"packages,omitempty"` // extra packages
+	Size     int64    `json:"size,omitempty"`     // rootfs size in bytes; 0 = fit + headroom
+	With     []string `json:"with,omitempty"`     // features, e.g. "opencode"
+}
+
+// ImageRegisterRequest adopts existing artefacts (host paths).
+type ImageRegisterRequest struct {
+	Name     string `json:"name"`
+	Kernel   string `json:"kernel"`
+	Initrd   string `json:"initrd"`
+	Rootfs   string `json:"rootfs"`
+	WorkSeed string `json:"work_seed,omitempty"`
+	Vmlinux  string `json:"vmlinux,omitempty"`
+}
+
+// VMCreateRequest creates (and starts) a VM.
+type VMCreateRequest struct {
+	Name      string `json:"name,omitempty"` // generated when empty
+	Image     string `json:"image,omitempty"`
+	VCPUs     int    `json:"vcpus,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskBytes int64  `json:"disk_bytes,omitempty"`
+	Engine    string `json:"engine,omitempty"` // override config engine
+	NoStart   bool   `json:"no_start,omitempty"`
+}
+
+// VMEditRequest changes a stopped VM's resources; zero fields are unchanged.
+type VMEditRequest struct {
+	VCPUs     int   `json:"vcpus,omitempty"`
+	MemoryMiB int   `json:"memory_mib,omitempty"`
+	DiskBytes int64 `json:"disk_bytes,omitempty"`
+}
+
+// VMDetail is GET /v1/vms/{name}: the record plus live handles.
+type VMDetail struct {
+	VM      VM         `json:"vm"`
+	Handles *VMHandles `json:"handles,omitempty"`
+	Alive   bool       `json:"alive"`
+	URLs    []string   `json:"urls,omitempty"`
+}
+
+// ExecRequest is the first message of an exec stream.
+type ExecRequest struct {
+	Argv []string          `json:"argv"`
+	Env  map[string]string `json:"env,omitempty"`
+	Dir  string            `json:"dir,omitempty"`
+	TTY  bool              `json:"tty,omitempty"`
+}
+
+// VMStats is a VM's latest counters.
+type VMStats struct {
+	Name       string  `json:"name"`
+	CPUPercent float64 `json:"cpu_percent"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	RSSBytes   int64   `json:"rss_bytes"`
+	DiskRead   int64   `json:"disk_read_bytes"`
+	DiskWrite  int64   `json:"disk_write_bytes"`
+	NetRxBytes int64   `json:"net_rx_bytes"`
+	NetTxBytes int64   `json:"net_tx_bytes"`
+	SampledAt  string  `json:"sampled_at"`
+}

@@ -1,0 +1,134 @@
+// Package vmm defines the engine interface that runs a VM's guest: a
+// Firecracker process or a QEMU microvm process.
+//
+// Lifecycle: the orchestrator (internal/vm) prepares disks, a tap and a VM
+// dir, then calls Start with a Spec. Start launches the engine process
+// detached from the daemon (its own session, stdio to files, not a child
+// that dies with the daemon), configures it and boots the guest; it returns
+// the Handles (pid, sockets) as soon as the guest is booting — guest
+// readiness is the agent's business, not the engine's. Stop asks the guest to
+// shut down and kills the process after the timeout. Kill ends it at once.
+// State and Alive look at a running VM from its Handles alone, so they work
+// after a daemon restart.
+//
+// Terms: "accel" is "kvm" when hardware virtualisation runs real guests, or
+// "tcg" for QEMU software emulation (Firecracker has no such fallback).
+package vmm
+
+import (
+	"context"
+	"time"
+)
+
+// Engine names.
+const (
+	Firecracker = "firecracker"
+	QEMU        = "qemu"
+)
+
+// Agent transports.
+const (
+	// TransportVsockHybrid: Firecracker's vsock: a Unix socket on the host;
+	// connect, send "CONNECT <port>\n", read "OK <n>\n".
+	TransportVsockHybrid = "vsock-hybrid"
+	// TransportVsock: vhost-vsock, AF_VSOCK to (cid, port).
+	TransportVsock = "vsock"
+	// TransportSerial: virtio-serial port org.banger.agent exposed by QEMU as
+	// a Unix socket server; one host connection at a time.
+	TransportSerial = "serial"
+)
+
+// AgentPort is the vsock port the guest agent listens on.
+const AgentPort = 1024
+
+// Engine runs guests. Implementations: vmm/firecracker, vmm/qemu.
+type Engine interface {
+	// Info reports what this engine can do on this host.
+	Info() Info
+	// Start launches and boots a guest described by spec; see the package doc.
+	Start(ctx context.Context, spec Spec) (Handles, error)
+	// Stop asks the guest to power off (Firecracker: SendCtrlAltDel; QEMU:
+	// system_powerdown) and kills the process when it has not exited within
+	// timeout. It returns once the process is gone.
+	Stop(ctx context.Context, h Handles, timeout time.Duration) error
+	// Kill ends the engine process at once and waits for it to be gone.
+	Kill(ctx context.Context, h Handles) error
+	// State asks the engine (API/QMP socket) what the guest is doing.
+	State(ctx context.Context, h Handles) (State, error)
+	// Alive reports whether the engine process in h still runs (pid exists,
+	// is not a zombie, and is the engine we started: its cmdline names the
+	// API/QMP socket).
+	Alive(h Handles) bool
+}
+
+// Info is an engine's capability report.
+type Info struct {
+	Name      string `json:"name"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"` // why not available, with the fix
+	Binary    string `json:"binary,omitempty"`
+	Version   string `json:"version,omitempty"`
+	Accel     string `json:"accel,omitempty"` // "kvm" or "tcg"
+	// AgentTransport is the transport VMs of this engine use on this host.
+	AgentTransport string `json:"agent_transport"`
+	NeedsVmlinux   bool   `json:"needs_vmlinux"` // boots an uncompressed ELF kernel
+	Qcow2          bool   `json:"qcow2"`         // can open qcow2 disks
+}
+
+// Spec describes one guest to start.
+type Spec struct {
+	Name      string // VM name (also the guest hostname)
+	VMDir     string // per-VM directory: sockets, logs, handles.json
+	VCPUs     int
+	MemoryMiB int
+
+	Kernel  string // bzImage (QEMU)
+	Vmlinux string // uncompressed ELF (Firecracker)
+	Initrd  string
+	// Cmdline is the base kernel command line (root=, ip=, hostname); the
+	// engine appends its own console and timing arguments.
+	Cmdline string
+
+	Disks []Disk // Disks[0] is the root disk
+
+	Tap string // host tap device
+	MAC string // guest MAC
+
+	VsockCID uint32
+
+	// Paths the engine creates. The orchestrator chooses them inside VMDir.
+	APISocket   string // Firecracker API socket / QEMU QMP socket
+	AgentSocket string // hybrid-vsock UDS / virtio-serial socket
+	SerialLog   string // guest serial console output
+	EngineLog   string // the engine's own stdout/stderr/log
+	MetricsPath string // Firecracker metrics (FIFO or file); unused by QEMU
+}
+
+// Disk is a block device given to the guest.
+type Disk struct {
+	ID       string // "root", "work"
+	Path     string
+	Format   string // "raw" or "qcow2"
+	ReadOnly bool
+}
+
+// Handles identify a started engine.
+type Handles struct {
+	PID            int               `json:"pid"`
+	APISocket      string            `json:"api_socket"`
+	AgentSocket    string            `json:"agent_socket"`
+	AgentTransport string            `json:"agent_transport"`
+	VsockCID       uint32            `json:"vsock_cid,omitempty"`
+	Accel          string            `json:"accel,omitempty"`
+	Extra          map[string]string `json:"extra,omitempty"`
+}
+
+// State is a guest's run state as the engine reports it.
+type State string
+
+const (
+	StateRunning State = "running"
+	StatePaused  State = "paused"
+	StateStopped State = "stopped"
+	StateUnknown State = "unknown"
+)
