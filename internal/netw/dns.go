@@ -1,0 +1,241 @@
+package netw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"banger/internal/api"
+)
+
+const (
+	vmZone = "vm."
+	// hostTTL is short: VMs come and go.
+	hostTTL = 5
+	// forwardTimeout bounds each upstream try.
+	forwardTimeout = 2 * time.Second
+)
+
+// dnsServer answers A (and PTR) for <vm>.vm from an in-memory table and
+// forwards every other query to the upstream resolvers.
+type dnsServer struct {
+	subnet    netip.Prefix
+	upstreams []string
+	log       *slog.Logger
+
+	mu    sync.Mutex // guards the fields below
+	hosts map[string]netip.Addr
+	names map[netip.Addr]string
+	udp   *dns.Server
+	tcp   *dns.Server
+}
+
+func newDNSServer(subnet netip.Prefix, upstreams []string, log *slog.Logger) *dnsServer {
+	return &dnsServer{
+		subnet:    subnet,
+		upstreams: upstreams,
+		log:       log,
+		hosts:     map[string]netip.Addr{},
+		names:     map[netip.Addr]string{},
+	}
+}
+
+// resolvConfUpstreams returns the nameservers of a resolv.conf as ip:port,
+// or none when it cannot be read.
+func resolvConfUpstreams(path string) []string {
+	cc, err := dns.ClientConfigFromFile(path)
+	if err != nil {
+		return []string{}
+	}
+	out := []string{}
+	for _, s := range cc.Servers {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, net.JoinHostPort(a.String(), cc.Port))
+		}
+	}
+	return out
+}
+
+func hostKey(name string) string {
+	return strings.TrimSuffix(strings.TrimSuffix(strings.ToLower(name), "."), ".vm")
+}
+
+func (s *dnsServer) setHost(name string, ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := hostKey(name)
+	if old, ok := s.hosts[key]; ok {
+		delete(s.names, old)
+	}
+	s.hosts[key] = ip
+	s.names[ip] = key
+}
+
+func (s *dnsServer) removeHost(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := hostKey(name)
+	if ip, ok := s.hosts[key]; ok {
+		delete(s.names, ip)
+		delete(s.hosts, key)
+	}
+}
+
+// start listens on addr (udp and tcp) and serves; it is a no-op when
+// already serving. Sockets are opened before start returns.
+func (s *dnsServer) start(addr string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.udp != nil {
+		return nil
+	}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return dnsListenErr(addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return dnsListenErr(addr, err)
+	}
+	started := make(chan struct{}, 2)
+	notify := func() { started <- struct{}{} }
+	s.udp = &dns.Server{PacketConn: pc, Handler: s, NotifyStartedFunc: notify}
+	s.tcp = &dns.Server{Listener: ln, Handler: s, NotifyStartedFunc: notify}
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		go func() {
+			if err := srv.ActivateAndServe(); err != nil {
+				s.log.Warn("dns server stopped", "addr", addr, "err", err)
+			}
+		}()
+	}
+	<-started // both are serving before start returns, so stop never races them
+	<-started
+	s.log.Info("dns serving", "addr", addr, "upstreams", s.upstreams)
+	return nil
+}
+
+func dnsListenErr(addr string, err error) error {
+	return api.Unavailable("dns: listening on %s: %w", addr, err).
+		WithFix("stop whatever listens on that port on the bridge address, or set a different subnet")
+}
+
+func (s *dnsServer) stop(ctx context.Context) error {
+	s.mu.Lock()
+	udp, tcp := s.udp, s.tcp
+	s.udp, s.tcp = nil, nil
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range []*dns.Server{udp, tcp} {
+		if srv == nil {
+			continue
+		}
+		if err := srv.ShutdownContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stopping dns: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ServeDNS implements dns.Handler.
+func (s *dnsServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	resp := s.answer(req, w.RemoteAddr().Network())
+	if err := w.WriteMsg(resp); err != nil {
+		s.log.Debug("dns reply failed", "err", err)
+	}
+}
+
+// answer builds the reply to req, arrived over network ("udp" or "tcp").
+func (s *dnsServer) answer(req *dns.Msg, network string) *dns.Msg {
+	resp := new(dns.Msg)
+	if len(req.Question) != 1 || req.Opcode != dns.OpcodeQuery {
+		return resp.SetRcode(req, dns.RcodeFormatError)
+	}
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	switch {
+	case name == vmZone || strings.HasSuffix(name, "."+vmZone):
+		return s.answerHost(req, q)
+	case strings.HasSuffix(name, ".in-addr.arpa."):
+		if ip, ok := ptrAddr(name); ok && s.subnet.Contains(ip) {
+			return s.answerPTR(req, q, ip)
+		}
+	}
+	return s.forward(req, network)
+}
+
+func (s *dnsServer) answerHost(req *dns.Msg, q dns.Question) *dns.Msg {
+	resp := new(dns.Msg).SetReply(req)
+	resp.Authoritative, resp.RecursionAvailable = true, true
+	s.mu.Lock()
+	ip, ok := s.hosts[hostKey(q.Name)]
+	s.mu.Unlock()
+	if !ok {
+		resp.Rcode = dns.RcodeNameError
+		return resp
+	}
+	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
+		resp.Answer = append(resp.Answer, &dns.A{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: hostTTL},
+			A:   ip.AsSlice(),
+		})
+	}
+	return resp // other types: NOERROR, no data
+}
+
+func (s *dnsServer) answerPTR(req *dns.Msg, q dns.Question, ip netip.Addr) *dns.Msg {
+	resp := new(dns.Msg).SetReply(req)
+	resp.Authoritative, resp.RecursionAvailable = true, true
+	s.mu.Lock()
+	host, ok := s.names[ip]
+	s.mu.Unlock()
+	if !ok {
+		resp.Rcode = dns.RcodeNameError
+		return resp
+	}
+	if q.Qtype == dns.TypePTR || q.Qtype == dns.TypeANY {
+		resp.Answer = append(resp.Answer, &dns.PTR{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: hostTTL},
+			Ptr: host + "." + vmZone,
+		})
+	}
+	return resp
+}
+
+// ptrAddr parses d.c.b.a.in-addr.arpa. into a.b.c.d.
+func ptrAddr(name string) (netip.Addr, bool) {
+	parts := strings.Split(strings.TrimSuffix(name, ".in-addr.arpa."), ".")
+	if len(parts) != 4 {
+		return netip.Addr{}, false
+	}
+	for i, j := 0, 3; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	a, err := netip.ParseAddr(strings.Join(parts, "."))
+	return a, err == nil && a.Is4()
+}
+
+// forward relays req to the upstreams in turn, over the same transport it
+// arrived on; SERVFAIL when none answers.
+func (s *dnsServer) forward(req *dns.Msg, network string) *dns.Msg {
+	if network != "tcp" {
+		network = "udp"
+	}
+	c := &dns.Client{Net: network, Timeout: forwardTimeout}
+	for _, up := range s.upstreams {
+		resp, _, err := c.Exchange(req, up)
+		if err == nil && resp != nil {
+			return resp
+		}
+		s.log.Debug("dns upstream failed", "upstream", up, "err", err)
+	}
+	return new(dns.Msg).SetRcode(req, dns.RcodeServerFailure)
+}
