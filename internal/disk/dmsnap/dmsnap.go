@@ -1,0 +1,360 @@
+// Package dmsnap is the disk driver that makes a system disk a
+// device-mapper snapshot: the image's rootfs on a read-only loop device is
+// the origin, a sparse COW file on a second loop device takes the writes,
+// and the engine opens /dev/mapper/banger-<name>. It is O(1), raw, works
+// with every engine and every filesystem, but needs device-mapper
+// (dm_snapshot) and holds kernel state that Attach re-creates after a
+// host reboot.
+//
+// Files: the COW file at dst and dst+".base", which records the base path
+// so that Attach can rebuild the stack.
+package dmsnap
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"banger/internal/api"
+	"banger/internal/disk"
+	"banger/internal/disk/internal/blk"
+	"banger/internal/revert"
+)
+
+var _ disk.Driver = (*Driver)(nil)
+
+// MissingReason is the reason (with the fix) given when device-mapper is
+// not usable on this host.
+const MissingReason = "device-mapper missing: modprobe dm_snapshot; apt-get install dmsetup"
+
+// Driver is the dm-snapshot driver.
+type Driver struct {
+	// CowSize is the size of each COW file in bytes; 0 means the base's
+	// size (the guest can rewrite every block).
+	CowSize int64
+}
+
+// New returns the driver with COW files as large as the base.
+func New() *Driver { return &Driver{} }
+
+// Info reports the driver's capabilities; it is available when
+// /dev/mapper/control exists and dmsetup and losetup work.
+func (d *Driver) Info() disk.Info {
+	info := disk.Info{Name: disk.DMSnap, Instant: true, Format: "raw", KernelState: true}
+	if ok, why := available(); !ok {
+		info.Reason = why
+		return info
+	}
+	info.Available = true
+	info.Reason = "dm-snapshot over loop devices"
+	return info
+}
+
+// available checks the kernel first (/proc/misc lists device-mapper) and
+// only then runs dmsetup: dmsetup creates a /dev/mapper/control node even
+// when the kernel has no device-mapper, so the node alone proves nothing.
+func available() (bool, string) {
+	if !kernelHasDM() {
+		return false, MissingReason
+	}
+	if _, err := os.Stat("/dev/mapper/control"); err != nil {
+		return false, MissingReason
+	}
+	if _, err := exec.LookPath("losetup"); err != nil {
+		return false, "losetup missing: apt-get install mount"
+	}
+	if _, err := blk.Run(context.Background(), "dmsetup", "version"); err != nil {
+		return false, MissingReason + " (" + err.Error() + ")"
+	}
+	return true, ""
+}
+
+// kernelHasDM reports whether the running kernel registered the
+// device-mapper misc device.
+func kernelHasDM() bool {
+	b, err := os.ReadFile("/proc/misc")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[1] == "device-mapper" {
+			return true
+		}
+	}
+	return false
+}
+
+// Create makes a COW file at dst and the snapshot device over base. On
+// failure every loop device, dm target and file made so far is released.
+func (d *Driver) Create(ctx context.Context, base, dst string) (disk.Disk, error) {
+	if ok, why := available(); !ok {
+		return disk.Disk{}, api.Unavailable("dmsnap disk driver unavailable: %s", why)
+	}
+	if err := disk.CheckPaths(base, dst); err != nil {
+		return disk.Disk{}, err
+	}
+	absBase, err := filepath.Abs(base)
+	if err != nil {
+		return disk.Disk{}, fmt.Errorf("resolving base %s: %w", base, err)
+	}
+	if dst, err = filepath.Abs(dst); err != nil { // Name hashes this path
+		return disk.Disk{}, fmt.Errorf("resolving disk path: %w", err)
+	}
+	st, err := os.Stat(absBase)
+	if err != nil {
+		return disk.Disk{}, fmt.Errorf("checking base %s: %w", base, err)
+	}
+	if st.Size() == 0 || st.Size()%512 != 0 {
+		return disk.Disk{}, api.Invalid("base %s is %d bytes, not a positive multiple of 512", base, st.Size())
+	}
+	cowSize := d.CowSize
+	if cowSize <= 0 {
+		cowSize = st.Size()
+	}
+	r := revert.New()
+	defer r.Fail()
+	side := sidecar(dst)
+	if err := writeNew(side, []byte(absBase+"\n"), 0); err != nil {
+		return disk.Disk{}, err
+	}
+	r.Add(func() { os.Remove(side) })
+	if err := writeNew(dst, nil, cowSize); err != nil {
+		return disk.Disk{}, err
+	}
+	r.Add(func() { os.Remove(dst) })
+	dk, err := setup(ctx, absBase, dst, st.Size())
+	if err != nil {
+		return disk.Disk{}, err
+	}
+	dk.Files = []string{dst, side}
+	r.Success()
+	return dk, nil
+}
+
+// setup attaches the two loop devices and creates the snapshot target,
+// undoing its own steps on failure.
+func setup(ctx context.Context, base, cow string, baseSize int64) (disk.Disk, error) {
+	r := revert.New()
+	defer r.Fail()
+	bg := context.WithoutCancel(ctx)
+	baseLoop, err := blk.LoopAttach(ctx, base, true)
+	if err != nil {
+		return disk.Disk{}, err
+	}
+	r.Add(func() { blk.LoopDetach(bg, baseLoop, base) })
+	cowLoop, err := blk.LoopAttach(ctx, cow, false)
+	if err != nil {
+		return disk.Disk{}, err
+	}
+	r.Add(func() { blk.LoopDetach(bg, cowLoop, cow) })
+	name := Name(cow)
+	if _, err := blk.Run(ctx, "dmsetup", "create", name, "--verifyudev",
+		"--table", Table(baseSize, baseLoop, cowLoop)); err != nil {
+		return disk.Disk{}, fmt.Errorf("creating snapshot device %s: %w", name, err)
+	}
+	r.Add(func() { blk.Run(bg, "dmsetup", "remove", "--retry", name) })
+	dev := "/dev/mapper/" + name
+	if _, err := os.Stat(dev); err != nil {
+		return disk.Disk{}, fmt.Errorf("snapshot device %s did not appear: %w", dev, err)
+	}
+	r.Success()
+	return disk.Disk{
+		Driver: disk.DMSnap, Path: dev, Format: "raw",
+		Loops: []string{baseLoop, cowLoop}, DMName: name, DMDevice: dev,
+	}, nil
+}
+
+// Table is the dm table line of a persistent snapshot of baseLoop (size
+// bytes) with its COW on cowLoop in 4 KiB chunks.
+func Table(size int64, baseLoop, cowLoop string) string {
+	return fmt.Sprintf("0 %d snapshot %s %s P 8", size/512, baseLoop, cowLoop)
+}
+
+// Name is the dm target name for the COW file at cow: "banger-" plus the
+// name of its directory (the VM's) plus a hash of its path, so two disks
+// never share a name and a name never exceeds device-mapper's limit.
+func Name(cow string) string {
+	abs, err := filepath.Abs(cow)
+	if err != nil {
+		abs = cow
+	}
+	sum := sha256.Sum256([]byte(abs))
+	dir := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			return r
+		}
+		return '_'
+	}, filepath.Base(filepath.Dir(abs)))
+	if len(dir) > 64 {
+		dir = dir[:64]
+	}
+	return "banger-" + dir + "-" + hex.EncodeToString(sum[:4])
+}
+
+// Attach re-creates the loop devices and snapshot target of a disk whose
+// files exist (after a host reboot). A disk whose target exists is
+// returned as it is.
+func (d *Driver) Attach(ctx context.Context, dk disk.Disk) (disk.Disk, error) {
+	cow, side, err := files(dk)
+	if err != nil {
+		return disk.Disk{}, err
+	}
+	if dmExists(Name(cow)) {
+		return dk, nil
+	}
+	if ok, why := available(); !ok {
+		return disk.Disk{}, api.Unavailable("dmsnap disk driver unavailable: %s", why)
+	}
+	b, err := os.ReadFile(side)
+	if err != nil {
+		return disk.Disk{}, api.NotFound("disk %s lost its base record %s: %w", cow, side, err)
+	}
+	base := strings.TrimSpace(string(b))
+	st, err := os.Stat(base)
+	if err != nil {
+		return disk.Disk{}, api.NotFound("base image %s of disk %s is gone: %w", base, cow, err)
+	}
+	if _, err := os.Stat(cow); err != nil {
+		return disk.Disk{}, api.NotFound("cow file %s is gone: %w", cow, err)
+	}
+	nd, err := setup(ctx, base, cow, st.Size())
+	if err != nil {
+		return disk.Disk{}, err
+	}
+	nd.Files = dk.Files
+	return nd, nil
+}
+
+// Detach removes the snapshot target and the loop devices, keeping the
+// files. Parts already gone are fine.
+func (d *Driver) Detach(ctx context.Context, dk disk.Disk) error {
+	var errs []error
+	cow, side, ferr := files(dk)
+	name := dk.DMName
+	if name == "" && ferr == nil {
+		name = Name(cow)
+	}
+	if name != "" {
+		slaves := dmSlaves(name)
+		if dmExists(name) {
+			if _, err := blk.Run(ctx, "dmsetup", "remove", "--retry", name); err != nil {
+				errs = append(errs, fmt.Errorf("removing snapshot device %s: %w", name, err))
+			}
+		}
+		if !dmExists(name) {
+			// the target's own loops, whatever their names now
+			for _, l := range slaves {
+				if err := blk.LoopDetach(ctx, l, ""); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	if ferr == nil {
+		base := ""
+		if b, err := os.ReadFile(side); err == nil {
+			base = strings.TrimSpace(string(b))
+		}
+		for _, l := range dk.Loops {
+			back, _ := blk.LoopBacking(l)
+			if back != "" && (blk.SameFile(back, cow) || (base != "" && blk.SameFile(back, base))) {
+				if err := blk.LoopDetach(ctx, l, back); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		cowLoops, _ := blk.LoopsFor(cow)
+		for _, l := range cowLoops {
+			if err := blk.LoopDetach(ctx, l, cow); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Remove detaches the disk and deletes its COW file and base record.
+func (d *Driver) Remove(ctx context.Context, dk disk.Disk) error {
+	if err := d.Detach(ctx, dk); err != nil {
+		return err
+	}
+	return disk.RemoveFiles(dk)
+}
+
+// files finds the COW file and the base record among dk.Files.
+func files(dk disk.Disk) (cow, side string, err error) {
+	for _, f := range dk.Files {
+		if strings.HasSuffix(f, ".base") {
+			side = f
+		} else if cow == "" {
+			cow = f
+		}
+	}
+	if cow == "" {
+		return "", "", api.Invalid("dmsnap disk has no cow file recorded")
+	}
+	if side == "" {
+		side = sidecar(cow)
+	}
+	return cow, side, nil
+}
+
+func sidecar(cow string) string { return cow + ".base" }
+
+// dmExists reports whether a dm target called name exists (via sysfs).
+func dmExists(name string) bool { return dmSysDir(name) != "" }
+
+func dmSysDir(name string) string {
+	ms, _ := filepath.Glob("/sys/block/dm-*/dm/name")
+	for _, m := range ms {
+		if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == name {
+			return filepath.Dir(filepath.Dir(m))
+		}
+	}
+	return ""
+}
+
+// dmSlaves lists the loop devices under the dm target name.
+func dmSlaves(name string) []string {
+	dir := dmSysDir(name)
+	if dir == "" {
+		return nil
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "slaves"))
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "loop") {
+			out = append(out, "/dev/"+e.Name())
+		}
+	}
+	return out
+}
+
+// writeNew creates path exclusively (0600) with content, or sparse with
+// size bytes when content is nil.
+func writeNew(path string, content []byte, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	if content != nil {
+		_, err = f.Write(content)
+	} else {
+		err = f.Truncate(size)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
