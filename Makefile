@@ -1,0 +1,96 @@
+# banger — build, install, demo and test.
+#
+#   sudo make demo   a real VM runs a real command (installs what it needs)
+#   sudo make test   every test: unit, root integration, live VM, fuzz, verify.sh
+#
+# Both install their host packages and Go modules themselves.
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:/usr/sbin:/sbin:$(PATH)
+export GOFLAGS ?= -mod=mod
+
+PREFIX   ?= /usr/local
+BIN      := bin
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X banger/internal/buildinfo.Version=$(VERSION)
+GO       ?= go
+
+# Host packages banger needs at run time and for its tests.
+APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables btrfs-progs xfsprogs \
+                iproute2 openssh-client util-linux kmod ca-certificates
+
+.PHONY: all build deps install uninstall demo test test-unit test-integration test-live fuzz verify \
+        bench bench-create test-image clean
+
+all: build
+
+## deps: install the host packages (apt) and download Go modules.
+deps:
+	@scripts/deps.sh $(APT_PACKAGES)
+
+## build: bin/banger, bin/bangerd and the static guest agent bin/banger-agent.
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger ./cmd/banger
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger-agent ./cmd/banger-agent
+
+## install: binaries to $(PREFIX)/bin, the systemd unit, and a sample config.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/banger $(DESTDIR)/etc/systemd/system
+	install -m 0755 $(BIN)/banger $(BIN)/bangerd $(BIN)/banger-agent $(DESTDIR)$(PREFIX)/bin/
+	sed 's#@PREFIX@#$(PREFIX)#g' dist/bangerd.service > $(DESTDIR)/etc/systemd/system/bangerd.service
+	test -e $(DESTDIR)/etc/banger/config.toml || install -m 0644 config/config.sample.toml $(DESTDIR)/etc/banger/config.toml
+	-systemctl daemon-reload 2>/dev/null
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd $(DESTDIR)$(PREFIX)/bin/banger-agent
+	rm -f $(DESTDIR)/etc/systemd/system/bangerd.service
+
+## demo: make the default image if missing, then run a command in a fresh VM.
+demo: deps build
+	@scripts/demo.sh
+
+## test: every test (needs root): vet, unit + integration, live VMs, fuzz, verify.sh.
+test: deps build test-image
+	$(GO) vet ./...
+	$(MAKE) --no-print-directory test-integration
+	$(MAKE) --no-print-directory test-live
+	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory verify
+
+## test-unit: fast tests that need no root.
+test-unit:
+	$(GO) test -short -count=1 ./...
+
+## test-integration: every package's tests, including root integration tests
+## (loop devices, XFS/btrfs pools, taps/bridges/nft in network namespaces).
+test-integration:
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/live)
+
+## test-image: build (or reuse) the cached test image, keyed by its recipe.
+test-image: build
+	$(GO) run ./internal/testimage/cmd/build-test-image
+
+## test-live: real QEMU guests through the real daemon and CLI.
+test-live: build test-image
+	$(GO) test -count=1 -timeout 40m -v ./test/live/
+
+## fuzz: a short run of every fuzz target.
+fuzz:
+	@scripts/fuzz.sh 10s
+
+## verify: the live smoke harness with a leak audit.
+verify: build test-image
+	scripts/verify.sh
+
+## bench: Go benchmarks (disk clones, tap pool, create overhead).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/...
+
+## bench-create: N creates with per-stage timings; ARGS="--runs N [--json]".
+bench-create: build test-image
+	$(GO) run ./scripts/bench-create $(ARGS)
+
+clean:
+	rm -rf $(BIN)

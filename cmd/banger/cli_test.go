@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/config"
+	"banger/internal/daemon"
+	"banger/internal/progress"
+	"banger/internal/store"
+)
+
+// fakeVMs creates VMs in the real store, reporting stages.
+type fakeVMs struct {
+	st     *store.Store
+	exec   func(ctx context.Context, name string) (net.Conn, error)
+	create func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error)
+}
+
+var _ daemon.VMService = (*fakeVMs)(nil)
+
+func (f *fakeVMs) Create(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
+	if f.create != nil {
+		return f.create(ctx, req, rep)
+	}
+	done := rep.Stage("allocate")
+	if req.Name == "" {
+		req.Name = "generated-name"
+	}
+	vm := api.VM{Name: req.Name, VCPUs: max(req.VCPUs, 1), MemoryMiB: max(req.MemoryMiB, 512), DiskBytes: req.DiskBytes}
+	vm.Runtime.State = api.VMRunning
+	err := f.st.CreateVM(ctx, &vm, store.Alloc{Subnet: config.Default().Subnet})
+	done(err)
+	if err != nil {
+		return api.VM{}, err
+	}
+	rep.Stage("boot")(nil)
+	return vm, nil
+}
+func (f *fakeVMs) Start(context.Context, string, progress.Reporter) (api.VM, error) {
+	return api.VM{}, nil
+}
+func (f *fakeVMs) Stop(context.Context, string, progress.Reporter) (api.VM, error) {
+	return api.VM{}, nil
+}
+func (f *fakeVMs) Restart(context.Context, string, progress.Reporter) (api.VM, error) {
+	return api.VM{}, nil
+}
+func (f *fakeVMs) Delete(ctx context.Context, name string, rep progress.Reporter) error {
+	defer rep.Stage("remove")(nil)
+	vm, err := f.st.GetVM(ctx, name)
+	if err != nil {
+		return err
+	}
+	return f.st.DeleteVM(ctx, vm.ID)
+}
+func (f *fakeVMs) Edit(context.Context, string, api.VMEditRequest) (api.VM, error) {
+	return api.VM{}, api.FailedPrecondition("vm is running")
+}
+func (f *fakeVMs) Detail(ctx context.Context, name string) (api.VMDetail, error) {
+	vm, err := f.st.GetVM(ctx, name)
+	return api.VMDetail{VM: vm}, err
+}
+func (f *fakeVMs) Exec(ctx context.Context, name string) (net.Conn, error) {
+	if f.exec == nil {
+		return nil, api.Unavailable("no agent")
+	}
+	return f.exec(ctx, name)
+}
+func (f *fakeVMs) Logs(context.Context, string, bool, io.Writer) error { return nil }
+func (f *fakeVMs) Stats(_ context.Context, name string) (api.VMStats, error) {
+	return api.VMStats{Name: name}, nil
+}
+
+// startDaemon runs a real daemon on a temp socket and returns the config
+// file that points the CLI at it.
+func startDaemon(t *testing.T) (configPath string, st *store.Store) {
+	return startDaemonWith(t, &fakeVMs{})
+}
+
+func startDaemonWith(t *testing.T, fake *fakeVMs) (configPath string, st *store.Store) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.StateDir = filepath.Join(dir, "state")
+	cfg.SocketPath = filepath.Join(dir, "bangerd.sock")
+	cfg.Path = filepath.Join(dir, "config.toml")
+	toml := fmt.Sprintf("state_dir = %q\nsocket_path = %q\n", cfg.StateDir, cfg.SocketPath)
+	if err := os.WriteFile(cfg.Path, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.New(cfg, daemon.Options{Version: "dev", ShutdownGrace: 3 * time.Second,
+		Services: func(s *store.Store, _ *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
+			st = s
+			fake.st = s
+			return fake, nil, nil, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return cfg.Path, st
+}
+
+// cli runs the real command tree and returns exit code, stdout, stderr.
+func cli(t *testing.T, configPath string, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := execute(context.Background(), append([]string{"--config", configPath}, args...),
+		strings.NewReader(""), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func decode[T any](t *testing.T, s string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("stdout is not JSON for %T: %v\n%s", v, err, s)
+	}
+	return v
+}
+
+func TestCLIAgainstDaemon(t *testing.T) {
+	cfgPath, st := startDaemon(t)
+	ctx := context.Background()
+	if err := st.CreateImage(ctx, &api.Image{Name: "deb", Source: "register", Engines: []string{"qemu"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut := cli(t, cfgPath, "daemon", "status", "--json")
+	if code != 0 {
+		t.Fatalf("daemon status: %d %s", code, errOut)
+	}
+	if s := decode[api.DaemonStatus](t, out); s.Images != 1 || s.PID != os.Getpid() {
+		t.Fatalf("status = %+v", s)
+	}
+
+	code, out, _ = cli(t, cfgPath, "image", "list", "--json")
+	if imgs := decode[[]api.Image](t, out); code != 0 || len(imgs) != 1 || imgs[0].Name != "deb" {
+		t.Fatalf("image list = %d %+v", code, imgs)
+	}
+	code, out, _ = cli(t, cfgPath, "image", "show", "deb", "--json")
+	if img := decode[api.Image](t, out); code != 0 || img.Name != "deb" {
+		t.Fatalf("image show = %d %+v", code, img)
+	}
+
+	code, out, errOut = cli(t, cfgPath, "vm", "create", "--name", "box", "--memory", "1GiB", "--vcpus", "2", "--json")
+	if code != 0 {
+		t.Fatalf("vm create: %d %s", code, errOut)
+	}
+	if vm := decode[api.VM](t, out); vm.Name != "box" || vm.MemoryMiB != 1024 || vm.VCPUs != 2 {
+		t.Fatalf("created %+v", vm)
+	}
+	if !strings.Contains(errOut, "  ✓ allocate") || !strings.Contains(errOut, "  ✓ boot") {
+		t.Fatalf("stage lines missing from stderr:\n%s", errOut)
+	}
+
+	code, out, _ = cli(t, cfgPath, "vm", "list")
+	if code != 0 || !strings.HasPrefix(out, "NAME ") || !strings.Contains(out, "box ") {
+		t.Fatalf("vm list = %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, cfgPath, "vm", "show", "box", "--json")
+	if d := decode[api.VMDetail](t, out); code != 0 || d.VM.Name != "box" {
+		t.Fatalf("vm show = %d %+v", code, d)
+	}
+
+	code, out, errOut = cli(t, cfgPath, "vm", "show", "nope")
+	if code == 0 || out != "" || !strings.Contains(errOut, `"nope"`) || !strings.Contains(errOut, "not found") {
+		t.Fatalf("vm show nope = %d stdout %q stderr %q", code, out, errOut)
+	}
+
+	code, _, errOut = cli(t, cfgPath, "vm", "edit", "box", "--vcpus", "4")
+	if code != 1 || !strings.Contains(errOut, "vm is running") {
+		t.Fatalf("vm edit = %d %q", code, errOut)
+	}
+
+	code, out, errOut = cli(t, cfgPath, "vm", "delete", "box", "--json")
+	if ops := decode[[]api.Operation](t, out); code != 0 || len(ops) != 1 || ops[0].State != api.OpSucceeded {
+		t.Fatalf("vm delete = %d %+v %s", code, ops, errOut)
+	}
+
+	code, out, _ = cli(t, cfgPath, "version", "--json")
+	if v := decode[versionInfo](t, out); code != 0 || v.Daemon != "dev" || v.Client == "" {
+		t.Fatalf("version = %d %+v", code, v)
+	}
+}
+
+func TestCLIBadFlags(t *testing.T) {
+	cfgPath, _ := startDaemon(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vm", "create", "--memory", "lots"}, `invalid argument "lots" for "--memory" flag`},
+		{[]string{"vm", "create", "--memory", "512"}, "--memory 512 is less than 1MiB"},
+		{[]string{"vm", "edit", "box"}, "nothing to change"},
+		{[]string{"image", "create", "x"}, "--from-debian"},
+		{[]string{"image", "register", "x"}, `required flag(s) "initrd", "kernel", "rootfs" not set`},
+	}
+	for _, tt := range tests {
+		code, _, errOut := cli(t, cfgPath, tt.args...)
+		if code == 0 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d stderr %q, want %q", tt.args, code, errOut, tt.want)
+		}
+	}
+}
+
+func TestCLIImageCreateUnavailable(t *testing.T) {
+	cfgPath, _ := startDaemon(t)
+	code, _, errOut := cli(t, cfgPath, "image", "create", "x", "--from-debian")
+	if code != 1 || !strings.Contains(errOut, "not available in this build") {
+		t.Fatalf("code %d stderr %q", code, errOut)
+	}
+}
+
+func TestCLIDaemonStop(t *testing.T) {
+	cfgPath, _ := startDaemon(t)
+	code, _, errOut := cli(t, cfgPath, "daemon", "stop")
+	if code != 0 || !strings.Contains(errOut, "bangerd stopped") {
+		t.Fatalf("daemon stop = %d %q", code, errOut)
+	}
+	code, _, errOut = cli(t, cfgPath, "daemon", "stop")
+	if code != 0 || !strings.Contains(errOut, "not running") {
+		t.Fatalf("second daemon stop = %d %q", code, errOut)
+	}
+	code, out, _ := cli(t, cfgPath, "version")
+	if code != 0 || !strings.Contains(out, "bangerd not running") {
+		t.Fatalf("version = %d %q", code, out)
+	}
+}

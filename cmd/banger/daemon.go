@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/client"
+)
+
+func daemonCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "daemon", Short: "Start, stop and inspect bangerd"}
+	cmd.AddCommand(
+		&cobra.Command{Use: "start", Short: "Start bangerd if it is not running", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonStart(cmd.Context()) }},
+		&cobra.Command{Use: "stop", Short: "Shut bangerd down cleanly (VMs keep running)", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonStop(cmd.Context()) }},
+		&cobra.Command{Use: "status", Short: "Show the daemon's status", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonStatus(cmd.Context()) }},
+	)
+	var follow bool
+	logs := &cobra.Command{Use: "logs", Short: "Print the daemon's log", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonLogs(cmd.Context(), follow) }}
+	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
+	cmd.AddCommand(logs)
+	return cmd
+}
+
+func (e *env) daemonStart(ctx context.Context) error {
+	c, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	return e.daemonStatusWith(ctx, c)
+}
+
+func (e *env) daemonStatus(ctx context.Context) error {
+	c, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	return e.daemonStatusWith(ctx, c)
+}
+
+func (e *env) daemonStatusWith(ctx context.Context, c *client.Client) error {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if e.jsonOut {
+		return e.printJSON(st)
+	}
+	fields(e.stdout, [][2]string{
+		{"version", st.Version}, {"pid", fmt.Sprint(st.PID)}, {"socket", st.SocketPath},
+		{"state dir", st.StateDir}, {"config", orDash(st.ConfigPath)},
+		{"started", st.StartedAt.Local().Format(time.RFC3339)},
+		{"vms", fmt.Sprintf("%d (%d running)", st.VMs, st.Running)}, {"images", fmt.Sprint(st.Images)},
+		{"engine", st.Engine}, {"accel", st.Accel}, {"disk driver", st.DiskDriver},
+	})
+	return nil
+}
+
+// daemonStop asks the daemon to shut down and waits for its socket to go.
+func (e *env) daemonStop(ctx context.Context) error {
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	c := client.New(cfg.SocketPath)
+	if err := c.Shutdown(ctx); err != nil {
+		if api.IsUnavailable(err) {
+			fmt.Fprintln(e.stderr, "bangerd is not running")
+			return nil
+		}
+		return err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(cfg.SocketPath); errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintln(e.stderr, "bangerd stopped")
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return api.Unavailable("bangerd did not remove %s within 15s", cfg.SocketPath).
+				WithFix("see `banger daemon logs`")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// daemonLogs prints the daemon's log file; with follow it keeps printing.
+func (e *env) daemonLogs(ctx context.Context, follow bool) error {
+	cfg, err := e.config()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(cfg.LogPath())
+	if err != nil {
+		return api.NotFound("opening daemon log: %w", err).WithFix("start the daemon: banger daemon start")
+	}
+	defer f.Close()
+	for {
+		if _, err := io.Copy(e.stdout, f); err != nil {
+			return fmt.Errorf("reading %s: %w", cfg.LogPath(), err)
+		}
+		if !follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

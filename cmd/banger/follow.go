@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/client"
+)
+
+// exitInterrupted is the exit code after Ctrl-C (128 + SIGINT).
+const exitInterrupted = 130
+
+// follow prints a long operation's stages and output to stderr as they
+// happen and returns the final operation. Ctrl-C cancels the operation, waits
+// for it to revert and returns exitError{130}; a second Ctrl-C stops waiting.
+func (e *env) follow(ctx context.Context, c *client.Client, op api.Operation) (api.Operation, error) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	interrupted := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+		case <-fctx.Done():
+			return
+		}
+		close(interrupted)
+		fmt.Fprintf(e.stderr, "cancelling %s (reverting; Ctrl-C again to stop waiting)…\n", op.Kind)
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := c.CancelOperation(cctx, op.ID); err != nil {
+			fmt.Fprintf(e.stderr, "warning: cancelling: %v\n", err)
+		}
+		cancel()
+		select {
+		case <-sigs:
+			stop()
+		case <-fctx.Done():
+		}
+	}()
+
+	printer := newStagePrinter(e.stderr)
+	next := 0
+	final, err := c.Follow(fctx, op, func(o api.Operation) {
+		printer.update(o)
+		lines, n, lerr := c.OperationOutput(fctx, o.ID, next)
+		if lerr != nil {
+			return
+		}
+		next = n
+		for _, l := range lines {
+			fmt.Fprintln(e.stderr, "    "+l)
+		}
+	})
+	select {
+	case <-interrupted:
+		return final, exitError{exitInterrupted}
+	default:
+	}
+	return final, err
+}
+
+// runOp follows op and prints the result: with --json the final operation,
+// or (when result is non-nil) the operation's decoded result.
+func (e *env) runOp(ctx context.Context, c *client.Client, op api.Operation, result any) error {
+	final, err := e.follow(ctx, c, op)
+	if err != nil {
+		return err
+	}
+	if !e.jsonOut {
+		return nil
+	}
+	if result != nil && len(final.Result) > 0 {
+		if err := json.Unmarshal(final.Result, result); err != nil {
+			return fmt.Errorf("decoding %s result: %w", final.Kind, err)
+		}
+		return e.printJSON(result)
+	}
+	return e.printJSON(final)
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/buildinfo"
+	"banger/internal/client"
+	"banger/internal/config"
+)
+
+// env is what every command shares: streams, global flags, the config and
+// the daemon client (made on first use).
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	configPath string
+	jsonOut    bool
+
+	cfgOnce sync.Once
+	cfg     config.Config
+	cfgErr  error
+
+	warnOnce sync.Once
+}
+
+// exitError carries a process exit code without a message of its own.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// config loads the config once (the same file the daemon reads).
+func (e *env) config() (config.Config, error) {
+	e.cfgOnce.Do(func() {
+		e.cfg, e.cfgErr = config.Load(config.ResolvePath(e.configPath))
+	})
+	return e.cfg, e.cfgErr
+}
+
+// client returns a client for the daemon, starting it if needed.
+func (e *env) client(ctx context.Context) (*client.Client, error) {
+	cfg, err := e.config()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.EnsureDaemon(ctx, cfg, e.stderr)
+	if err != nil {
+		return nil, err
+	}
+	e.warnVersion(c)
+	return c, nil
+}
+
+// warnVersion warns once when the daemon's build differs from ours.
+func (e *env) warnVersion(c *client.Client) {
+	if v, mismatch := c.VersionMismatch(); mismatch {
+		e.warnOnce.Do(func() {
+			fmt.Fprintf(e.stderr, "warning: bangerd is version %s, this banger is %s (restart it: banger daemon stop && banger daemon start)\n",
+				v, buildinfo.Version)
+		})
+	}
+}
+
+// printJSON writes v as indented JSON to stdout.
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newRoot builds the whole command tree.
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "banger",
+		Short:         "Disposable, fast, isolated Linux microVMs on your own machine",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       buildinfo.String(),
+	}
+	root.SetIn(e.stdin)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.PersistentFlags().StringVar(&e.configPath, "config", "",
+		"config file (default $"+config.EnvVar+" or "+config.DefaultPath+")")
+	root.PersistentFlags().BoolVar(&e.jsonOut, "json", false, "print results as JSON")
+	root.AddGroup(&cobra.Group{ID: "main", Title: "Commands:"})
+	for _, c := range []*cobra.Command{
+		daemonCmd(e), imageCmd(e), vmCmd(e), doctorCmd(e), versionCmd(e),
+	} {
+		c.GroupID = "main"
+		root.AddCommand(c)
+	}
+	return root
+}
+
+// execute runs the CLI and returns the process exit code. Errors go to
+// stderr as "banger: message" plus an indented fix line.
+func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRoot(e)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	printError(stderr, err)
+	return 1
+}
+
+func printError(w io.Writer, err error) {
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Fix != "" {
+		fmt.Fprintf(w, "banger: %s\n  fix: %s\n", api.AsError(err).Message, ae.Fix)
+		return
+	}
+	fmt.Fprintf(w, "banger: %v\n", err)
+}
+
+func main() {
+	os.Exit(execute(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/client"
+)
+
+func vmCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "vm", Short: "Manage VMs"}
+	cmd.AddCommand(
+		&cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List VMs", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return e.vmList(cmd.Context()) }},
+		&cobra.Command{Use: "show NAME", Short: "Show a VM", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error { return e.vmShow(cmd.Context(), args[0]) }},
+		vmCreateCmd(e),
+		vmActionCmd(e, "start", "Start VMs", (*client.Client).StartVM),
+		vmActionCmd(e, "stop", "Stop VMs", (*client.Client).StopVM),
+		vmActionCmd(e, "restart", "Restart VMs", (*client.Client).RestartVM),
+		vmActionCmd(e, "delete", "Delete VMs and their disks", (*client.Client).DeleteVM),
+		vmEditCmd(e), vmLogsCmd(e), vmStatsCmd(e), vmSSHCmd(e), vmRunCmd(e), vmExecCmd(e),
+	)
+	return cmd
+}
+
+// resources are the --vcpus/--memory/--disk flags shared by create, run and edit.
+type resources struct {
+	vcpus        int
+	memory, disk sizeFlag
+}
+
+func (r *resources) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&r.vcpus, "vcpus", 0, "virtual CPUs (default from config)")
+	cmd.Flags().Var(&r.memory, "memory", "memory, e.g. 2GiB (default from config)")
+	cmd.Flags().Var(&r.disk, "disk", "work disk size, e.g. 8GiB (default from config)")
+}
+
+func (r *resources) check() (vcpus, memMiB int, disk int64, err error) {
+	if r.vcpus < 0 {
+		return 0, 0, 0, api.Invalid("--vcpus %d must be positive", r.vcpus)
+	}
+	if memMiB, err = r.memory.mib("memory"); err != nil {
+		return 0, 0, 0, err
+	}
+	return r.vcpus, memMiB, r.disk.bytes(), nil
+}
+
+func vmCreateCmd(e *env) *cobra.Command {
+	var (
+		req api.VMCreateRequest
+		res resources
+	)
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create and start a VM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if req.VCPUs, req.MemoryMiB, req.DiskBytes, err = res.check(); err != nil {
+				return err
+			}
+			c, err := e.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			vm, err := e.createVM(cmd.Context(), c, req)
+			if err != nil {
+				return err
+			}
+			if e.jsonOut {
+				return e.printJSON(vm)
+			}
+			fmt.Fprintln(e.stdout, vm.Name)
+			fmt.Fprintf(e.stderr, "ssh into it: banger vm ssh %s\n", vm.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.Name, "name", "", "VM name (generated when empty)")
+	cmd.Flags().StringVar(&req.Image, "image", "", "image (default from config)")
+	cmd.Flags().StringVar(&req.Engine, "engine", "", "engine: firecracker or qemu (default from config)")
+	res.register(cmd)
+	return cmd
+}
+
+// createVM begins vm.create, follows it and returns the created VM.
+func (e *env) createVM(ctx context.Context, c *client.Client, req api.VMCreateRequest) (api.VM, error) {
+	op, err := c.CreateVM(ctx, req)
+	if err != nil {
+		return api.VM{}, err
+	}
+	name := req.Name
+	if name == "" {
+		name = "(new VM)"
+	}
+	fmt.Fprintf(e.stderr, "creating %s\n", name)
+	final, err := e.follow(ctx, c, op)
+	if err != nil {
+		return api.VM{}, err
+	}
+	var vm api.VM
+	if err := json.Unmarshal(final.Result, &vm); err != nil {
+		return api.VM{}, fmt.Errorf("decoding created VM: %w", err)
+	}
+	return vm, nil
+}
+
+type vmActionFunc func(c *client.Client, ctx context.Context, name string) (api.Operation, error)
+
+func vmActionCmd(e *env, verb, short string, begin vmActionFunc) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " NAME...",
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.vmAction(cmd.Context(), verb, args, begin)
+		},
+	}
+}
+
+// vmAction runs one operation per VM in turn; it goes on after a failure
+// and fails at the end if any did.
+func (e *env) vmAction(ctx context.Context, verb string, names []string, begin vmActionFunc) error {
+	c, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	var finals []api.Operation
+	var failed []error
+	for _, name := range names {
+		op, err := begin(c, ctx, name)
+		if err == nil {
+			fmt.Fprintf(e.stderr, "%s %s\n", verb, name)
+			op, err = e.follow(ctx, c, op)
+			finals = append(finals, op)
+		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			return err
+		}
+		if err != nil {
+			if len(names) == 1 {
+				return err
+			}
+			printError(e.stderr, fmt.Errorf("%s %s: %w", verb, name, err))
+			failed = append(failed, err)
+		}
+	}
+	if e.jsonOut {
+		if err := e.printJSON(finals); err != nil {
+			return err
+		}
+	}
+	if len(failed) > 0 {
+		return exitError{1}
+	}
+	return nil
+}
+
+func (e *env) vmList(ctx context.Context) error {
+	c, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	vms, err := c.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	if e.jsonOut {
+		return e.printJSON(vms)
+	}
+	vmTable(e.stdout, vms)
+	return nil
+}
+
+func (e *env) vmShow(ctx context.Context, name string) error {
+	c, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	d, err := c.GetVM(ctx, name)
+	if err != nil {
+		return err
+	}
+	if e.jsonOut {
+		return e.printJSON(d)
+	}
+	vmFields(e.stdout, d)
+	return nil
+}
+
+func vmEditCmd(e *env) *cobra.Command {
+	var res resources
+	cmd := &cobra.Command{
+		Use:   "edit NAME",
+		Short: "Change a stopped VM's CPUs, memory or disk size",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var req api.VMEditRequest
+			var err error
+			if req.VCPUs, req.MemoryMiB, req.DiskBytes, err = res.check(); err != nil {
+				return err
+			}
+			if req == (api.VMEditRequest{}) {
+				return api.Invalid("nothing to change").WithFix("pass --vcpus, --memory or --disk")
+			}
+			c, err := e.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			vm, err := c.EditVM(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			if e.jsonOut {
+				return e.printJSON(vm)
+			}
+			vmTable(e.stdout, []api.VM{vm})
+			return nil
+		},
+	}
+	res.register(cmd)
+	return cmd
+}
+
+func vmLogsCmd(e *env) *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print a VM's serial console",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return c.Logs(cmd.Context(), args[0], follow, e.stdout)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	return cmd
+}
+
+func vmStatsCmd(e *env) *cobra.Command {
+	var watch bool
+	cmd := &cobra.Command{
+		Use:   "stats NAME",
+		Short: "Show a VM's CPU, memory, disk and network counters",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.vmStats(cmd.Context(), args[0], watch)
+		},
+	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep printing every 2s")
+	return cmd
+}
+
+func (e *env) vmStats(ctx context.Context, name string, watch bool) error {
+	c, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	header := true
+	for {
+		s, err := c.Stats(ctx, name)
+		if err != nil {
+			return err
+		}
+		if e.jsonOut {
+			if err := json.NewEncoder(e.stdout).Encode(s); err != nil {
+				return err
+			}
+		} else {
+			statsTable(e.stdout, s, header)
+			header = false
+		}
+		if !watch {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func statsTable(w interface{ Write([]byte) (int, error) }, s api.VMStats, header bool) {
+	row := []string{fmt.Sprintf("%.1f%%", s.CPUPercent), formatSize(s.RSSBytes),
+		formatSize(s.DiskRead), formatSize(s.DiskWrite), formatSize(s.NetRxBytes), formatSize(s.NetTxBytes)}
+	if header {
+		fmt.Fprintf(w, "%-8s %-10s %-10s %-10s %-10s %-10s\n", "CPU", "RSS", "DISK-R", "DISK-W", "NET-RX", "NET-TX")
+	}
+	fmt.Fprintf(w, "%-8s %-10s %-10s %-10s %-10s %-10s\n", row[0], row[1], row[2], row[3], row[4], row[5])
+}

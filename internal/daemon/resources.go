@@ -1,0 +1,170 @@
+package daemon
+
+import (
+	"context"
+	"net/http"
+
+	"banger/internal/api"
+	"banger/internal/progress"
+)
+
+func (d *Daemon) listImages(w http.ResponseWriter, r *http.Request) error {
+	imgs, err := d.store.ListImages(r.Context())
+	if err != nil {
+		return err
+	}
+	if imgs == nil {
+		imgs = []api.Image{}
+	}
+	writeJSON(w, http.StatusOK, imgs)
+	return nil
+}
+
+func (d *Daemon) getImage(w http.ResponseWriter, r *http.Request) error {
+	img, err := d.store.GetImage(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, img)
+	return nil
+}
+
+func (d *Daemon) createImage(w http.ResponseWriter, r *http.Request) error {
+	if d.images == nil {
+		return unavailable("image building")
+	}
+	var req api.ImageCreateRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	return d.begin(w, "image.create", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
+		return d.images.Create(ctx, req, rep)
+	})
+}
+
+func (d *Daemon) registerImage(w http.ResponseWriter, r *http.Request) error {
+	if d.images == nil {
+		return unavailable("image registration")
+	}
+	var req api.ImageRegisterRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	return d.begin(w, "image.register", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
+		return d.images.Register(ctx, req, rep)
+	})
+}
+
+func (d *Daemon) deleteImage(w http.ResponseWriter, r *http.Request) error {
+	if d.images == nil {
+		return unavailable("image management")
+	}
+	force := queryBool(r, "force")
+	if err := d.images.Delete(r.Context(), r.PathValue("name"), force); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+func (d *Daemon) listVMs(w http.ResponseWriter, r *http.Request) error {
+	vms, err := d.store.ListVMs(r.Context())
+	if err != nil {
+		return err
+	}
+	if vms == nil {
+		vms = []api.VM{}
+	}
+	writeJSON(w, http.StatusOK, vms)
+	return nil
+}
+
+func (d *Daemon) getVM(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if d.vms != nil {
+		det, err := d.vms.Detail(r.Context(), name)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, det)
+		return nil
+	}
+	vm, err := d.store.GetVM(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.VMDetail{VM: vm})
+	return nil
+}
+
+func (d *Daemon) createVM(w http.ResponseWriter, r *http.Request) error {
+	if d.vms == nil {
+		return unavailable("VM management")
+	}
+	var req api.VMCreateRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	return d.begin(w, "vm.create", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
+		return d.vms.Create(ctx, req, rep)
+	})
+}
+
+// vmAction serves start/stop/restart, which share a shape.
+func (d *Daemon) vmAction(kind string, call func(VMService, context.Context, string, progress.Reporter) (api.VM, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if d.vms == nil {
+			return unavailable("VM management")
+		}
+		name := r.PathValue("name")
+		return d.begin(w, kind, name, func(ctx context.Context, rep progress.Reporter) (any, error) {
+			return call(d.vms, ctx, name, rep)
+		})
+	}
+}
+
+func (d *Daemon) deleteVM(w http.ResponseWriter, r *http.Request) error {
+	if d.vms == nil {
+		return unavailable("VM management")
+	}
+	name := r.PathValue("name")
+	return d.begin(w, "vm.delete", name, func(ctx context.Context, rep progress.Reporter) (any, error) {
+		return nil, d.vms.Delete(ctx, name, rep)
+	})
+}
+
+func (d *Daemon) editVM(w http.ResponseWriter, r *http.Request) error {
+	if d.vms == nil {
+		return unavailable("VM management")
+	}
+	var req api.VMEditRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	vm, err := d.vms.Edit(r.Context(), r.PathValue("name"), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, vm)
+	return nil
+}
+
+func (d *Daemon) vmStats(w http.ResponseWriter, r *http.Request) error {
+	if d.vms == nil {
+		return unavailable("VM stats")
+	}
+	st, err := d.vms.Stats(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func queryBool(r *http.Request, key string) bool {
+	switch r.URL.Query().Get(key) {
+	case "1", "true", "yes":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,254 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+
+	"banger/internal/api"
+	"banger/internal/names"
+	"banger/internal/progress"
+	"banger/internal/revert"
+	"banger/internal/store"
+	"banger/internal/vmm"
+)
+
+// Create stage names, in order. The CLI prints them live; crash tests stop
+// the daemon right after each.
+const (
+	StageAllocate   = "allocate"
+	StageSystemDisk = "system disk"
+	StageWorkDisk   = "work disk"
+	StageNetwork    = "network"
+	StageEngine     = "engine"
+	StageBoot       = "boot"
+	StageReady      = "agent ready"
+)
+
+// maxSocketPath is the limit of a Unix socket path (sun_path) minus the NUL.
+const maxSocketPath = 107
+
+// Create makes a VM and, unless req.NoStart, boots it and waits until its
+// agent answers. On any failure everything made so far is undone and the
+// VM's record removed: a failed create leaves nothing behind.
+func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
+	v, img, err := m.prepareCreate(ctx, req)
+	if err != nil {
+		return api.VM{}, err
+	}
+	unlock := m.lockVM(v.Name)
+	defer unlock()
+	log := m.log.With("vm", v.Name)
+
+	r := revert.New()
+	defer r.Fail()
+
+	// allocate: record intent first (state creating), then the VM dir.
+	done := rep.Stage(StageAllocate)
+	err = m.st.CreateVM(ctx, &v, store.Alloc{Subnet: m.cfg.Subnet, Reserved: []netip.Addr{m.net.Gateway()}})
+	if err != nil {
+		done(err)
+		return api.VM{}, err
+	}
+	r.Add(func() {
+		c, cancel := bg()
+		defer cancel()
+		if err := m.st.DeleteVM(c, v.ID); err != nil {
+			log.Error("reverting vm record", "err", err)
+		}
+	})
+	if err := os.MkdirAll(v.Runtime.VMDir, 0o700); err != nil {
+		done(err)
+		return api.VM{}, fmt.Errorf("creating vm dir: %w", err)
+	}
+	r.Add(func() { os.RemoveAll(v.Runtime.VMDir) })
+	rep.Detail(fmt.Sprintf("%s %s", v.Runtime.GuestIP, v.Runtime.MAC))
+	done(nil)
+	m.stageHook("create", StageAllocate)
+
+	// system disk: copy-on-write over the image's rootfs.
+	done = rep.Stage(StageSystemDisk)
+	sys, err := m.disk.Create(ctx, img.Rootfs, v.Runtime.SystemDisk)
+	if err != nil {
+		done(err)
+		return api.VM{}, fmt.Errorf("creating system disk: %w", err)
+	}
+	r.Add(func() {
+		c, cancel := bg()
+		defer cancel()
+		if err := m.disk.Remove(c, sys); err != nil {
+			log.Error("reverting system disk", "err", err)
+		}
+	})
+	v.Runtime.SystemDisk = sys.Path
+	rep.Detail(m.disk.Info().Name)
+	// handles.json early, so a crash from here on can find the kernel state.
+	h := &Handles{Engine: v.Runtime.Engine, SystemDisk: sys}
+	if err := writeHandles(v.Runtime.VMDir, h); err != nil {
+		done(err)
+		return api.VM{}, err
+	}
+	done(nil)
+	m.stageHook("create", StageSystemDisk)
+
+	// work disk: clone of the image's work-seed grown to the requested size.
+	done = rep.Stage(StageWorkDisk)
+	if err := m.work.CloneAndGrow(ctx, img.WorkSeed, v.Runtime.WorkDisk, v.DiskBytes); err != nil {
+		done(err)
+		return api.VM{}, fmt.Errorf("creating work disk: %w", err)
+	}
+	done(nil)
+	m.stageHook("create", StageWorkDisk)
+
+	if err := m.st.UpdateVM(ctx, v); err != nil {
+		return api.VM{}, err
+	}
+	if req.NoStart {
+		if err := m.setState(ctx, &v, api.VMStopped, ""); err != nil {
+			return api.VM{}, err
+		}
+		r.Success()
+		return v, nil
+	}
+	if err := m.boot(ctx, &v, img, h, rep, "create"); err != nil {
+		return api.VM{}, err
+	}
+	r.Success()
+	log.Info("vm created", "ip", v.Runtime.GuestIP, "engine", v.Runtime.Engine)
+	return v, nil
+}
+
+// prepareCreate validates the request and fills in the VM record (before
+// anything is allocated).
+func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest) (api.VM, api.Image, error) {
+	name := req.Name
+	if name == "" {
+		name = names.GenerateUnique(func(n string) bool {
+			_, err := m.st.GetVM(ctx, n)
+			return err == nil
+		})
+	}
+	if err := names.Validate(name); err != nil {
+		return api.VM{}, api.Image{}, err
+	}
+	if _, err := m.st.GetVM(ctx, name); err == nil {
+		return api.VM{}, api.Image{}, api.AlreadyExists("vm %q already exists", name).
+			WithFix("pick another --name, or banger vm delete " + name)
+	}
+	imgName := req.Image
+	if imgName == "" {
+		imgName = m.cfg.DefaultImage
+	}
+	img, err := m.st.GetImage(ctx, imgName)
+	if err != nil {
+		if api.IsNotFound(err) {
+			return api.VM{}, api.Image{}, api.NotFound("image %q not found", imgName).
+				WithFix("banger image list, or banger image create " + imgName + " --from-debian")
+		}
+		return api.VM{}, api.Image{}, err
+	}
+	engine := req.Engine
+	if engine == "" {
+		engine = m.defEngine
+	}
+	e, err := m.engine(engine)
+	if err != nil {
+		return api.VM{}, api.Image{}, err
+	}
+	if err := checkImageBoots(img, e.Info()); err != nil {
+		return api.VM{}, api.Image{}, err
+	}
+	if m.disk.Info().QEMUOnly && engine != vmm.QEMU {
+		return api.VM{}, api.Image{}, api.FailedPrecondition("disk driver %s works only with qemu, not %s", m.disk.Info().Name, engine).
+			WithFix("set disk_driver in the config to reflink or copy, or use --engine qemu")
+	}
+	v := api.VM{
+		Name: name, ImageID: img.ID, ImageName: img.Name,
+		VCPUs: or(req.VCPUs, m.cfg.VCPUs), MemoryMiB: or(req.MemoryMiB, int(int64(m.cfg.Memory)>>20)),
+		DiskBytes: or64(req.DiskBytes, int64(m.cfg.DiskSize)),
+	}
+	if err := m.checkResources(v, img); err != nil {
+		return api.VM{}, api.Image{}, err
+	}
+	dir := m.vmDir(name)
+	ext := "raw"
+	if m.disk.Info().Format == "qcow2" {
+		ext = "qcow2"
+	}
+	sock := "qmp.sock"
+	if engine == vmm.Firecracker {
+		sock = "api.sock"
+	}
+	v.Runtime = api.VMRuntime{
+		State: api.VMCreating, Engine: engine, DNSName: name + ".vm",
+		APISocket: filepath.Join(dir, sock), AgentSocket: filepath.Join(dir, "agent.sock"),
+		AgentTransport: e.Info().AgentTransport,
+		SerialLogPath:  filepath.Join(dir, "serial.log"), EngineLogPath: filepath.Join(dir, "engine.log"),
+		MetricsPath: filepath.Join(dir, "metrics.json"), VMDir: dir,
+		SystemDisk: filepath.Join(dir, "system."+ext), SystemDiskKind: m.disk.Info().Name,
+		WorkDisk: filepath.Join(dir, "work.ext4"),
+	}
+	if len(v.Runtime.AgentSocket) > maxSocketPath || len(v.Runtime.APISocket) > maxSocketPath {
+		return api.VM{}, api.Image{}, api.Invalid("socket path %s is longer than %d bytes", v.Runtime.AgentSocket, maxSocketPath).
+			WithFix("use a shorter state_dir or VM name")
+	}
+	return v, img, nil
+}
+
+func checkImageBoots(img api.Image, info vmm.Info) error {
+	if !slices.Contains(img.Engines, info.Name) {
+		return api.FailedPrecondition("image %q cannot boot on %s (it supports: %v)", img.Name, info.Name, img.Engines).
+			WithFix("use --engine with one of those, or rebuild the image with banger image create")
+	}
+	if info.NeedsVmlinux && img.Vmlinux == "" {
+		return api.FailedPrecondition("image %q has no vmlinux, which %s needs", img.Name, info.Name).
+			WithFix("re-register the image with --vmlinux, or use --engine qemu")
+	}
+	if img.WorkSeed == "" {
+		return api.FailedPrecondition("image %q has no work-seed", img.Name).
+			WithFix("re-register it with --work-seed, or banger image create")
+	}
+	return nil
+}
+
+// checkResources refuses sizes beyond what the host has.
+func (m *Manager) checkResources(v api.VM, img api.Image) error {
+	if v.VCPUs < 1 || v.VCPUs > runtime.NumCPU() {
+		return api.Invalid("vcpus %d is out of range: this host has %d CPUs", v.VCPUs, runtime.NumCPU()).
+			WithFix(fmt.Sprintf("use --vcpus between 1 and %d", runtime.NumCPU()))
+	}
+	total := hostMemMiB()
+	if v.MemoryMiB < 128 || (total > 0 && v.MemoryMiB > total) {
+		return api.Invalid("memory %d MiB is out of range: 128 MiB to the host's %d MiB", v.MemoryMiB, total).
+			WithFix("use --memory between 128MiB and the host's memory")
+	}
+	if v.DiskBytes < img.WorkSeedSize || v.DiskBytes < 64<<20 {
+		return api.Invalid("disk size %d bytes is smaller than the image's work-seed (%d bytes) or 64 MiB", v.DiskBytes, img.WorkSeedSize).
+			WithFix("use a larger --disk, e.g. 4GiB")
+	}
+	return nil
+}
+
+func or(a, b int) int {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
+func or64(a, b int64) int64 {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
+// errCanceled reports whether err came from a cancelled context.
+func errCanceled(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}

@@ -1,0 +1,291 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/progress"
+)
+
+// Delete stage names, in order.
+const (
+	StageStop    = "stop"
+	StageRelease = "release network"
+	StageDisks   = "remove disks"
+	StageFiles   = "remove files"
+	StageRecord  = "remove record"
+)
+
+// stopTimeout is how long a guest gets to power off before it is killed.
+const stopTimeout = 15 * time.Second
+
+// Start boots a stopped (or failed) VM.
+func (m *Manager) Start(ctx context.Context, name string, rep progress.Reporter) (api.VM, error) {
+	v, err := m.getVM(ctx, name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	unlock := m.lockVM(v.Name)
+	defer unlock()
+	if v, err = m.getVM(ctx, name); err != nil {
+		return api.VM{}, err
+	}
+	if _, alive := m.vmAlive(v); alive {
+		return v, api.FailedPrecondition("vm %q is already running", v.Name).WithFix("banger vm restart " + v.Name)
+	}
+	if v.Runtime.State == api.VMCreating || v.Runtime.State == api.VMDeleting {
+		return v, api.FailedPrecondition("vm %q is %s", v.Name, v.Runtime.State).WithFix("wait for it, or banger vm delete " + v.Name)
+	}
+	img, err := m.st.GetImage(ctx, v.ImageID)
+	if err != nil {
+		return v, fmt.Errorf("vm %s: its image: %w", v.Name, err)
+	}
+	h, err := m.stoppedHandles(v)
+	if err != nil {
+		return v, err
+	}
+	sys, err := m.disk.Attach(ctx, h.SystemDisk)
+	if err != nil {
+		return v, fmt.Errorf("attaching system disk: %w", err)
+	}
+	h.SystemDisk = sys
+	if err := m.boot(ctx, &v, img, h, rep, "start"); err != nil {
+		c, cancel := bg()
+		defer cancel()
+		m.disk.Detach(c, sys)
+		m.setState(c, &v, api.VMStopped, err.Error())
+		return v, err
+	}
+	return v, nil
+}
+
+// stoppedHandles returns the handles file of a stopped VM (it still carries
+// the system disk's record).
+func (m *Manager) stoppedHandles(v api.VM) (*Handles, error) {
+	h, err := readHandles(v.Runtime.VMDir)
+	if err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, api.FailedPrecondition("vm %q has no %s in %s: its disks are missing", v.Name, handlesFileName, v.Runtime.VMDir).
+			WithFix("banger vm delete " + v.Name)
+	}
+	return h, nil
+}
+
+// Stop powers a VM off and releases its tap; the disks stay.
+func (m *Manager) Stop(ctx context.Context, name string, rep progress.Reporter) (api.VM, error) {
+	v, err := m.getVM(ctx, name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	unlock := m.lockVM(v.Name)
+	defer unlock()
+	if v, err = m.getVM(ctx, name); err != nil {
+		return api.VM{}, err
+	}
+	done := rep.Stage(StageStop)
+	err = m.stopLocked(ctx, &v, "")
+	done(err)
+	return v, err
+}
+
+// stopLocked stops the engine (if alive) and releases every piece of kernel
+// state; it is also the teardown used by reconcile and delete.
+func (m *Manager) stopLocked(ctx context.Context, v *api.VM, reason string) error {
+	h, alive := m.vmAlive(*v)
+	if alive {
+		e, err := m.engine(h.Engine)
+		if err != nil {
+			return err
+		}
+		v.Runtime.State = api.VMStopping
+		m.st.UpdateVMRuntime(ctx, v.ID, v.Runtime)
+		if err := e.Stop(ctx, h.VMM, stopTimeout); err != nil {
+			return fmt.Errorf("stopping vm %s: %w", v.Name, err)
+		}
+	}
+	m.dropAgent(v.ID)
+	m.releaseKernelState(ctx, v, h)
+	state := api.VMStopped
+	if reason != "" && v.Runtime.State == api.VMCreating {
+		state = api.VMFailed
+	}
+	return m.setState(ctx, v, state, reason)
+}
+
+// releaseKernelState returns the tap, drops the DNS name and detaches the
+// system disk's kernel state; handles.json keeps only the disk record.
+func (m *Manager) releaseKernelState(ctx context.Context, v *api.VM, h *Handles) {
+	m.net.RemoveHost(v.Name)
+	if h == nil {
+		m.cacheHandles(v.ID, nil)
+		return
+	}
+	if h.Tap != "" {
+		if err := m.net.ReleaseTap(ctx, h.Tap); err != nil {
+			m.log.Warn("releasing tap", "vm", v.Name, "tap", h.Tap, "err", err)
+		}
+	}
+	if err := m.disk.Detach(ctx, h.SystemDisk); err != nil {
+		m.log.Warn("detaching system disk", "vm", v.Name, "err", err)
+	}
+	rest := &Handles{Engine: h.Engine, SystemDisk: h.SystemDisk}
+	rest.SystemDisk.Loops, rest.SystemDisk.DMName, rest.SystemDisk.DMDevice = nil, "", ""
+	if err := writeHandles(v.Runtime.VMDir, rest); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.log.Warn("writing handles", "vm", v.Name, "err", err)
+	}
+	m.cacheHandles(v.ID, nil)
+}
+
+// Restart stops then starts a VM.
+func (m *Manager) Restart(ctx context.Context, name string, rep progress.Reporter) (api.VM, error) {
+	if _, err := m.Stop(ctx, name, rep); err != nil {
+		return api.VM{}, err
+	}
+	return m.Start(ctx, name, rep)
+}
+
+// Delete stops a VM and removes everything it had.
+func (m *Manager) Delete(ctx context.Context, name string, rep progress.Reporter) error {
+	v, err := m.getVM(ctx, name)
+	if err != nil {
+		return err
+	}
+	unlock := m.lockVM(v.Name)
+	defer unlock()
+	if v, err = m.getVM(ctx, name); err != nil {
+		return err
+	}
+	// Deletion runs to the end even if the caller goes away.
+	ctx, cancel := bg()
+	defer cancel()
+	return m.deleteLocked(ctx, &v, rep)
+}
+
+func (m *Manager) deleteLocked(ctx context.Context, v *api.VM, rep progress.Reporter) error {
+	h, _ := m.vmAlive(*v)
+	v.Runtime.State = api.VMDeleting
+	if err := m.st.UpdateVMRuntime(ctx, v.ID, v.Runtime); err != nil {
+		return err
+	}
+	done := rep.Stage(StageStop)
+	if h != nil {
+		if hv, alive := m.vmAlive(*v); alive {
+			e, err := m.engine(hv.Engine)
+			if err == nil {
+				err = e.Kill(ctx, hv.VMM)
+			}
+			if err != nil {
+				done(err)
+				return fmt.Errorf("killing vm %s: %w", v.Name, err)
+			}
+		}
+	}
+	m.dropAgent(v.ID)
+	done(nil)
+	m.stageHook("delete", StageStop)
+
+	done = rep.Stage(StageRelease)
+	m.net.RemoveHost(v.Name)
+	if h != nil && h.Tap != "" {
+		if err := m.net.ReleaseTap(ctx, h.Tap); err != nil {
+			done(err)
+			return fmt.Errorf("releasing tap %s: %w", h.Tap, err)
+		}
+	}
+	done(nil)
+	m.stageHook("delete", StageRelease)
+
+	done = rep.Stage(StageDisks)
+	if h != nil {
+		if err := m.disk.Remove(ctx, h.SystemDisk); err != nil {
+			done(err)
+			return fmt.Errorf("removing system disk: %w", err)
+		}
+	}
+	done(nil)
+	m.stageHook("delete", StageDisks)
+
+	done = rep.Stage(StageFiles)
+	if v.Runtime.VMDir != "" {
+		if err := os.RemoveAll(v.Runtime.VMDir); err != nil {
+			done(err)
+			return fmt.Errorf("removing %s: %w", v.Runtime.VMDir, err)
+		}
+	}
+	done(nil)
+	m.stageHook("delete", StageFiles)
+
+	done = rep.Stage(StageRecord)
+	m.cacheHandles(v.ID, nil)
+	m.mu.Lock()
+	delete(m.stats, v.ID)
+	m.mu.Unlock()
+	err := m.st.DeleteVM(ctx, v.ID)
+	done(err)
+	m.stageHook("delete", StageRecord)
+	if err == nil {
+		m.log.Info("vm deleted", "vm", v.Name)
+	}
+	return err
+}
+
+// Edit changes a stopped VM's vcpus, memory or work disk size.
+func (m *Manager) Edit(ctx context.Context, name string, req api.VMEditRequest) (api.VM, error) {
+	v, err := m.getVM(ctx, name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	unlock := m.lockVM(v.Name)
+	defer unlock()
+	if v, err = m.getVM(ctx, name); err != nil {
+		return api.VM{}, err
+	}
+	if _, alive := m.vmAlive(v); alive || v.Runtime.State == api.VMRunning {
+		return v, api.FailedPrecondition("vm %q is running", v.Name).WithFix("banger vm stop " + v.Name + " first")
+	}
+	img, err := m.st.GetImage(ctx, v.ImageID)
+	if err != nil {
+		return v, err
+	}
+	nv := v
+	nv.VCPUs = or(req.VCPUs, v.VCPUs)
+	nv.MemoryMiB = or(req.MemoryMiB, v.MemoryMiB)
+	nv.DiskBytes = or64(req.DiskBytes, v.DiskBytes)
+	if err := m.checkResources(nv, img); err != nil {
+		return v, err
+	}
+	if nv.DiskBytes < v.DiskBytes {
+		return v, api.Invalid("disk size can only grow: %d < current %d bytes", nv.DiskBytes, v.DiskBytes).
+			WithFix("give a --disk larger than the current size")
+	}
+	if nv.DiskBytes > v.DiskBytes {
+		if err := m.work.Grow(ctx, v.Runtime.WorkDisk, nv.DiskBytes); err != nil {
+			return v, fmt.Errorf("growing work disk: %w", err)
+		}
+	}
+	if err := m.st.UpdateVM(ctx, nv); err != nil {
+		return v, err
+	}
+	return m.getVM(ctx, name)
+}
+
+// Detail returns a VM's record with its live handles.
+func (m *Manager) Detail(ctx context.Context, name string) (api.VMDetail, error) {
+	v, err := m.getVM(ctx, name)
+	if err != nil {
+		return api.VMDetail{}, err
+	}
+	h, alive := m.vmAlive(v)
+	d := api.VMDetail{VM: v, Alive: alive}
+	if alive {
+		d.Handles = h.API()
+	}
+	return d, nil
+}

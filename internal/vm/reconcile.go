@@ -1,0 +1,96 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"banger/internal/api"
+	"banger/internal/progress"
+)
+
+// Reconcile runs once when the daemon starts, before it serves requests.
+// For each VM it reads handles.json and checks the engine process
+// (vmAlive): a live VM is kept (handle cache seeded, tap claimed, DNS name
+// back); a dead one has its kernel state (tap, loops, dm) torn down and is
+// marked stopped — or failed when it died during create — with the reason.
+// Deletes interrupted by a crash are finished. listTaps returns banger's
+// taps on the host; non-pool ones no live VM uses are deleted.
+func (m *Manager) Reconcile(ctx context.Context, listTaps func() ([]string, error)) error {
+	vms, err := m.st.ListVMs(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: listing vms: %w", err)
+	}
+	inUse := map[string]bool{}
+	for _, v := range vms {
+		tap, err := m.reconcileOne(ctx, v)
+		if err != nil {
+			m.log.Error("reconcile", "vm", v.Name, "err", err)
+			continue
+		}
+		if tap != "" {
+			inUse[tap] = true
+		}
+	}
+	if listTaps == nil {
+		return nil
+	}
+	taps, err := listTaps()
+	if err != nil {
+		return fmt.Errorf("reconcile: listing taps: %w", err)
+	}
+	for _, t := range taps {
+		if !inUse[t] && !strings.HasPrefix(t, "tap-pool-") {
+			m.log.Info("reconcile: deleting leaked tap", "tap", t)
+			if err := m.net.DeleteTap(ctx, t); err != nil {
+				m.log.Warn("deleting leaked tap", "tap", t, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// reconcileOne settles one VM and returns the tap it keeps using, if any.
+func (m *Manager) reconcileOne(ctx context.Context, v api.VM) (string, error) {
+	log := m.log.With("vm", v.Name)
+	h, alive := m.vmAlive(v)
+	switch v.Runtime.State {
+	case api.VMDeleting:
+		log.Info("reconcile: finishing an interrupted delete")
+		return "", m.deleteLocked(ctx, &v, progress.Nop{})
+	case api.VMStopping:
+		return "", m.stopLocked(ctx, &v, "")
+	}
+	if alive {
+		m.net.MarkInUse(h.Tap)
+		if ip, err := netip.ParseAddr(v.Runtime.GuestIP); err == nil {
+			m.net.SetHost(v.Name, ip)
+		}
+		if v.Runtime.State != api.VMRunning {
+			v.Runtime.LastError = fmt.Sprintf("the daemon restarted while the vm was %s; the guest kept running", v.Runtime.State)
+			if err := m.setState(ctx, &v, api.VMRunning, v.Runtime.LastError); err != nil {
+				return h.Tap, err
+			}
+		}
+		log.Info("reconcile: vm still running", "pid", h.VMM.PID, "tap", h.Tap)
+		return h.Tap, nil
+	}
+	switch v.Runtime.State {
+	case api.VMRunning, api.VMStarting:
+		reason := "the engine process was gone when the daemon started"
+		log.Warn("reconcile: vm died", "reason", reason)
+		m.releaseKernelState(ctx, &v, h)
+		return "", m.setState(ctx, &v, api.VMStopped, reason)
+	case api.VMCreating:
+		reason := "the daemon stopped while the vm was being created; delete it and create it again"
+		log.Warn("reconcile: interrupted create", "reason", reason)
+		m.releaseKernelState(ctx, &v, h)
+		return "", m.setState(ctx, &v, api.VMFailed, reason)
+	default: // stopped, failed: make sure no kernel state lingers
+		if h != nil && (h.Tap != "" || len(h.SystemDisk.Loops) > 0) {
+			m.releaseKernelState(ctx, &v, h)
+		}
+		return "", nil
+	}
+}
