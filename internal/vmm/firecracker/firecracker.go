@@ -1,0 +1,345 @@
+// Package firecracker runs guests in Firecracker microVMs, directly or
+// under Firecracker's jailer.
+//
+// Start launches the process detached (see internal/vmm/proc) with
+// `--api-sock <APISocket> --id <name>`, routes its stdout (the guest's
+// serial console) to Spec.SerialLog and stderr to Spec.EngineLog, waits
+// for the API socket, then configures the VM over the API — logger,
+// metrics, boot source, machine config, drives, network, vsock — and sends
+// InstanceStart. Firecracker's own logger writes to firecracker-api.log
+// beside EngineLog. State, Stop and Kill use the API socket and /proc
+// only, so they work after a daemon restart.
+package firecracker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/revert"
+	"banger/internal/vmm"
+	"banger/internal/vmm/proc"
+)
+
+// DefaultBinary is used when Config.Binary is empty.
+const DefaultBinary = "firecracker"
+
+// socketTimeout bounds the wait for the API socket after launch.
+const socketTimeout = 10 * time.Second
+
+// Config says which Firecracker to run and how.
+type Config struct {
+	Binary string // firecracker binary; default "firecracker" from PATH
+	// JailerBinary, when set, runs Firecracker under the jailer as
+	// JailerUID:JailerGID chrooted under ChrootBase.
+	JailerBinary string
+	JailerUID    int
+	JailerGID    int
+	ChrootBase   string // default /srv/jailer
+	Version      string // reported by Info; asked from the binary when empty
+}
+
+// Engine is the Firecracker engine.
+type Engine struct {
+	cfg Config
+
+	infoOnce sync.Once
+	info     vmm.Info // set once by infoOnce
+}
+
+var _ vmm.Engine = (*Engine)(nil)
+
+// New returns a Firecracker engine for cfg.
+func New(cfg Config) *Engine {
+	if cfg.Binary == "" {
+		cfg.Binary = DefaultBinary
+	}
+	if cfg.ChrootBase == "" {
+		cfg.ChrootBase = "/srv/jailer"
+	}
+	return &Engine{cfg: cfg}
+}
+
+// Info reports the binary and its version (looked up once).
+func (e *Engine) Info() vmm.Info {
+	e.infoOnce.Do(func() { e.info = e.probe() })
+	return e.info
+}
+
+func (e *Engine) probe() vmm.Info {
+	info := vmm.Info{
+		Name: vmm.Firecracker, Accel: "kvm", AgentTransport: vmm.TransportVsockHybrid,
+		NeedsVmlinux: true, Version: e.cfg.Version,
+	}
+	path, err := exec.LookPath(e.cfg.Binary)
+	if err != nil {
+		info.Reason = fmt.Sprintf("%s not found: install a Firecracker release binary from github.com/firecracker-microvm/firecracker/releases", e.cfg.Binary)
+		return info
+	}
+	info.Binary = path
+	if e.cfg.JailerBinary != "" {
+		if _, err := exec.LookPath(e.cfg.JailerBinary); err != nil {
+			info.Reason = fmt.Sprintf("jailer %s not found: install it from the same Firecracker release", e.cfg.JailerBinary)
+			return info
+		}
+	}
+	if info.Version == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, path, "--version").Output()
+		if err != nil {
+			info.Reason = fmt.Sprintf("%s --version failed: %v", path, err)
+			return info
+		}
+		// "Firecracker v1.16.1"
+		if f := strings.Fields(string(out)); len(f) >= 2 {
+			info.Version = strings.TrimPrefix(f[1], "v")
+		}
+	}
+	info.Available = true
+	return info
+}
+
+// launch is one Start in progress.
+type launch struct {
+	binary string
+	args   []string
+	paths  paths
+	api    string // host path of the API socket
+	agent  string // host path of the vsock UDS
+	marker string
+	extra  map[string]string
+}
+
+func (e *Engine) planLaunch(spec vmm.Spec) launch {
+	if e.cfg.JailerBinary != "" {
+		p := e.planJail(spec)
+		return launch{binary: e.cfg.JailerBinary, args: p.Args, paths: p.Paths, api: p.APISocket,
+			agent: p.AgentSocket, marker: p.Marker, extra: map[string]string{"marker": p.Marker, "jail_dir": p.JailDir}}
+	}
+	ps := paths{Kernel: spec.Vmlinux, Initrd: spec.Initrd, LogPath: apiLogPath(spec),
+		MetricsPath: spec.MetricsPath, VsockUDS: spec.AgentSocket}
+	for _, d := range spec.Disks {
+		ps.Disks = append(ps.Disks, d.Path)
+	}
+	return launch{binary: e.cfg.Binary, args: []string{"--api-sock", spec.APISocket, "--id", spec.Name},
+		paths: ps, api: spec.APISocket, agent: spec.AgentSocket, marker: spec.APISocket}
+}
+
+// apiLogPath is where Firecracker's own logger writes (PUT /logger).
+func apiLogPath(spec vmm.Spec) string {
+	return filepath.Join(filepath.Dir(spec.EngineLog), "firecracker-api.log")
+}
+
+// Start validates spec, launches Firecracker, configures and boots the
+// guest. On failure the process is killed and its files removed.
+func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) {
+	if err := validate(spec); err != nil {
+		return vmm.Handles{}, err
+	}
+	l := e.planLaunch(spec)
+	r := revert.New()
+	defer r.Fail()
+	if e.cfg.JailerBinary != "" {
+		p := e.planJail(spec)
+		r.Add(func() { _ = os.RemoveAll(p.JailDir) })
+		if err := p.prepare(e.cfg.JailerUID, e.cfg.JailerGID); err != nil {
+			return vmm.Handles{}, api.Unavailable("vm %s: preparing the jail: %w", spec.Name, err)
+		}
+	} else {
+		// Firecracker refuses an existing socket path; a stale one is ours.
+		proc.RemoveSockets(spec.APISocket, spec.AgentSocket)
+		for _, f := range []string{l.paths.LogPath, l.paths.MetricsPath} {
+			if err := touch(f); err != nil {
+				return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
+			}
+		}
+	}
+	p, err := proc.Start(proc.Options{Binary: l.binary, Args: l.args, Stdout: spec.SerialLog, Stderr: spec.EngineLog, Dir: spec.VMDir})
+	if err != nil {
+		return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
+	}
+	r.Add(func() {
+		_ = proc.Kill(context.Background(), p.PID, l.marker)
+		<-p.Exited
+		proc.RemoveSockets(l.api, l.agent)
+	})
+	slog.Debug("firecracker started", "vm", spec.Name, "pid", p.PID, "args", l.args)
+	if err := waitSocket(ctx, p, spec, l.api); err != nil {
+		return vmm.Handles{}, err
+	}
+	c := newClient(l.api)
+	for _, req := range configRequests(spec, l.paths) {
+		if err := c.do(ctx, req.Method, req.Path, req.Body, nil); err != nil {
+			return vmm.Handles{}, api.Unavailable("vm %s: configuring firecracker: %w", spec.Name, err)
+		}
+	}
+	r.Success()
+	return vmm.Handles{
+		PID: p.PID, APISocket: l.api, AgentSocket: l.agent, AgentTransport: vmm.TransportVsockHybrid,
+		VsockCID: spec.VsockCID, Accel: "kvm", Extra: l.extra,
+	}, nil
+}
+
+func touch(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// validate checks the spec and that every file the guest needs exists.
+func validate(spec vmm.Spec) error {
+	switch {
+	case spec.Name == "":
+		return api.Invalid("vm spec: empty name")
+	case spec.VCPUs <= 0:
+		return api.Invalid("vm %s: vcpus must be > 0, got %d", spec.Name, spec.VCPUs)
+	case spec.MemoryMiB <= 0:
+		return api.Invalid("vm %s: memory must be > 0 MiB, got %d", spec.Name, spec.MemoryMiB)
+	case spec.Vmlinux == "":
+		return api.Invalid("vm %s: no uncompressed kernel (vmlinux) given; firecracker cannot boot a bzImage", spec.Name)
+	case spec.Tap == "":
+		return api.Invalid("vm %s: no tap device given", spec.Name)
+	case spec.APISocket == "" || spec.AgentSocket == "" || spec.EngineLog == "":
+		return api.Invalid("vm %s: API socket, agent socket and engine log paths are required", spec.Name)
+	case spec.VsockCID < 3:
+		return api.Invalid("vm %s: vsock cid must be >= 3, got %d", spec.Name, spec.VsockCID)
+	case len(spec.Disks) == 0:
+		return api.Invalid("vm %s: no root disk", spec.Name)
+	}
+	files := map[string]string{"kernel": spec.Vmlinux, "initrd": spec.Initrd}
+	for _, d := range spec.Disks {
+		if d.Format != "raw" {
+			return api.Invalid("vm %s: disk %s is %s; firecracker opens raw disks only", spec.Name, d.ID, d.Format).
+				WithFix("use a raw disk driver (reflink, copy or device-mapper) for firecracker VMs")
+		}
+		files["disk "+d.ID] = d.Path
+	}
+	for what, path := range files {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			return api.Invalid("vm %s: %s %s: %w", spec.Name, what, path, err)
+		}
+	}
+	return nil
+}
+
+// waitSocket waits until the API socket accepts connections.
+func waitSocket(ctx context.Context, p *proc.Process, spec vmm.Spec, sock string) error {
+	ctx, cancel := context.WithTimeout(ctx, socketTimeout)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.Exited:
+			return api.Unavailable("vm %s: firecracker exited (%s): %s", spec.Name, p.ExitStatus(), tailOrNone(spec.EngineLog))
+		default:
+		}
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return api.Unavailable("vm %s: firecracker API socket %s not ready within %v (log: %s)",
+				spec.Name, sock, socketTimeout, tailOrNone(spec.EngineLog))
+		case <-t.C:
+		}
+	}
+}
+
+func tailOrNone(path string) string {
+	if s := proc.Tail(path, 2048); s != "" {
+		return s
+	}
+	return "(no output)"
+}
+
+// marker is what Alive looks for in the process's command line.
+func marker(h vmm.Handles) string {
+	if m := h.Extra["marker"]; m != "" {
+		return m
+	}
+	return h.APISocket
+}
+
+// Stop sends SendCtrlAltDel (the guest's keyboard reset: systemd powers
+// off, Firecracker exits) and kills the process after timeout.
+func (e *Engine) Stop(ctx context.Context, h vmm.Handles, timeout time.Duration) error {
+	if e.Alive(h) {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := newClient(h.APISocket).do(cctx, http.MethodPut, "/actions", action{ActionType: "SendCtrlAltDel"}, nil)
+		cancel()
+		if err != nil {
+			slog.Debug("firecracker SendCtrlAltDel failed; killing", "pid", h.PID, "err", err)
+			timeout = 0
+		}
+		if err := proc.StopOrKill(ctx, h.PID, marker(h), timeout); err != nil {
+			return fmt.Errorf("stopping firecracker pid %d: %w", h.PID, err)
+		}
+	}
+	cleanup(h)
+	return nil
+}
+
+// Kill ends Firecracker at once and waits for it to be gone.
+func (e *Engine) Kill(ctx context.Context, h vmm.Handles) error {
+	if err := proc.Kill(ctx, h.PID, marker(h)); err != nil {
+		return fmt.Errorf("killing firecracker: %w", err)
+	}
+	cleanup(h)
+	return nil
+}
+
+// cleanup removes what an ended Firecracker leaves: its sockets, and the
+// jail (links only; the VM's own files stay).
+func cleanup(h vmm.Handles) {
+	proc.RemoveSockets(h.APISocket, h.AgentSocket)
+	if d := h.Extra["jail_dir"]; d != "" {
+		_ = os.RemoveAll(d)
+	}
+}
+
+// State asks the API (GET /). A gone process is StateStopped, and so is a
+// process whose guest was never started.
+func (e *Engine) State(ctx context.Context, h vmm.Handles) (vmm.State, error) {
+	if !e.Alive(h) {
+		return vmm.StateStopped, nil
+	}
+	var info instanceInfo
+	if err := newClient(h.APISocket).do(ctx, http.MethodGet, "/", nil, &info); err != nil {
+		if !e.Alive(h) {
+			return vmm.StateStopped, nil
+		}
+		return vmm.StateUnknown, fmt.Errorf("asking firecracker pid %d for its state: %w", h.PID, err)
+	}
+	switch info.State {
+	case "Running":
+		return vmm.StateRunning, nil
+	case "Paused":
+		return vmm.StatePaused, nil
+	case "Not started":
+		return vmm.StateStopped, nil
+	}
+	return vmm.StateUnknown, nil
+}
+
+// Alive reports whether the Firecracker in h still runs.
+func (e *Engine) Alive(h vmm.Handles) bool { return proc.Alive(h.PID, marker(h)) }

@@ -1,0 +1,124 @@
+package qemu
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"banger/internal/api"
+	"banger/internal/vmm"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func baseSpec() vmm.Spec {
+	return vmm.Spec{
+		Name: "dev1", VMDir: "/var/lib/banger/vms/dev1", VCPUs: 2, MemoryMiB: 512,
+		Kernel: "/var/lib/banger/images/deb/vmlinuz", Initrd: "/var/lib/banger/images/deb/initrd.img",
+		Cmdline: "root=/dev/vda rw net.ifnames=0 ip=172.30.0.2::172.30.0.1:255.255.255.0::eth0:off hostname=dev1",
+		Disks:   []vmm.Disk{{ID: "root", Path: "/var/lib/banger/vms/dev1/root.ext4", Format: "raw"}},
+		Tap:     "bgtap0", MAC: "06:00:ac:1e:00:02", VsockCID: 7,
+		APISocket:   "/var/lib/banger/vms/dev1/qmp.sock",
+		AgentSocket: "/var/lib/banger/vms/dev1/agent.sock",
+		SerialLog:   "/var/lib/banger/vms/dev1/serial.log",
+		EngineLog:   "/var/lib/banger/vms/dev1/qemu.log",
+	}
+}
+
+func TestArgsGolden(t *testing.T) {
+	tcg := Config{Accel: "tcg", TSCkHz: 2199998}
+	tests := []struct {
+		name string
+		cfg  Config
+		edit func(*vmm.Spec)
+	}{
+		{"tcg-serial-agent", tcg, func(*vmm.Spec) {}},
+		{"kvm-vhost-vsock", Config{Accel: "kvm", VhostVsock: true}, func(*vmm.Spec) {}},
+		{"qcow2-root", Config{Accel: "tcg", TSCkHz: 3000000, TBSizeMiB: 64}, func(s *vmm.Spec) {
+			s.Disks[0] = vmm.Disk{ID: "root", Path: "/var/lib/banger/vms/dev1/root.qcow2", Format: "qcow2"}
+		}},
+		{"two-disks", tcg, func(s *vmm.Spec) {
+			s.Disks[0].ReadOnly = true
+			s.Disks = append(s.Disks, vmm.Disk{ID: "work", Path: "/var/lib/banger/vms/dev1/work,1.ext4", Format: "raw"})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := baseSpec()
+			tt.edit(&spec)
+			args, err := New(tt.cfg).Args(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, filepath.Join("testdata", tt.name+".golden"), strings.Join(args, "\n")+"\n")
+		})
+	}
+}
+
+func TestArgsInvalid(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		edit func(*vmm.Spec)
+		want string
+	}{
+		{"tcg without tsc", Config{Accel: "tcg"}, func(*vmm.Spec) {}, "TSC"},
+		{"bad accel", Config{Accel: "hvf"}, func(*vmm.Spec) {}, `accel "hvf"`},
+		{"zero vcpus", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.VCPUs = 0 }, "vcpus"},
+		{"zero memory", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.MemoryMiB = 0 }, "memory"},
+		{"no kernel", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.Kernel = "" }, "kernel"},
+		{"bad format", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.Disks[0].Format = "vmdk" }, `"vmdk"`},
+		{"dup disk", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.Disks = append(s.Disks, s.Disks[0]) }, "twice"},
+		{"tap without mac", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.MAC = "" }, "MAC"},
+		{"comma in qmp path", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.APISocket = "/a,b/qmp.sock" }, "commas"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := baseSpec()
+			tt.edit(&spec)
+			_, err := New(tt.cfg).Args(spec)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !api.IsInvalid(err) {
+				t.Fatalf("Args = %v, want an Invalid error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMapStatus(t *testing.T) {
+	for in, want := range map[string]vmm.State{
+		"running": vmm.StateRunning, "paused": vmm.StatePaused, "inmigrate": vmm.StatePaused,
+		"shutdown": vmm.StateStopped, "guest-panicked": vmm.StateStopped, "bogus": vmm.StateUnknown,
+	} {
+		if got := mapStatus(in); got != want {
+			t.Errorf("mapStatus(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestInfo(t *testing.T) {
+	info := New(Config{Binary: "/nonexistent/qemu", Accel: "tcg", TSCkHz: 1}).Info()
+	if info.Available || !strings.Contains(info.Reason, "qemu-system-x86") || info.AgentTransport != vmm.TransportSerial || !info.Qcow2 || info.NeedsVmlinux {
+		t.Errorf("Info with a missing binary = %+v", info)
+	}
+	if info := New(Config{Accel: "kvm", VhostVsock: true}).Info(); info.AgentTransport != vmm.TransportVsock || info.Name != vmm.QEMU {
+		t.Errorf("Info with vhost-vsock = %+v", info)
+	}
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if string(want) != got {
+		t.Errorf("%s differs (go test -update rewrites it)\n--- got\n%s--- want\n%s", path, got, want)
+	}
+}

@@ -1,0 +1,278 @@
+// Package qemu runs guests in a QEMU microvm process: KVM where hardware
+// virtualisation works, TCG software emulation otherwise.
+//
+// Start launches qemu-system-x86_64 detached (see internal/vmm/proc) with
+// the arguments from Args, then waits until the QMP socket answers
+// query-status. State, Stop and Kill talk to QMP and /proc only, so they
+// work on a VM started by an earlier daemon.
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/revert"
+	"banger/internal/vmm"
+	"banger/internal/vmm/proc"
+)
+
+// DefaultBinary is the QEMU system emulator used when Config.Binary is empty.
+const DefaultBinary = "qemu-system-x86_64"
+
+// readyTimeout bounds the wait for the QMP socket after launch.
+const readyTimeout = 10 * time.Second
+
+// Config chooses how guests run. The caller (host capability probe) picks
+// Accel; the engine does not probe.
+type Config struct {
+	Binary     string // default qemu-system-x86_64
+	Accel      string // "kvm" or "tcg"
+	TSCkHz     int    // host TSC kHz; required for tcg
+	TBSizeMiB  int    // tcg translation cache size; default 128
+	VhostVsock bool   // /dev/vhost-vsock present: agent over vsock, else virtio-serial
+}
+
+// Engine is the QEMU engine.
+type Engine struct {
+	cfg Config
+
+	infoOnce sync.Once
+	info     vmm.Info // set once by infoOnce
+}
+
+var _ vmm.Engine = (*Engine)(nil)
+
+// New returns a QEMU engine for cfg.
+func New(cfg Config) *Engine {
+	if cfg.Binary == "" {
+		cfg.Binary = DefaultBinary
+	}
+	return &Engine{cfg: cfg}
+}
+
+// Info reports the binary, its version and what guests of this engine use.
+// The binary is looked up (and asked its version) once.
+func (e *Engine) Info() vmm.Info {
+	e.infoOnce.Do(func() { e.info = e.probe() })
+	return e.info
+}
+
+func (e *Engine) probe() vmm.Info {
+	info := vmm.Info{
+		Name:           vmm.QEMU,
+		Accel:          e.cfg.Accel,
+		AgentTransport: e.transport(),
+		Qcow2:          true,
+	}
+	path, err := exec.LookPath(e.cfg.Binary)
+	if err != nil {
+		info.Reason = fmt.Sprintf("%s not found: apt-get install qemu-system-x86", e.cfg.Binary)
+		return info
+	}
+	info.Binary = path
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		info.Reason = fmt.Sprintf("%s --version failed: %v", path, err)
+		return info
+	}
+	// "QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)"
+	if f := strings.Fields(string(out)); len(f) >= 4 {
+		info.Version = f[3]
+	}
+	if err := e.checkConfig(); err != nil {
+		info.Reason = err.Error()
+		return info
+	}
+	info.Available = true
+	return info
+}
+
+func (e *Engine) transport() string {
+	if e.cfg.VhostVsock {
+		return vmm.TransportVsock
+	}
+	return vmm.TransportSerial
+}
+
+// Start validates spec, launches QEMU detached and waits until QMP answers.
+// On failure nothing is left: the process is killed and its sockets removed.
+func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) {
+	args, err := e.Args(spec)
+	if err != nil {
+		return vmm.Handles{}, err
+	}
+	if err := checkFiles(spec); err != nil {
+		return vmm.Handles{}, err
+	}
+	if spec.Tap == "" {
+		return vmm.Handles{}, api.Invalid("vm %s: no tap device given", spec.Name)
+	}
+	// Stale sockets from an earlier run would make the readiness check
+	// talk to nothing; QEMU replaces them anyway.
+	proc.RemoveSockets(spec.APISocket, spec.AgentSocket)
+
+	r := revert.New()
+	defer r.Fail()
+	p, err := proc.Start(proc.Options{Binary: e.cfg.Binary, Args: args, Stdout: spec.EngineLog, Stderr: spec.EngineLog, Dir: spec.VMDir})
+	if err != nil {
+		return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
+	}
+	r.Add(func() {
+		_ = proc.Kill(context.Background(), p.PID, spec.APISocket)
+		<-p.Exited
+		proc.RemoveSockets(spec.APISocket, spec.AgentSocket)
+		if spec.VMDir != "" {
+			_ = os.Remove(pidfile(spec))
+		}
+	})
+	log := slog.With("vm", spec.Name, "pid", p.PID)
+	log.Debug("qemu started", "args", args)
+	if err := waitReady(ctx, p, spec); err != nil {
+		return vmm.Handles{}, err
+	}
+	h := vmm.Handles{
+		PID:            p.PID,
+		APISocket:      spec.APISocket,
+		AgentSocket:    spec.AgentSocket,
+		AgentTransport: e.transport(),
+		Accel:          e.cfg.Accel,
+	}
+	if e.cfg.VhostVsock {
+		h.VsockCID = spec.VsockCID
+		h.AgentSocket = ""
+	}
+	if spec.VMDir != "" {
+		h.Extra = map[string]string{"pidfile": pidfile(spec)}
+	}
+	r.Success()
+	return h, nil
+}
+
+// waitReady polls QMP query-status until it answers, QEMU exits (error with
+// the tail of its log) or readyTimeout passes.
+func waitReady(ctx context.Context, p *proc.Process, spec vmm.Spec) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	t := time.NewTicker(25 * time.Millisecond)
+	defer t.Stop()
+	var lastErr error
+	for {
+		select {
+		case <-p.Exited:
+			return api.Unavailable("vm %s: qemu exited (%s): %s", spec.Name, p.ExitStatus(), tailOrNone(spec.EngineLog))
+		default:
+		}
+		qctx, qcancel := context.WithTimeout(ctx, time.Second)
+		_, err := queryStatus(qctx, spec.APISocket)
+		qcancel()
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return api.Unavailable("vm %s: qemu did not answer on %s within %v: %w (log: %s)",
+				spec.Name, spec.APISocket, readyTimeout, lastErr, tailOrNone(spec.EngineLog))
+		case <-t.C:
+		}
+	}
+}
+
+func tailOrNone(path string) string {
+	if s := proc.Tail(path, 2048); s != "" {
+		return s
+	}
+	return "(no output)"
+}
+
+// checkFiles makes sure every file the guest boots from exists.
+func checkFiles(spec vmm.Spec) error {
+	files := []struct{ what, path string }{{"kernel", spec.Kernel}, {"initrd", spec.Initrd}}
+	for _, d := range spec.Disks {
+		files = append(files, struct{ what, path string }{"disk " + d.ID, d.Path})
+	}
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return api.Invalid("vm %s: %s %s: %w", spec.Name, f.what, f.path, err)
+		}
+	}
+	return nil
+}
+
+// Stop asks the guest to power off (ACPI power button via QMP
+// system_powerdown) and kills QEMU when it is still there after timeout.
+func (e *Engine) Stop(ctx context.Context, h vmm.Handles, timeout time.Duration) error {
+	if proc.Alive(h.PID, h.APISocket) {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := qmpDo(qctx, h.APISocket, "system_powerdown", nil)
+		cancel()
+		if err != nil {
+			slog.Debug("qmp system_powerdown failed; killing", "pid", h.PID, "err", err)
+			timeout = 0
+		}
+		if err := proc.StopOrKill(ctx, h.PID, h.APISocket, timeout); err != nil {
+			return fmt.Errorf("stopping qemu pid %d: %w", h.PID, err)
+		}
+	}
+	cleanup(h)
+	return nil
+}
+
+// Kill ends QEMU at once and waits for it to be gone.
+func (e *Engine) Kill(ctx context.Context, h vmm.Handles) error {
+	if err := proc.Kill(ctx, h.PID, h.APISocket); err != nil {
+		return fmt.Errorf("killing qemu: %w", err)
+	}
+	cleanup(h)
+	return nil
+}
+
+// cleanup removes what a killed QEMU leaves behind.
+func cleanup(h vmm.Handles) {
+	proc.RemoveSockets(h.APISocket, h.AgentSocket, h.Extra["pidfile"])
+}
+
+// State asks QMP what the guest is doing. A process that is gone is
+// StateStopped.
+func (e *Engine) State(ctx context.Context, h vmm.Handles) (vmm.State, error) {
+	if !proc.Alive(h.PID, h.APISocket) {
+		return vmm.StateStopped, nil
+	}
+	status, err := queryStatus(ctx, h.APISocket)
+	if err != nil {
+		if !proc.Alive(h.PID, h.APISocket) {
+			return vmm.StateStopped, nil
+		}
+		return vmm.StateUnknown, fmt.Errorf("asking qemu pid %d for its state: %w", h.PID, err)
+	}
+	return mapStatus(status), nil
+}
+
+// mapStatus maps QEMU's RunState names to vmm.State.
+func mapStatus(s string) vmm.State {
+	switch s {
+	case "running":
+		return vmm.StateRunning
+	case "paused", "suspended", "prelaunch", "inmigrate", "postmigrate", "finish-migrate",
+		"save-vm", "restore-vm", "debug", "watchdog", "colo", "io-error":
+		return vmm.StatePaused
+	case "shutdown", "guest-panicked", "internal-error":
+		return vmm.StateStopped
+	}
+	return vmm.StateUnknown
+}
+
+// Alive reports whether the QEMU in h still runs.
+func (e *Engine) Alive(h vmm.Handles) bool { return proc.Alive(h.PID, h.APISocket) }
