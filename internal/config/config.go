@@ -1,0 +1,121 @@
+// Package config loads banger's TOML configuration (/etc/banger/config.toml
+// by default) and supplies the defaults for every key. The shipped
+// config/config.sample.toml documents every key; tests keep it and Default
+// in step.
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// DefaultPath is where the daemon and CLI look for the config file when
+// neither --config nor $BANGER_CONFIG names one.
+const DefaultPath = "/etc/banger/config.toml"
+
+// EnvVar names the environment variable that overrides DefaultPath.
+const EnvVar = "BANGER_CONFIG"
+
+// ResolvePath returns the config file to use: flag if set, else
+// $BANGER_CONFIG if set, else DefaultPath.
+func ResolvePath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv(EnvVar); env != "" {
+		return env
+	}
+	return DefaultPath
+}
+
+// Config is banger's configuration. Zero-valued optional fields (JailerBin,
+// SSHKeyPath, AgentBin) mean "let banger choose"; see each key in
+// config/config.sample.toml.
+type Config struct {
+	// Path is the file this came from; "" means defaults only.
+	Path string `toml:"-"`
+
+	StateDir          string       `toml:"state_dir"`
+	SocketPath        string       `toml:"socket_path"`
+	Engine            string       `toml:"engine"`
+	FirecrackerBin    string       `toml:"firecracker_bin"`
+	JailerBin         string       `toml:"jailer_bin"`
+	JailerUID         int          `toml:"jailer_uid"`
+	JailerGID         int          `toml:"jailer_gid"`
+	QEMUBin           string       `toml:"qemu_bin"`
+	Accel             string       `toml:"accel"`
+	SSHKeyPath        string       `toml:"ssh_key_path"`
+	BridgeName        string       `toml:"bridge_name"`
+	Subnet            netip.Prefix `toml:"subnet"`
+	TapPoolSize       int          `toml:"tap_pool_size"`
+	StatsPollInterval Duration     `toml:"stats_poll_interval"`
+	VCPUs             int          `toml:"vcpus"`
+	Memory            Size         `toml:"memory"`
+	DiskSize          Size         `toml:"disk_size"`
+	DiskDriver        string       `toml:"disk_driver"`
+	StoragePool       string       `toml:"storage_pool"`
+	StoragePoolSize   Size         `toml:"storage_pool_size"`
+	ReadyTimeout      Duration     `toml:"ready_timeout"`
+	DefaultImage      string       `toml:"default_image"`
+	WebListen         string       `toml:"web_listen"`
+	WebAllowRemote    bool         `toml:"web_allow_remote"`
+	AgentBin          string       `toml:"agent_bin"`
+	LogLevel          string       `toml:"log_level"`
+}
+
+// Default returns the configuration used when no file exists. Path is "".
+func Default() Config {
+	return Config{
+		StateDir:          "/var/lib/banger",
+		SocketPath:        "/run/banger/bangerd.sock",
+		Engine:            "auto",
+		FirecrackerBin:    "firecracker",
+		QEMUBin:           "qemu-system-x86_64",
+		Accel:             "auto",
+		BridgeName:        "banger0",
+		Subnet:            netip.MustParsePrefix("10.203.0.0/24"),
+		TapPoolSize:       4,
+		StatsPollInterval: Duration(5 * time.Second),
+		VCPUs:             2,
+		Memory:            1 * GiB,
+		DiskSize:          8 * GiB,
+		DiskDriver:        "auto",
+		StoragePool:       "auto",
+		StoragePoolSize:   64 * GiB,
+		ReadyTimeout:      Duration(120 * time.Second),
+		DefaultImage:      "default",
+		WebListen:         "127.0.0.1:7070",
+		LogLevel:          "info",
+	}
+}
+
+// DBPath is the SQLite database: <state_dir>/banger.db.
+func (c Config) DBPath() string { return filepath.Join(c.StateDir, "banger.db") }
+
+// LogPath is the daemon log: <state_dir>/bangerd.log.
+func (c Config) LogPath() string { return filepath.Join(c.StateDir, "bangerd.log") }
+
+// LockPath is the daemon's single-instance lock: <state_dir>/bangerd.lock.
+func (c Config) LockPath() string { return filepath.Join(c.StateDir, "bangerd.lock") }
+
+// ImagesDir holds one directory per image: <state_dir>/images.
+func (c Config) ImagesDir() string { return filepath.Join(c.StateDir, "images") }
+
+// VMsDir holds one directory per VM: <state_dir>/vms.
+func (c Config) VMsDir() string { return filepath.Join(c.StateDir, "vms") }
+
+// KeyPath is the SSH private key banger logs into guests with: ssh_key_path,
+// or the auto-managed <state_dir>/ssh/id_ed25519.
+func (c Config) KeyPath() string {
+	if c.SSHKeyPath != "" {
+		return c.SSHKeyPath
+	}
+	return filepath.Join(c.StateDir, "ssh", "id_ed25519")
+}
+
+// Gateway is the bridge's address: the first host address of Subnet.
+func (c Config) Gateway() netip.Addr {
+	return c.Subnet.Masked().Addr().Next()
+}
