@@ -67,6 +67,10 @@ dump() {
 
 ip netns add "$ns" && ip -n "$ns" link set lo up || { echo "cannot create netns" >&2; exit 1; }
 mkdir -p "$state" && chmod 700 "$state"
+# `ip netns exec` gives the daemon a private mount namespace; mount its XFS
+# pool here in the host's, as it stays mounted on a host after the first start.
+truncate -s 16G "$state/pool.img" && mkfs.xfs -q -m reflink=1 "$state/pool.img" &&
+	mkdir -p "$state/pool" && mount -o loop "$state/pool.img" "$state/pool" || { echo "cannot make the storage pool" >&2; exit 1; }
 cat >"$state/config.toml" <<EOF
 state_dir = "$state"
 socket_path = "$state/bangerd.sock"
@@ -77,6 +81,7 @@ vcpus = 1
 disk_size = "1GiB"
 default_image = "test"
 agent_bin = "$bin/banger-agent"
+ssh_key_path = "$(dirname "$(dirname "$imgdir")")/ssh/id_ed25519"
 EOF
 
 say "daemon up"

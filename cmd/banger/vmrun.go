@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -63,6 +65,10 @@ func (e *env) vmSSH(ctx context.Context, name string, command []string) error {
 	bin, err := exec.LookPath("ssh")
 	if err != nil {
 		return api.FailedPrecondition("ssh not found on PATH").WithFix("sudo apt-get install openssh-client")
+	}
+	if err := waitPort(ctx, d.VM.Runtime.GuestIP, "22", sshWait, e.stderr); err != nil {
+		return api.Unavailable("sshd in vm %s did not answer on %s:22 within %s: %w", name, d.VM.Runtime.GuestIP, sshWait, err).
+			WithFix("banger vm logs " + name + " shows the guest's console")
 	}
 	argv := sshArgv(cfg, d.VM, command)
 	if err := syscall.Exec(bin, argv, os.Environ()); err != nil {
@@ -177,5 +183,35 @@ func vmExecCmd(e *env) *cobra.Command {
 			}
 			return nil
 		},
+	}
+}
+
+// sshWait bounds how long vm ssh waits for a just-booted guest's sshd: the
+// agent (readiness) comes up a little before sshd does.
+const sshWait = 60 * time.Second
+
+// waitPort waits until host:port accepts a TCP connection.
+func waitPort(ctx context.Context, host, port string, limit time.Duration, stderr io.Writer) error {
+	deadline := time.Now().Add(limit)
+	said := false
+	for {
+		d := net.Dialer{Timeout: 2 * time.Second}
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		if !said {
+			fmt.Fprintf(stderr, "waiting for sshd on %s:%s…\n", host, port)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/disk/pool"
 	"banger/internal/testimage"
 )
 
@@ -60,6 +61,7 @@ type env struct {
 	stateDir string
 	config   string
 	image    api.Image
+	pool     *pool.Pool
 }
 
 func randHex(n int) string {
@@ -76,9 +78,19 @@ func newEnv(t *testing.T) *env {
 	id := randHex(3)
 	e := &env{t: t, ns: "bgr-" + id, stateDir: "/tmp/bgr-" + id, image: img}
 	run(t, "ip", "netns", "add", e.ns)
+	t.Cleanup(e.teardown)
 	run(t, "ip", "-n", e.ns, "link", "set", "lo", "up")
 	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
 		t.Fatal(err)
+	}
+	// `ip netns exec` gives the daemon a private (slave) mount namespace:
+	// a pool it mounted there would vanish with it, and a restarted daemon
+	// could not remount it (XFS refuses a second mount of one filesystem).
+	// So the pool is mounted here, in the host's mount namespace, and the
+	// daemon finds it mounted, as it does on a host after its first start.
+	e.pool = &pool.Pool{Image: filepath.Join(e.stateDir, "pool.img"), MountPoint: filepath.Join(e.stateDir, "pool"), Size: 16 << 30}
+	if err := e.pool.Ensure(context.Background()); err != nil {
+		t.Fatalf("storage pool: %v", err)
 	}
 	e.config = filepath.Join(e.stateDir, "config.toml")
 	cfg := fmt.Sprintf(`state_dir = %q
@@ -91,11 +103,12 @@ memory = "512MiB"
 vcpus = 1
 disk_size = "1GiB"
 agent_bin = %q
-`, e.stateDir, filepath.Join(e.stateDir, "bangerd.sock"), filepath.Join(binDir, "banger-agent"))
+ssh_key_path = %q
+`, e.stateDir, filepath.Join(e.stateDir, "bangerd.sock"), filepath.Join(binDir, "banger-agent"),
+		testimage.KeyPath(testimage.CacheDir()))
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.teardown)
 	e.must("image", "register", "test", "--kernel", img.Kernel, "--initrd", img.Initrd,
 		"--rootfs", img.Rootfs, "--work-seed", img.WorkSeed, "--vmlinux", img.Vmlinux)
 	return e

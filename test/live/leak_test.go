@@ -1,6 +1,7 @@
 package live
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -113,12 +114,9 @@ func (e *env) teardown() {
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
-	pool := filepath.Join(e.stateDir, "pool")
-	exec.Command("umount", "-l", pool).Run()
-	out, _ = exec.Command("losetup", "-j", filepath.Join(e.stateDir, "pool.img")).Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		if dev, _, ok := strings.Cut(line, ":"); ok {
-			exec.Command("losetup", "-d", dev).Run()
+	if e.pool != nil {
+		if err := e.pool.Destroy(context.Background()); err != nil {
+			e.t.Errorf("teardown: removing the storage pool: %v", err)
 		}
 	}
 	os.RemoveAll(e.stateDir)

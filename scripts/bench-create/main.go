@@ -1,0 +1,229 @@
+// Command bench-create measures VM creates on this host: N creates with
+// per-stage timings, create → agent ready, create → SSH answering, and the
+// host-side overhead (request received → engine process started, guest boot
+// excluded); p50/p95/max as a table or --json. It names the engine and
+// whether KVM or software emulation ran the guests, so figures from
+// different hosts are never confused.
+//
+// It runs a private daemon in its own network namespace and state dir with
+// the cached test image, and removes everything afterwards. Needs root and
+// bin/ built:
+//
+//	make bench-create ARGS="--runs 10 [--json] [--keep-going]"
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/client"
+	"banger/internal/config"
+	"banger/internal/testimage"
+)
+
+const nsEnv = "BANGER_BENCH_NS"
+
+func main() {
+	runs := flag.Int("runs", 5, "number of creates")
+	asJSON := flag.Bool("json", false, "print JSON instead of a table")
+	noSSH := flag.Bool("no-ssh", false, "skip the create → SSH measurement")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fail("bench-create needs root (it runs a daemon, taps and guests): sudo make bench-create")
+	}
+	if os.Getenv(nsEnv) == "" {
+		os.Exit(reexecInNetns())
+	}
+	res, err := bench(*runs, !*noSSH)
+	if err != nil {
+		fail(err.Error())
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(res)
+		return
+	}
+	printTable(res)
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "bench-create:", msg)
+	os.Exit(1)
+}
+
+// reexecInNetns runs this program again inside a fresh network namespace
+// (so the bench never touches the host's interfaces) and removes it after.
+func reexecInNetns() int {
+	b := make([]byte, 3)
+	rand.Read(b)
+	ns := "bgr-b" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		fail(fmt.Sprintf("ip netns add: %v %s", err, out))
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	exec.Command("ip", "-n", ns, "link", "set", "lo", "up").Run()
+	self, _ := os.Executable()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, self}, os.Args[1:]...)...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), nsEnv+"="+ns)
+	if err := cmd.Run(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		return 1
+	}
+	return 0
+}
+
+// Result is the --json output.
+type Result struct {
+	Host       string             `json:"host"`
+	Engine     string             `json:"engine"`
+	Accel      string             `json:"accel"`
+	DiskDriver string             `json:"disk_driver"`
+	Runs       int                `json:"runs"`
+	Stages     map[string]Summary `json:"stages"`
+	// HostOverhead: request received → engine process started (allocate,
+	// system disk, work disk, network, engine).
+	HostOverhead Summary `json:"host_overhead"`
+	CreateReady  Summary `json:"create_to_agent_ready"`
+	CreateSSH    Summary `json:"create_to_ssh,omitzero"`
+	Delete       Summary `json:"delete"`
+	StageOrder   []string
+}
+
+// Summary is p50/p95/max of a measurement, in milliseconds.
+type Summary struct {
+	P50 float64 `json:"p50_ms"`
+	P95 float64 `json:"p95_ms"`
+	Max float64 `json:"max_ms"`
+	N   int     `json:"n"`
+}
+
+func bench(runs int, withSSH bool) (*Result, error) {
+	ctx := context.Background()
+	img, err := testimage.Ensure(ctx, testimage.CacheDir(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("test image: %w", err)
+	}
+	state, err := os.MkdirTemp("/tmp", "bgr-bench-")
+	if err != nil {
+		return nil, err
+	}
+	root, _ := os.Getwd()
+	bin := filepath.Join(root, "bin")
+	cfgPath := filepath.Join(state, "config.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir = %q
+socket_path = %q
+tap_pool_size = 2
+memory = "512MiB"
+vcpus = 1
+disk_size = "1GiB"
+ready_timeout = "240s"
+agent_bin = %q
+ssh_key_path = %q
+`, state, filepath.Join(state, "bangerd.sock"), filepath.Join(bin, "banger-agent"),
+		testimage.KeyPath(testimage.CacheDir()))), 0o600)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	os.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	c, err := client.EnsureDaemon(ctx, cfg, os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup(ctx, c, state)
+	op, err := c.RegisterImage(ctx, api.ImageRegisterRequest{Name: "bench", Kernel: img.Kernel, Initrd: img.Initrd,
+		Rootfs: img.Rootfs, WorkSeed: img.WorkSeed, Vmlinux: img.Vmlinux})
+	if err == nil {
+		_, err = c.Follow(ctx, op, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registering the test image: %w", err)
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	res := &Result{Host: host, Engine: st.Engine, Accel: st.Accel, DiskDriver: st.DiskDriver, Runs: runs, Stages: map[string]Summary{}}
+	samples := map[string][]float64{}
+	var overhead, ready, sshT, del []float64
+	for i := 0; i < runs; i++ {
+		name := fmt.Sprintf("bench-%d", i)
+		start := time.Now()
+		op, err := c.CreateVM(ctx, api.VMCreateRequest{Name: name, Image: "bench"})
+		if err == nil {
+			op, err = c.Follow(ctx, op, nil)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create %s: %w", name, err)
+		}
+		ready = append(ready, ms(time.Since(start)))
+		var oh float64
+		for _, s := range op.Stages {
+			if len(samples[s.Name]) == 0 && i == 0 {
+				res.StageOrder = append(res.StageOrder, s.Name)
+			}
+			samples[s.Name] = append(samples[s.Name], ms(s.Duration))
+			switch s.Name {
+			case "allocate", "system disk", "work disk", "network", "engine":
+				oh += ms(s.Duration)
+			}
+		}
+		overhead = append(overhead, oh)
+		if withSSH {
+			d, err := c.GetVM(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			if err := waitSSH(ctx, cfg, d.VM, 120*time.Second); err != nil {
+				return nil, fmt.Errorf("ssh to %s: %w", name, err)
+			}
+			sshT = append(sshT, ms(time.Since(start)))
+		}
+		ds := time.Now()
+		dop, err := c.DeleteVM(ctx, name)
+		if err == nil {
+			_, err = c.Follow(ctx, dop, nil)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("delete %s: %w", name, err)
+		}
+		del = append(del, ms(time.Since(ds)))
+		fmt.Fprintf(os.Stderr, "run %d/%d: ready in %.1fs, host overhead %.1fms\n", i+1, runs, ready[i]/1000, oh)
+	}
+	for k, v := range samples {
+		res.Stages[k] = summarize(v)
+	}
+	res.HostOverhead, res.CreateReady, res.Delete = summarize(overhead), summarize(ready), summarize(del)
+	if withSSH {
+		res.CreateSSH = summarize(sshT)
+	}
+	return res, nil
+}
+
+func cleanup(ctx context.Context, c *client.Client, state string) {
+	c.Shutdown(ctx)
+	time.Sleep(500 * time.Millisecond)
+	exec.Command("umount", "-l", filepath.Join(state, "pool")).Run()
+	out, _ := exec.Command("losetup", "-j", filepath.Join(state, "pool.img")).Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if dev, _, ok := strings.Cut(line, ":"); ok {
+			exec.Command("losetup", "-d", dev).Run()
+		}
+	}
+	os.RemoveAll(state)
+}
