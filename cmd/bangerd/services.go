@@ -54,6 +54,9 @@ func services(cfg config.Config, st *store.Store, log *slog.Logger) (daemon.VMSe
 		dataDir = p.MountPoint
 	}
 	imagesDir := filepath.Join(dataDir, "images")
+	if err := image.CleanStaging(filepath.Join(dataDir, "staging")); err != nil {
+		log.Warn("cleaning interrupted image builds", "err", err)
+	}
 	for _, d := range []string{imagesDir, filepath.Join(dataDir, "staging")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, nil, nil, err

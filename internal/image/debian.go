@@ -1,0 +1,386 @@
+// Package image builds, registers and deletes banger's managed images. An
+// image is a directory holding a boot set: the kernel as a bzImage
+// (vmlinuz, for QEMU) and as an uncompressed ELF (vmlinux, for Firecracker),
+// the initramfs (initrd.img), the root filesystem (rootfs.ext4, the VM's
+// system disk base), the work-disk seed (work-seed.ext4, cloned into each
+// VM's /root) and the build.log.
+//
+// Builder.FromDebian makes one from nothing with debootstrap, without
+// booting anything; Register adopts existing artefacts; Service wires both
+// to the store for the daemon. Every build happens in a staging directory
+// that is renamed into the images dir only when complete, so a failed or
+// cancelled build leaves nothing behind.
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/progress"
+	"banger/internal/revert"
+)
+
+// File names inside an image directory.
+const (
+	KernelFile   = "vmlinuz"
+	VmlinuxFile  = "vmlinux"
+	InitrdFile   = "initrd.img"
+	RootfsFile   = "rootfs.ext4"
+	WorkSeedFile = "work-seed.ext4"
+	BuildLogFile = "build.log"
+	// WorkSeedSize is the size of a generated work-disk seed; VMs grow
+	// their copy to the requested disk size.
+	WorkSeedSize = 64 << 20
+)
+
+// Stage names reported by FromDebian, in order (opencode only with
+// --with opencode).
+const (
+	StageDebootstrap = "debootstrap"
+	StageKernel      = "kernel"
+	StageVmlinux     = "vmlinux"
+	StageOpencode    = "opencode"
+	StageBake        = "bake"
+	StageRootfs      = "rootfs"
+	StageWorkSeed    = "work-seed"
+	StageFingerprint = "fingerprint"
+)
+
+// BasePackages are always installed by debootstrap.
+var BasePackages = []string{
+	"systemd-sysv", "udev", "openssh-server", "iproute2", "ca-certificates", "sudo", "curl", "git",
+	"initramfs-tools", "zstd",
+}
+
+// KernelPackage is the kernel installed into every image: Debian's cloud
+// kernel has the virtio drivers as modules and boots under both engines.
+const KernelPackage = "linux-image-cloud-amd64"
+
+// Builder builds images from nothing. All fields but Log and Debootstrap
+// are required.
+type Builder struct {
+	// ImagesDir receives finished images as ImagesDir/<name>.
+	ImagesDir string
+	// StagingDir holds builds in progress; it must be on the same
+	// filesystem as ImagesDir (the finished build is renamed).
+	StagingDir string
+	// AgentBin is the static banger-agent binary baked into the image.
+	AgentBin string
+	// SSHPubKey is the authorized_keys line for root.
+	SSHPubKey string
+	// Log receives stage timings; nil discards.
+	Log *slog.Logger
+	// Debootstrap is the debootstrap binary; "" means "debootstrap" in PATH.
+	Debootstrap string
+}
+
+// build is one FromDebian run.
+type build struct {
+	*Builder
+	req     api.ImageCreateRequest
+	staging string // the staging dir: artefacts land here
+	root    string // the chroot tree
+	home    string // root's home, moved out of the tree: the work-seed's contents
+	log     *buildLog
+	rep     progress.Reporter
+	ch      *chroot
+	kver    string
+	mmio    bool // the initramfs carries virtio_mmio
+}
+
+// FromDebian builds an image named req.Name from Debian req.Suite. It checks
+// the request and the host first (name, tools, suite, free space, mirror),
+// builds in StagingDir/<name>-<random> and renames the result to
+// ImagesDir/<name>. It returns the metadata; the caller stores it. On any
+// failure or cancellation it unmounts what it mounted and removes the
+// staging directory.
+func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error) {
+	if rep == nil {
+		rep = progress.Nop{}
+	}
+	if err := b.checkRequest(&req); err != nil {
+		return api.Image{}, err
+	}
+	if err := b.checkTools(); err != nil {
+		return api.Image{}, err
+	}
+	if err := os.MkdirAll(b.StagingDir, 0o700); err != nil {
+		return api.Image{}, fmt.Errorf("creating staging dir: %w", err)
+	}
+	if err := checkFreeSpace(b.StagingDir); err != nil {
+		return api.Image{}, err
+	}
+	if err := checkMirror(ctx, req.Mirror, req.Suite); err != nil {
+		return api.Image{}, err
+	}
+	staging, err := os.MkdirTemp(b.StagingDir, req.Name+"-")
+	if err != nil {
+		return api.Image{}, fmt.Errorf("creating staging dir: %w", err)
+	}
+	r := revert.New()
+	defer r.Fail()
+	r.Add(func() {
+		if err := removeStaging(staging); err != nil {
+			b.logger().Error("image build cleanup failed", "dir", staging, "err", err)
+		}
+	})
+	blog, err := newBuildLog(filepath.Join(staging, BuildLogFile), rep)
+	if err != nil {
+		return api.Image{}, err
+	}
+	defer blog.Close()
+	bd := &build{Builder: b, req: req, staging: staging, log: blog, rep: rep,
+		root: filepath.Join(staging, "rootfs.d"), home: filepath.Join(staging, "roothome")}
+	bd.ch = &chroot{dir: bd.root, log: blog}
+	img, err := bd.run(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return api.Image{}, fmt.Errorf("building image %s: cancelled: %w", req.Name, err)
+		}
+		return api.Image{}, fmt.Errorf("building image %s: %w", req.Name, err)
+	}
+	final := filepath.Join(b.ImagesDir, req.Name)
+	if err := os.MkdirAll(b.ImagesDir, 0o755); err != nil {
+		return api.Image{}, fmt.Errorf("creating images dir: %w", err)
+	}
+	if _, err := os.Stat(final); err == nil {
+		return api.Image{}, api.AlreadyExists("image directory %s appeared during the build", final).
+			WithFix("pick another name")
+	}
+	if err := os.Chmod(staging, 0o755); err != nil {
+		return api.Image{}, err
+	}
+	if err := os.Rename(staging, final); err != nil {
+		return api.Image{}, fmt.Errorf("moving the finished image into place: %w", err)
+	}
+	r.Success()
+	return img, nil
+}
+
+func (b *Builder) logger() *slog.Logger {
+	if b.Log != nil {
+		return b.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// stage runs fn as a named stage, reporting and logging its duration.
+func (bd *build) stage(name string, fn func() error) error {
+	start := time.Now()
+	done := bd.rep.Stage(name)
+	err := fn()
+	done(err)
+	bd.logger().Info("image build stage", "image", bd.req.Name, "stage", name,
+		"duration", time.Since(start).Round(time.Millisecond), "err", err)
+	if err != nil {
+		return fmt.Errorf("%s stage: %w", name, err)
+	}
+	return nil
+}
+
+func (bd *build) run(ctx context.Context) (api.Image, error) {
+	opencode := false
+	for _, w := range bd.req.With {
+		opencode = opencode || w == FeatureOpencode
+	}
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+		skip bool
+	}{
+		{StageDebootstrap, bd.debootstrap, false},
+		{StageKernel, bd.kernel, false},
+		{StageVmlinux, bd.vmlinux, false},
+		{StageOpencode, bd.opencode, !opencode},
+		{StageBake, bd.bake, false},
+		{StageRootfs, bd.rootfs, false},
+		{StageWorkSeed, bd.workSeed, false},
+	}
+	for _, s := range steps {
+		if s.skip {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return api.Image{}, err
+		}
+		if err := bd.stage(s.name, func() error { return s.fn(ctx) }); err != nil {
+			return api.Image{}, err
+		}
+	}
+	// The tree and root's home are in the filesystems now; drop them
+	// before anything is fingerprinted or moved into place.
+	for _, d := range []string{bd.root, bd.home} {
+		if err := removeStaging(d); err != nil {
+			return api.Image{}, err
+		}
+	}
+	var img api.Image
+	err := bd.stage(StageFingerprint, func() error {
+		var err error
+		img, err = bd.metadata(opencode)
+		return err
+	})
+	return img, err
+}
+
+func (bd *build) debootstrap(ctx context.Context) error {
+	pkgs := append(append([]string{}, BasePackages...), bd.req.Packages...)
+	bd.rep.Detail(fmt.Sprintf("%s from %s", bd.req.Suite, bd.req.Mirror))
+	return bd.log.run(ctx, nil, bd.debootstrapBin(), "--variant=minbase",
+		"--include="+strings.Join(pkgs, ","), bd.req.Suite, bd.root, bd.req.Mirror)
+}
+
+// initramfsModules are forced into the initramfs: the cloud kernel has the
+// virtio transports and devices as modules, and the root disk is virtio.
+var initramfsModules = []string{
+	"virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net", "virtio_console",
+	"vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport",
+}
+
+// policyRCD forbids maintainer scripts from starting services in the chroot.
+const policyRCD = "#!/bin/sh\n# banger image build: no service starts in the chroot\nexit 101\n"
+
+func (bd *build) kernel(ctx context.Context) error {
+	if err := bd.ch.mount(); err != nil {
+		return err
+	}
+	if err := writeFile(bd.root, "usr/sbin/policy-rc.d", 0o755, []byte(policyRCD)); err != nil {
+		return err
+	}
+	mods := "# banger: virtio drivers for microVM boot\n" + strings.Join(initramfsModules, "\n") + "\n"
+	if err := writeFile(bd.root, "etc/initramfs-tools/modules", 0o644, []byte(mods)); err != nil {
+		return err
+	}
+	if err := bd.aptInstall(ctx, KernelPackage); err != nil {
+		return err
+	}
+	kernels, _ := filepath.Glob(filepath.Join(bd.root, "boot", "vmlinuz-*"))
+	if len(kernels) != 1 {
+		return fmt.Errorf("expected one kernel in /boot after installing %s, found %d", KernelPackage, len(kernels))
+	}
+	bd.kver = strings.TrimPrefix(filepath.Base(kernels[0]), "vmlinuz-")
+	initrd := filepath.Join(bd.root, "boot", "initrd.img-"+bd.kver)
+	if err := copyFile(kernels[0], filepath.Join(bd.staging, KernelFile)); err != nil {
+		return err
+	}
+	if err := copyFile(initrd, filepath.Join(bd.staging, InitrdFile)); err != nil {
+		return fmt.Errorf("copying the initramfs (was it generated?): %w", err)
+	}
+	mmio, err := bd.initrdHas(ctx, "virtio_mmio.ko")
+	if err != nil {
+		return err
+	}
+	bd.mmio = mmio
+	bd.rep.Detail("kernel " + bd.kver)
+	return nil
+}
+
+// aptInstall installs packages in the chroot without recommends.
+func (bd *build) aptInstall(ctx context.Context, pkgs ...string) error {
+	lists, _ := filepath.Glob(filepath.Join(bd.root, "var/lib/apt/lists/*Packages*"))
+	if len(lists) == 0 {
+		if err := bd.ch.run(ctx, nil, "apt-get", "update", "-q"); err != nil {
+			return err
+		}
+	}
+	args := append([]string{"apt-get", "install", "-y", "-q", "--no-install-recommends"}, pkgs...)
+	return bd.ch.run(ctx, nil, args...)
+}
+
+// initrdHas reports whether the image's initramfs lists a file named name.
+func (bd *build) initrdHas(ctx context.Context, name string) (bool, error) {
+	out, err := outputOf(ctx, "chroot", bd.root, "lsinitramfs", "/boot/initrd.img-"+bd.kver)
+	if err != nil {
+		return false, fmt.Errorf("listing the initramfs: %w", err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if filepath.Base(line) == name {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (bd *build) vmlinux(context.Context) error {
+	n, err := extractVmlinux(filepath.Join(bd.staging, KernelFile), filepath.Join(bd.staging, VmlinuxFile))
+	if err != nil {
+		return err
+	}
+	bd.rep.Detail(fmt.Sprintf("%d MiB", n>>20))
+	return nil
+}
+
+// opencode installs Node.js from the mirror, opencode from npm, and a
+// service running `opencode serve` on port 4096.
+func (bd *build) opencode(ctx context.Context) error {
+	if err := bd.aptInstall(ctx, "nodejs", "npm"); err != nil {
+		return fmt.Errorf("installing node.js: %w", err)
+	}
+	// The download trusts the host's CA bundle too (hosts behind a TLS
+	// proxy); the bundle is not left in the image.
+	var env []string
+	if ca, err := os.ReadFile(hostCABundle); err == nil {
+		if err := writeFile(bd.root, "tmp/banger-host-ca.crt", 0o644, ca); err != nil {
+			return err
+		}
+		defer os.Remove(filepath.Join(bd.root, "tmp/banger-host-ca.crt"))
+		env = append(env, "NODE_EXTRA_CA_CERTS=/tmp/banger-host-ca.crt")
+	}
+	if err := bd.ch.run(ctx, env, "npm", "install", "-g", "--no-fund", "--no-audit", "opencode-ai"); err != nil {
+		return api.Unavailable("installing opencode from npm failed: %w", err).
+			WithFix("check that https://registry.npmjs.org is reachable from this host, or build without --with opencode")
+	}
+	if err := bd.ch.run(ctx, nil, "opencode", "--version"); err != nil {
+		return fmt.Errorf("opencode installed but does not run: %w", err)
+	}
+	if err := writeFile(bd.root, "usr/local/sbin/banger-opencode", 0o755, []byte(opencodeLauncher)); err != nil {
+		return err
+	}
+	if err := writeFile(bd.root, "etc/systemd/system/opencode.service", 0o644, []byte(opencodeUnit)); err != nil {
+		return err
+	}
+	return bd.ch.run(ctx, nil, "systemctl", "enable", "opencode.service")
+}
+
+// opencodeLauncher runs opencode's baseline build on CPUs without AVX2:
+// npm's postinstall picked the binary for the build host's CPU. (Both need
+// SSE4.2: under QEMU TCG the guest needs -cpu max, not the default qemu64.)
+const opencodeLauncher = `#!/bin/sh
+# banger: pick the opencode build this CPU can run.
+mods=/usr/local/lib/node_modules/opencode-ai/node_modules
+bin=/usr/local/bin/opencode
+if ! grep -qw avx2 /proc/cpuinfo && [ -x "$mods/opencode-linux-x64-baseline/bin/opencode" ]; then
+	bin="$mods/opencode-linux-x64-baseline/bin/opencode"
+fi
+exec "$bin" "$@"
+`
+
+// hostCABundle is the host's CA bundle, trusted for the npm download.
+const hostCABundle = "/etc/ssl/certs/ca-certificates.crt"
+
+const opencodeUnit = `[Unit]
+Description=opencode server (banger)
+After=network-online.target local-fs.target
+Wants=network-online.target
+
+[Service]
+User=root
+WorkingDirectory=/root
+Environment=HOME=/root
+ExecStart=/usr/local/sbin/banger-opencode serve --hostname 0.0.0.0 --port 4096
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// errNoKernel is returned by metadata when the kernel step left nothing.
+var errNoKernel = errors.New("no kernel version recorded")

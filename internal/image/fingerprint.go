@@ -1,0 +1,178 @@
+package image
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
+
+	"banger/internal/api"
+)
+
+// RecipeVersion is bumped by hand when the build changes in a way the
+// source hash below would not show (e.g. a host tool's behaviour).
+const RecipeVersion = "1"
+
+// recipeSources are the files that decide what a built image contains:
+// their hash is part of every recipe, so changing the build rebuilds cached
+// test images.
+//
+//go:embed debian.go bake.go rootfs.go run.go
+var recipeSources embed.FS
+
+// BuilderVersion identifies the build recipe: RecipeVersion plus a hash of
+// the builder's own source.
+func BuilderVersion() string {
+	h := sha256.New()
+	names, _ := fs.Glob(recipeSources, "*.go")
+	sort.Strings(names)
+	for _, n := range names {
+		b, _ := recipeSources.ReadFile(n)
+		fmt.Fprintf(h, "%s %d\n", n, len(b))
+		h.Write(b)
+	}
+	return RecipeVersion + "-" + hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// Recipe is everything that went into an image from nothing. It is stored
+// as JSON in api.Image.Recipe.
+type Recipe struct {
+	Builder  string   `json:"builder"`
+	Suite    string   `json:"suite"`
+	Mirror   string   `json:"mirror"`
+	Kernel   string   `json:"kernel_package"`
+	Base     []string `json:"base_packages"`
+	Packages []string `json:"packages,omitempty"`
+	With     []string `json:"with,omitempty"`
+	Agent    string   `json:"agent_sha256"`
+	SSHKey   string   `json:"ssh_key_sha256"`
+}
+
+// NewRecipe describes building req (defaults filled) with the given agent
+// binary and authorized key.
+func NewRecipe(req api.ImageCreateRequest, agentBin, sshPubKey string) (Recipe, error) {
+	agentSum, err := FileSHA256(agentBin)
+	if err != nil {
+		return Recipe{}, fmt.Errorf("hashing the agent binary: %w", err)
+	}
+	keySum := sha256.Sum256([]byte(sshPubKey))
+	r := Recipe{
+		Builder: BuilderVersion(), Suite: req.Suite, Mirror: req.Mirror, Kernel: KernelPackage,
+		Base: BasePackages, Packages: sorted(req.Packages), With: sorted(req.With),
+		Agent: agentSum, SSHKey: hex.EncodeToString(keySum[:]),
+	}
+	return r, nil
+}
+
+// JSON returns the recipe's canonical JSON.
+func (r Recipe) JSON() string {
+	b, _ := json.Marshal(r)
+	return string(b)
+}
+
+// Fingerprint is the sha256 of the recipe alone: equal recipes give equal
+// fingerprints without building anything.
+func (r Recipe) Fingerprint() string {
+	s := sha256.Sum256([]byte(r.JSON()))
+	return hex.EncodeToString(s[:])
+}
+
+func sorted(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	c := slices.Clone(s)
+	sort.Strings(c)
+	return slices.Compact(c)
+}
+
+// FileSHA256 returns the hex sha256 of a file's bytes.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// artefactFingerprint hashes a recipe (or source description) and the bytes
+// of every artefact present in dir, streaming.
+func artefactFingerprint(recipe string, dir string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "recipe %s\n", recipe)
+	for _, name := range []string{KernelFile, InitrdFile, RootfsFile, WorkSeedFile} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if err := hashInto(h, p); err != nil {
+			return "", fmt.Errorf("hashing %s: %w", name, err)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// metadata fingerprints the finished artefacts and describes the image as
+// it will be once renamed into ImagesDir.
+func (bd *build) metadata(opencode bool) (api.Image, error) {
+	if bd.kver == "" {
+		return api.Image{}, errNoKernel
+	}
+	recipe, err := NewRecipe(bd.req, bd.AgentBin, bd.SSHPubKey)
+	if err != nil {
+		return api.Image{}, err
+	}
+	fp, err := artefactFingerprint(recipe.JSON(), bd.staging)
+	if err != nil {
+		return api.Image{}, err
+	}
+	features := []string{FeatureAgent}
+	if opencode {
+		features = append(features, FeatureOpencode)
+	}
+	img := describe(filepath.Join(bd.ImagesDir, bd.req.Name), bd.staging)
+	img.Name = bd.req.Name
+	img.Fingerprint = fp
+	img.Source = "debian:" + bd.req.Suite
+	img.KernelVersion = bd.kver
+	img.Managed = true
+	img.Features = features
+	img.Recipe = recipe.JSON()
+	img.CreatedAt = time.Now().UTC()
+	img.Engines = []string{"qemu"}
+	if img.Vmlinux != "" && bd.mmio {
+		img.Engines = []string{"qemu", "firecracker"}
+	}
+	bd.rep.Detail(fp[:16])
+	return img, nil
+}
+
+// describe fills the artefact paths (under final) and sizes (measured in
+// dir) of an image directory.
+func describe(final, dir string) api.Image {
+	img := api.Image{Dir: final}
+	set := func(name string, path *string, size *int64) {
+		if n := fileSize(filepath.Join(dir, name)); n > 0 {
+			*path, *size = filepath.Join(final, name), n
+		}
+	}
+	set(KernelFile, &img.Kernel, &img.KernelSize)
+	set(VmlinuxFile, &img.Vmlinux, &img.VmlinuxSize)
+	set(InitrdFile, &img.Initrd, &img.InitrdSize)
+	set(RootfsFile, &img.Rootfs, &img.RootfsSize)
+	set(WorkSeedFile, &img.WorkSeed, &img.WorkSeedSize)
+	return img
+}

@@ -1,0 +1,341 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/agent"
+	"banger/internal/api"
+	"banger/internal/image/vmlinux"
+	"banger/internal/names"
+	"banger/internal/progress"
+	"banger/internal/revert"
+)
+
+// Register stage names.
+const (
+	StageValidate = "validate"
+	StageCopy     = "copy"
+)
+
+// MinRootfsBytes is the smallest root filesystem Register accepts.
+const MinRootfsBytes = 16 << 20
+
+// kernelKind is what a --kernel file turned out to be.
+type kernelKind int
+
+const (
+	kernelBzImage kernelKind = iota + 1
+	kernelELF
+)
+
+// Register adopts existing artefacts as image req.Name in
+// imagesDir/<name>: it validates every file first (each bad one is Invalid
+// naming the flag, the file and the problem), copies them into a staging
+// dir, extracts a vmlinux from a bzImage (unless --vmlinux is given),
+// generates a work-seed from the rootfs's /root when none is given, and
+// renames the result into place. An ELF-only kernel boots on Firecracker
+// only (QEMU microvm needs the bzImage). The caller stores the metadata.
+func Register(ctx context.Context, imagesDir string, req api.ImageRegisterRequest, rep progress.Reporter) (api.Image, error) {
+	if rep == nil {
+		rep = progress.Nop{}
+	}
+	done := rep.Stage(StageValidate)
+	kind, err := validateRegister(imagesDir, req)
+	done(err)
+	if err != nil {
+		return api.Image{}, err
+	}
+	if err := os.MkdirAll(imagesDir, 0o755); err != nil {
+		return api.Image{}, fmt.Errorf("creating images dir: %w", err)
+	}
+	staging, err := os.MkdirTemp(imagesDir, ".register-"+req.Name+"-")
+	if err != nil {
+		return api.Image{}, fmt.Errorf("creating staging dir: %w", err)
+	}
+	r := revert.New()
+	defer r.Fail()
+	r.Add(func() { os.RemoveAll(staging) })
+	final := filepath.Join(imagesDir, req.Name)
+	img, err := registerInto(ctx, staging, final, req, kind, rep)
+	if err != nil {
+		return api.Image{}, fmt.Errorf("registering image %s: %w", req.Name, err)
+	}
+	if err := os.Chmod(staging, 0o755); err != nil {
+		return api.Image{}, err
+	}
+	if _, err := os.Stat(final); err == nil {
+		return api.Image{}, api.AlreadyExists("image directory %s already exists", final).WithFix("pick another name")
+	}
+	if err := os.Rename(staging, final); err != nil {
+		return api.Image{}, fmt.Errorf("moving the image into place: %w", err)
+	}
+	r.Success()
+	return img, nil
+}
+
+func registerInto(ctx context.Context, staging, final string, req api.ImageRegisterRequest, kind kernelKind,
+	rep progress.Reporter) (api.Image, error) {
+	step := func(name string, fn func() error) error {
+		done := rep.Stage(name)
+		err := fn()
+		done(err)
+		return err
+	}
+	kernelDst := filepath.Join(staging, KernelFile)
+	if kind == kernelELF {
+		kernelDst = filepath.Join(staging, VmlinuxFile)
+	}
+	err := step(StageCopy, func() error {
+		copies := [][2]string{{req.Kernel, kernelDst}, {req.Initrd, filepath.Join(staging, InitrdFile)},
+			{req.Rootfs, filepath.Join(staging, RootfsFile)}}
+		if req.WorkSeed != "" {
+			copies = append(copies, [2]string{req.WorkSeed, filepath.Join(staging, WorkSeedFile)})
+		}
+		if req.Vmlinux != "" && kind == kernelBzImage {
+			copies = append(copies, [2]string{req.Vmlinux, filepath.Join(staging, VmlinuxFile)})
+		}
+		for _, c := range copies {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := copyFile(c[0], c[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return api.Image{}, err
+	}
+	if kind == kernelBzImage && req.Vmlinux == "" {
+		err := step(StageVmlinux, func() error {
+			_, err := extractVmlinux(kernelDst, filepath.Join(staging, VmlinuxFile))
+			return err
+		})
+		if err != nil {
+			return api.Image{}, api.Invalid("--kernel %s: extracting the vmlinux: %w", req.Kernel, err).
+				WithFix("pass the uncompressed kernel with --vmlinux FILE")
+		}
+	}
+	if req.WorkSeed == "" {
+		if err := step(StageWorkSeed, func() error { return seedFromRootfs(ctx, staging) }); err != nil {
+			return api.Image{}, err
+		}
+	}
+	var img api.Image
+	err = step(StageFingerprint, func() error {
+		fp, err := artefactFingerprint("register", staging)
+		if err != nil {
+			return err
+		}
+		img = describe(final, staging)
+		img.Name, img.Fingerprint, img.Source, img.Managed = req.Name, fp, "register", true
+		img.KernelVersion = kernelVersion(filepath.Join(staging, KernelFile), filepath.Join(staging, VmlinuxFile))
+		img.CreatedAt = time.Now().UTC()
+		img.Engines = []string{"firecracker"}
+		if kind == kernelBzImage {
+			img.Engines = []string{"qemu", "firecracker"}
+		}
+		if rootfsHas(ctx, filepath.Join(staging, RootfsFile), agent.AgentPath) {
+			img.Features = []string{FeatureAgent}
+		}
+		return nil
+	})
+	return img, err
+}
+
+// validateRegister checks the name and every file before anything is
+// copied, and tells what the kernel file is.
+func validateRegister(imagesDir string, req api.ImageRegisterRequest) (kernelKind, error) {
+	if err := names.Validate(req.Name); err != nil {
+		return 0, fmt.Errorf("image name: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(imagesDir, req.Name)); err == nil {
+		return 0, api.AlreadyExists("image directory %s already exists", filepath.Join(imagesDir, req.Name)).
+			WithFix("pick another name, or delete the image first: banger image delete " + req.Name)
+	}
+	kind, err := checkKernel(req.Kernel)
+	if err != nil {
+		return 0, err
+	}
+	if err := checkInitrd(req.Initrd); err != nil {
+		return 0, err
+	}
+	if err := checkExt4("--rootfs", req.Rootfs, MinRootfsBytes); err != nil {
+		return 0, err
+	}
+	if req.WorkSeed != "" {
+		if err := checkExt4("--work-seed", req.WorkSeed, 1<<20); err != nil {
+			return 0, err
+		}
+	}
+	if req.Vmlinux != "" {
+		b, err := readFlagFile("--vmlinux", req.Vmlinux, 0)
+		if err != nil {
+			return 0, err
+		}
+		if err := vmlinux.CheckELF(b); err != nil {
+			return 0, api.Invalid("--vmlinux %s: not an x86-64 kernel ELF: %w", req.Vmlinux, err).
+				WithFix("pass the uncompressed vmlinux, or leave --vmlinux out to extract it from --kernel")
+		}
+	}
+	return kind, nil
+}
+
+// readFlagFile reads up to n bytes (0 = all) of a file named by a flag,
+// turning a missing or unreadable file into Invalid.
+func readFlagFile(flag, path string, n int) ([]byte, error) {
+	if path == "" {
+		return nil, api.Invalid("%s is required", flag).WithFix(flag + " FILE")
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, api.Invalid("%s %s: %w", flag, path, err).WithFix("check the path")
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, api.Invalid("%s %s: not a regular file", flag, path).WithFix("point " + flag + " at a file")
+	}
+	if n == 0 {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, api.Invalid("%s %s: %w", flag, path, err)
+		}
+		return b, nil
+	}
+	b, err := readHead(path, n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, api.Invalid("%s %s: %w", flag, path, err)
+	}
+	return b, nil
+}
+
+func checkKernel(path string) (kernelKind, error) {
+	b, err := readFlagFile("--kernel", path, 4096)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case vmlinux.IsBzImage(b):
+		return kernelBzImage, nil
+	case vmlinux.IsELF(b):
+		full, err := os.ReadFile(path)
+		if err != nil {
+			return 0, api.Invalid("--kernel %s: %w", path, err)
+		}
+		if err := vmlinux.CheckELF(full); err != nil {
+			return 0, api.Invalid("--kernel %s: an ELF but not an x86-64 kernel: %w", path, err)
+		}
+		return kernelELF, nil
+	}
+	return 0, api.Invalid("--kernel %s: not a kernel (no bzImage HdrS magic, not an ELF)", path).
+		WithFix("pass a bzImage (/boot/vmlinuz-*) or an uncompressed vmlinux")
+}
+
+func checkInitrd(path string) error {
+	b, err := readFlagFile("--initrd", path, 8)
+	if err != nil {
+		return err
+	}
+	if len(b) == 0 {
+		return api.Invalid("--initrd %s: the file is empty", path).WithFix("pass an initramfs (/boot/initrd.img-*)")
+	}
+	for _, magic := range [][]byte{{0x1f, 0x8b}, {0x28, 0xb5, 0x2f, 0xfd}, []byte("0707"), {0xfd, '7', 'z', 'X', 'Z'},
+		{0x02, 0x21, 0x4c, 0x18}, {0x04, 0x22, 0x4d, 0x18}, []byte("BZh"), {0x5d, 0x00, 0x00}} {
+		if bytes.HasPrefix(b, magic) {
+			return nil
+		}
+	}
+	return api.Invalid("--initrd %s: not an initramfs (no cpio, gzip, zstd, xz, lz4, bzip2 or lzma magic)", path).
+		WithFix("pass an initramfs (/boot/initrd.img-*)")
+}
+
+// ext4 superblock: at 1024, magic 0xEF53 at superblock offset 56.
+const ext4MagicOffset = 1024 + 56
+
+func checkExt4(flag, path string, minSize int64) error {
+	b, err := readFlagFile(flag, path, ext4MagicOffset+2)
+	if err != nil {
+		return err
+	}
+	if len(b) < ext4MagicOffset+2 || binary.LittleEndian.Uint16(b[ext4MagicOffset:]) != 0xef53 {
+		return api.Invalid("%s %s: not an ext4 filesystem (no superblock magic 0xEF53)", flag, path).
+			WithFix("pass a raw ext4 image, e.g. made with mkfs.ext4 -d DIR FILE SIZE")
+	}
+	if n := fileSize(path); n < minSize {
+		return api.Invalid("%s %s: %d bytes is too small (at least %d MiB)", flag, path, n, minSize>>20).
+			WithFix("pass a complete filesystem image")
+	}
+	return nil
+}
+
+// seedFromRootfs makes work-seed.ext4 from the rootfs's /root (read with
+// debugfs, no mount), or an empty one when /root cannot be read.
+func seedFromRootfs(ctx context.Context, staging string) error {
+	home := filepath.Join(staging, "seed.d")
+	defer os.RemoveAll(home)
+	src := ""
+	if err := os.Mkdir(home, 0o700); err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("debugfs"); err == nil {
+		cmd := exec.CommandContext(ctx, "debugfs", "-R", "rdump /root "+home, filepath.Join(staging, RootfsFile))
+		if out, err := cmd.CombinedOutput(); err == nil && !bytes.Contains(out, []byte("File not found")) {
+			if fi, err := os.Stat(filepath.Join(home, "root")); err == nil && fi.IsDir() {
+				src = filepath.Join(home, "root")
+			}
+		}
+	}
+	log, err := newBuildLog(filepath.Join(staging, BuildLogFile), progress.Nop{})
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	return mkfsFromDir(ctx, log, "work", src, filepath.Join(staging, WorkSeedFile), WorkSeedSize)
+}
+
+// rootfsHas reports whether an ext4 image holds path (debugfs, no mount).
+func rootfsHas(ctx context.Context, rootfs, path string) bool {
+	out, err := exec.CommandContext(ctx, "debugfs", "-R", "stat "+path, rootfs).CombinedOutput()
+	return err == nil && bytes.Contains(out, []byte("Inode:")) && !bytes.Contains(out, []byte("File not found"))
+}
+
+// kernelVersion reads the version string from a bzImage's setup header
+// (kernel_version at 0x20e), else from "Linux version " inside the vmlinux.
+func kernelVersion(bzImage, vmlinuxPath string) string {
+	if b, err := readHead(bzImage, 64<<10); err == nil && vmlinux.IsBzImage(b) && len(b) > 0x210 {
+		off := int(binary.LittleEndian.Uint16(b[0x20e:])) + 0x200
+		if off < len(b) {
+			if v := firstField(b[off:min(len(b), off+128)]); v != "" {
+				return v
+			}
+		}
+	}
+	if b, err := os.ReadFile(vmlinuxPath); err == nil {
+		if i := bytes.Index(b, []byte("Linux version ")); i >= 0 {
+			return firstField(b[i+14 : min(len(b), i+140)])
+		}
+	}
+	return ""
+}
+
+// firstField returns the first space-separated word of a NUL-terminated
+// string.
+func firstField(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}

@@ -1,0 +1,205 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"banger/internal/api"
+	"banger/internal/image/vmlinux"
+)
+
+const syscallNoFollow = syscall.O_NOFOLLOW
+
+// Root filesystem sizing: the contents plus headroom, at least MinAutoSize.
+const (
+	MinAutoSize   = 1 << 30
+	headroomPct   = 30
+	sizeAlignment = 64 << 20
+	// fsOverhead covers the journal, inode tables and metadata of a
+	// mkfs.ext4 -b 4096 filesystem of about a gigabyte.
+	fsOverhead = 96 << 20
+)
+
+// rootfs moves root's home out of the tree (it becomes the work-seed; /root
+// stays as an empty mount point) and makes rootfs.ext4 from the tree with
+// mkfs.ext4 -d, without mounting anything.
+func (bd *build) rootfs(ctx context.Context) error {
+	if mps, err := mountsBelow(bd.root); err != nil || len(mps) > 0 {
+		return fmt.Errorf("the tree still has mounts (%v, %v): refusing to copy them", mps, err)
+	}
+	if err := moveContents(filepath.Join(bd.root, "root"), bd.home); err != nil {
+		return err
+	}
+	used, err := diskUsage(bd.root)
+	if err != nil {
+		return err
+	}
+	size, err := rootfsSize(used, bd.req.Size)
+	if err != nil {
+		return err
+	}
+	bd.rep.Detail(fmt.Sprintf("%d MiB of files in a %d MiB filesystem", used>>20, size>>20))
+	return mkfsFromDir(ctx, bd.log, "rootfs", bd.root, filepath.Join(bd.staging, RootfsFile), size)
+}
+
+// rootfsSize picks the filesystem size for used bytes of files: requested
+// when it fits, else used plus headroom (at least MinAutoSize).
+func rootfsSize(used, requested int64) (int64, error) {
+	need := used + used/10 + fsOverhead
+	if requested > 0 {
+		if requested < need {
+			return 0, api.Invalid("--size %d MiB is too small: the root filesystem holds %d MiB of files",
+				requested>>20, used>>20).WithFix(fmt.Sprintf("--size %dMiB or more, or leave --size out", roundUp(need, 1<<20)>>20))
+		}
+		return roundUp(requested, 1<<20), nil
+	}
+	size := used + used*headroomPct/100 + fsOverhead
+	return max(MinAutoSize, roundUp(size, sizeAlignment)), nil
+}
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+// workSeed makes work-seed.ext4 from root's home (dotfiles, .ssh).
+func (bd *build) workSeed(ctx context.Context) error {
+	if err := os.Chmod(bd.home, 0o700); err != nil {
+		return err
+	}
+	return mkfsFromDir(ctx, bd.log, "work", bd.home, filepath.Join(bd.staging, WorkSeedFile), WorkSeedSize)
+}
+
+// mkfsFromDir creates a sparse file of size bytes holding an ext4
+// filesystem labelled label with dir's contents (dir "" = empty).
+func mkfsFromDir(ctx context.Context, log *buildLog, label, dir, out string, size int64) error {
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Base(out), err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sizing %s: %w", filepath.Base(out), err)
+	}
+	args := []string{"-q", "-F", "-L", label, "-b", "4096", "-E", "root_owner=0:0"}
+	if dir != "" {
+		args = append(args, "-d", dir)
+	}
+	args = append(args, out)
+	if err := log.run(ctx, nil, "mkfs.ext4", args...); err != nil {
+		return fmt.Errorf("making the %s filesystem (%d MiB): %w", label, size>>20, err)
+	}
+	return nil
+}
+
+// moveContents renames every entry of src into dst (created 0700), leaving
+// src empty.
+func moveContents(src, dst string) error {
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", src, err)
+	}
+	for _, e := range ents {
+		if err := os.Rename(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return fmt.Errorf("moving /root/%s to the work seed: %w", e.Name(), err)
+		}
+	}
+	return nil
+}
+
+// diskUsage sums the allocated size of everything under dir, plus an inode's
+// worth per entry.
+func diskUsage(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		total += 256
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		} else {
+			total += fi.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("measuring %s: %w", dir, err)
+	}
+	return total, nil
+}
+
+// copyFile copies src to dst (0644), sparse-aware via cp.
+func copyFile(src, dst string) error {
+	out, err := exec.Command("cp", "--sparse=always", "--reflink=auto", "--", src, dst).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("copying %s: %w: %s", src, err, bytes.TrimSpace(out))
+	}
+	return os.Chmod(dst, 0o644)
+}
+
+// outputOf runs a command and returns its stdout.
+func outputOf(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = baseEnv()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s", name, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return string(out), nil
+}
+
+// extractVmlinux writes the ELF inside the bzImage at src to dst and
+// returns its size.
+func extractVmlinux(src, dst string) (int64, error) {
+	bz, err := os.ReadFile(src)
+	if err != nil {
+		return 0, err
+	}
+	elf, err := vmlinux.Extract(bz)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(dst, elf, 0o644); err != nil {
+		return 0, fmt.Errorf("writing vmlinux: %w", err)
+	}
+	return int64(len(elf)), nil
+}
+
+// fileSize returns the size of path, 0 when it does not exist.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// hashInto streams path into w.
+func hashInto(w io.Writer, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fmt.Fprintf(w, "%s %s\n", filepath.Base(path), strconv.FormatInt(fileSize(path), 10))
+	_, err = io.Copy(w, f)
+	return err
+}

@@ -1,0 +1,130 @@
+package image
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"banger/internal/api"
+	"banger/internal/progress"
+	"banger/internal/store"
+)
+
+// Service is the daemon's image service: it builds or registers image
+// directories and records them in the store, and deletes both. It matches
+// daemon.ImageService's method set (asserted in the daemon's wiring, not
+// here, to keep internal/image free of the daemon).
+type Service struct {
+	Store     *store.Store
+	Builder   *Builder
+	ImagesDir string
+	Log       *slog.Logger
+}
+
+func (s *Service) logger() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// refuseTaken fails fast, before any build work, when the store already
+// has an image of that name.
+func (s *Service) refuseTaken(ctx context.Context, name string) error {
+	if _, err := s.Store.GetImage(ctx, name); err == nil {
+		return api.AlreadyExists("image %q already exists", name).
+			WithFix("pick another name, or delete it first: banger image delete " + name)
+	} else if !api.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// Create builds an image from Debian and stores it. If the store refuses
+// the record, the built directory is removed.
+func (s *Service) Create(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error) {
+	if err := s.refuseTaken(ctx, req.Name); err != nil {
+		return api.Image{}, err
+	}
+	img, err := s.Builder.FromDebian(ctx, req, rep)
+	if err != nil {
+		return api.Image{}, err
+	}
+	return s.store(ctx, img)
+}
+
+// Register adopts existing artefacts and stores the image.
+func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, rep progress.Reporter) (api.Image, error) {
+	if err := s.refuseTaken(ctx, req.Name); err != nil {
+		return api.Image{}, err
+	}
+	img, err := Register(ctx, s.ImagesDir, req, rep)
+	if err != nil {
+		return api.Image{}, err
+	}
+	return s.store(ctx, img)
+}
+
+func (s *Service) store(ctx context.Context, img api.Image) (api.Image, error) {
+	if err := s.Store.CreateImage(ctx, &img); err != nil {
+		if rerr := os.RemoveAll(img.Dir); rerr != nil {
+			s.logger().Error("removing image dir after a failed insert", "dir", img.Dir, "err", rerr)
+		}
+		return api.Image{}, err
+	}
+	s.logger().Info("image stored", "image", img.Name, "fingerprint", img.Fingerprint, "dir", img.Dir)
+	return img, nil
+}
+
+// Delete removes an image's record and directory. It refuses while VMs use
+// the image, and (unless force) while other images name it as their parent.
+func (s *Service) Delete(ctx context.Context, name string, force bool) error {
+	img, err := s.Store.GetImage(ctx, name)
+	if err != nil {
+		return err
+	}
+	vms, err := s.Store.VMsUsingImage(ctx, img.ID)
+	if err != nil {
+		return err
+	}
+	if len(vms) > 0 {
+		return api.FailedPrecondition("image %q is in use by vm(s) %s", img.Name, strings.Join(vms, ", ")).
+			WithFix("delete those vms first: banger vm delete " + strings.Join(vms, " "))
+	}
+	children, err := s.Store.ImageChildren(ctx, img.Name)
+	if err != nil {
+		return err
+	}
+	if len(children) > 0 && !force {
+		return api.FailedPrecondition("image %q is the parent of image(s) %s", img.Name, strings.Join(children, ", ")).
+			WithFix("delete those first, or pass --force: banger image delete --force " + img.Name)
+	}
+	if err := s.Store.DeleteImage(ctx, img.ID); err != nil {
+		return err
+	}
+	if err := s.removeDir(img); err != nil {
+		return err
+	}
+	s.logger().Info("image deleted", "image", img.Name)
+	return nil
+}
+
+// removeDir removes a managed image's directory, and only one inside
+// ImagesDir: a registered image's originals elsewhere are never touched.
+func (s *Service) removeDir(img api.Image) error {
+	if !img.Managed || img.Dir == "" {
+		return nil
+	}
+	rel, err := filepath.Rel(s.ImagesDir, img.Dir)
+	if err != nil || rel == "." || strings.HasPrefix(rel, "..") || strings.Contains(rel, string(filepath.Separator)) {
+		s.logger().Warn("not removing an image dir outside the images dir", "dir", img.Dir)
+		return nil
+	}
+	if err := os.RemoveAll(img.Dir); err != nil {
+		return fmt.Errorf("removing image dir %s: %w", img.Dir, err)
+	}
+	return nil
+}
