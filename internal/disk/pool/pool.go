@@ -63,12 +63,10 @@ func (p *Pool) Ensure(ctx context.Context) error {
 		}
 		r.Add(func() { os.Remove(p.MountPoint) })
 	}
-	loop, err := blk.LoopAttach(ctx, p.Image, false)
-	if err != nil {
-		return fmt.Errorf("mounting pool %s: %w", p.Image, err)
-	}
-	r.Add(func() { blk.LoopDetach(context.WithoutCancel(ctx), loop, p.Image) })
-	if _, err := blk.Run(ctx, "mount", "-t", "xfs", loop, p.MountPoint); err != nil {
+	// mount -o loop sets up an autoclear loop device: the kernel frees it
+	// when the pool is unmounted, also when a mount namespace holding the
+	// mount goes away, so the pool can never leave a loop device behind.
+	if _, err := blk.Run(ctx, "mount", "-t", "xfs", "-o", "loop", p.Image, p.MountPoint); err != nil {
 		return fmt.Errorf("mounting pool %s at %s: %w", p.Image, p.MountPoint, err)
 	}
 	r.Success()
