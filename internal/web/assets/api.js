@@ -1,0 +1,69 @@
+// api.js — the daemon's /v1 API, called with the login cookie. Errors are
+// the daemon's own: kind, message and fix.
+
+export class ApiError extends Error {
+  constructor(kind, message, fix, status) {
+    super(message);
+    this.kind = kind;
+    this.fix = fix || '';
+    this.status = status;
+  }
+}
+
+export async function call(method, path, body, signal) {
+  const opts = { method, headers: { 'X-Banger-API': '1' }, credentials: 'same-origin', signal };
+  if (body !== undefined) {
+    opts.headers['Content-Type'] = 'application/json';
+    opts.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    throw new ApiError('Unavailable', 'cannot reach bangerd: ' + err.message, 'check that bangerd is running (banger daemon status)', 0);
+  }
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (!res.ok) {
+    throw new ApiError(data?.kind ?? 'Internal', data?.message ?? `${res.status} ${res.statusText}`, data?.fix ?? '', res.status);
+  }
+  return { data, headers: res.headers };
+}
+
+export const get = (path, signal) => call('GET', path, undefined, signal).then(r => r.data);
+
+// follow long-polls an operation (GET /v1/operations/{id}?wait=) and calls
+// onChange with every new snapshot until it finishes; it returns the last.
+export async function follow(op, onChange, signal) {
+  let version = 0;
+  onChange(op);
+  for (;;) {
+    const { data, headers } = await call('GET', `/v1/operations/${encodeURIComponent(op.id)}?wait=30s&version=${version}`, undefined, signal);
+    version = Number(headers.get('X-Banger-Op-Version')) || version;
+    onChange(data);
+    if (data.state !== 'running') return data;
+  }
+}
+
+// output fetches an operation's output lines from index `from`.
+export const output = (id, from, signal) =>
+  get(`/v1/operations/${encodeURIComponent(id)}/output?from=${from}`, signal);
+
+// streamText reads a streaming text response (the serial log with
+// follow=1) and hands each chunk to onChunk until the signal aborts.
+export async function streamText(path, onChunk, signal) {
+  const res = await fetch(path, { headers: { 'X-Banger-API': '1' }, credentials: 'same-origin', signal });
+  if (!res.ok) {
+    let data = null;
+    try { data = await res.json(); } catch { /* not JSON */ }
+    throw new ApiError(data?.kind ?? 'Internal', data?.message ?? res.statusText, data?.fix ?? '', res.status);
+  }
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    onChunk(value);
+  }
+}

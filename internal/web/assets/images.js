@@ -1,0 +1,158 @@
+// images.js — the Images page: the list as a parent/child tree, create
+// from Debian, build from an image, delete; progress with streamed output.
+
+import { call, follow, output } from './api.js';
+import { state, onChange } from './events.js';
+import { h, bytes, ago, showError, opPanel, confirmButton, keepFocus } from './ui.js';
+
+const enc = encodeURIComponent;
+
+// tree orders images parent-first, returning [image, depth] pairs.
+function tree(images) {
+  const byParent = new Map();
+  const names = new Set(images.map(i => i.name));
+  for (const img of images) {
+    const p = img.parent && names.has(img.parent) ? img.parent : '';
+    if (!byParent.has(p)) byParent.set(p, []);
+    byParent.get(p).push(img);
+  }
+  const out = [];
+  const walk = (p, depth) => {
+    for (const img of (byParent.get(p) ?? []).sort((a, b) => a.name.localeCompare(b.name))) {
+      out.push([img, depth]);
+      walk(img.name, depth + 1);
+    }
+  };
+  walk('', 0);
+  return out;
+}
+
+async function deleteImage(name, errEl) {
+  showError(errEl, null);
+  try {
+    await call('DELETE', `/v1/images/${enc(name)}`);
+  } catch (err) {
+    showError(errEl, err);
+  }
+}
+
+function rows(errEl) {
+  if (state.images === null) return [h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'Loading…'))];
+  if (!state.images.length) return [h('tr', {}, h('td', { colspan: 7, class: 'empty' }, 'No images yet. Create one from Debian.'))];
+  const used = new Map();
+  for (const vm of state.vms ?? []) used.set(vm.image_name, (used.get(vm.image_name) ?? 0) + 1);
+  return tree(state.images).map(([img, depth]) => h('tr', { 'data-image': img.name },
+    h('th', { scope: 'row' }, h('span', { class: 'tree', style: `padding-left:${depth * 1.25}rem` },
+      depth ? h('span', { class: 'tree-mark', 'aria-hidden': 'true' }, '└ ') : null, img.name)),
+    h('td', {}, img.parent || h('span', { class: 'muted' }, '—')),
+    h('td', {}, img.source, img.features?.length ? h('div', { class: 'tags' }, img.features.map(f => h('span', { class: 'tag' }, f))) : null),
+    h('td', {}, h('code', {}, img.kernel_version || '—')),
+    h('td', { class: 'num' }, bytes(img.rootfs_size + (img.work_seed_size ?? 0))),
+    h('td', {}, ago(img.created_at), h('div', { class: 'small muted' }, `${used.get(img.name) ?? 0} VM(s)`)),
+    h('td', {}, h('div', { class: 'actions' }, confirmButton('Delete', `Delete ${img.name}`, () => deleteImage(img.name, errEl),
+      { 'data-key': `idel:${img.name}`, 'aria-label': `Delete image ${img.name}` })))));
+}
+
+// runOp posts req, then follows the operation with its output streamed
+// into a <pre> below the stages.
+async function runOp(progress, title, path, req, submit) {
+  submit.disabled = true;
+  const panel = opPanel(progress, title);
+  const out = h('pre', { class: 'output', tabindex: '0', 'aria-label': 'Output' });
+  panel.extra.replaceChildren(out);
+  let next = 0;
+  let fetching = Promise.resolve();
+  const pull = id => {
+    fetching = fetching.then(async () => {
+      const o = await output(id, next);
+      next = o.next;
+      if (o.lines.length) {
+        out.textContent += o.lines.join('\n') + '\n';
+        out.scrollTop = out.scrollHeight;
+      }
+    }).catch(() => {});
+  };
+  try {
+    const { data: op } = await call('POST', path, req);
+    const final = await follow(op, o => { panel.update(o); pull(o.id); });
+    pull(final.id);
+    await fetching;
+    if (final.state === 'failed') panel.fail(final.error);
+  } catch (err) {
+    panel.fail(err);
+  } finally {
+    panel.stop();
+    submit.disabled = false;
+  }
+}
+
+function createForm() {
+  const progress = h('div', { class: 'progress-area' });
+  const form = h('form', { class: 'form', id: 'create-image', 'aria-labelledby': 'ci-h' },
+    h('h2', { id: 'ci-h' }, 'Create from Debian'),
+    h('label', { for: 'ci-name' }, 'Name'), h('input', { id: 'ci-name', name: 'name', required: true, autocomplete: 'off', placeholder: 'e.g. default' }),
+    h('label', { for: 'ci-suite' }, 'Suite'),
+    h('select', { id: 'ci-suite', name: 'suite' }, ['bookworm', 'trixie'].map(s => h('option', { value: s }, s))),
+    h('label', { for: 'ci-pkgs' }, 'Extra packages ', h('span', { class: 'hint' }, '(space separated)')),
+    h('input', { id: 'ci-pkgs', name: 'packages', autocomplete: 'off', placeholder: 'e.g. git curl' }),
+    h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'opencode' }), ' with opencode'),
+    h('button', { type: 'submit', class: 'btn primary' }, 'Create image'), progress);
+  form.addEventListener('submit', ev => {
+    ev.preventDefault();
+    const fd = new FormData(form);
+    const req = { name: fd.get('name').trim(), suite: fd.get('suite') };
+    const pk = fd.get('packages').trim();
+    if (pk) req.packages = pk.split(/[\s,]+/);
+    if (fd.get('opencode')) req.with = ['opencode'];
+    runOp(progress, `Creating image ${req.name}`, '/v1/images', req, form.querySelector('button[type=submit]'));
+  });
+  return form;
+}
+
+function buildForm() {
+  const progress = h('div', { class: 'progress-area' });
+  const from = h('select', { id: 'bi-from', name: 'from', required: true });
+  const fill = () => {
+    const cur = from.value;
+    from.replaceChildren(...(state.images ?? []).map(i => h('option', { value: i.name }, i.name)));
+    if ((state.images ?? []).some(i => i.name === cur)) from.value = cur;
+  };
+  fill();
+  const form = h('form', { class: 'form', id: 'build-image', 'aria-labelledby': 'bi-h' },
+    h('h2', { id: 'bi-h' }, 'Build from an image'),
+    h('label', { for: 'bi-name' }, 'Name'), h('input', { id: 'bi-name', name: 'name', required: true, autocomplete: 'off', placeholder: 'e.g. dev' }),
+    h('label', { for: 'bi-from' }, 'From image'), from,
+    h('label', { for: 'bi-script' }, 'Script ', h('span', { class: 'hint' }, '(absolute path on the host, run as root in a builder VM)')),
+    h('input', { id: 'bi-script', name: 'script', autocomplete: 'off', placeholder: '/home/me/setup.sh' }),
+    h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'opencode' }), ' with opencode'),
+    h('button', { type: 'submit', class: 'btn primary' }, 'Build image'), progress);
+  form.addEventListener('submit', ev => {
+    ev.preventDefault();
+    const fd = new FormData(form);
+    const req = { name: fd.get('name').trim(), from: fd.get('from') };
+    if (fd.get('script').trim()) req.script = fd.get('script').trim();
+    if (fd.get('opencode')) req.with = ['opencode'];
+    runOp(progress, `Building image ${req.name}`, '/v1/images/build', req, form.querySelector('button[type=submit]'));
+  });
+  return { form, fill };
+}
+
+export function imagesPage(main) {
+  const errEl = h('div', { class: 'alerts', 'aria-live': 'assertive' });
+  const tbody = h('tbody', {});
+  const build = buildForm();
+  const draw = () => keepFocus(() => tbody.replaceChildren(...rows(errEl)));
+  main.replaceChildren(
+    h('div', { class: 'page-head' }, h('h1', {}, 'Images'), h('p', { class: 'sub' }, 'Boot sets VMs are made from; children are built from their parent')),
+    h('section', { class: 'card', 'aria-labelledby': 'il-h' }, h('h2', { id: 'il-h', class: 'sr-only' }, 'Image list'), errEl,
+      h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'image-table' },
+        h('thead', {}, h('tr', {}, ['Name', 'Parent', 'Source', 'Kernel', 'Size', 'Created', h('span', { class: 'sr-only' }, 'Actions')].map(c => h('th', { scope: 'col' }, c)))),
+        tbody))),
+    h('div', { class: 'grid2' }, h('section', { class: 'card' }, createForm()), h('section', { class: 'card' }, build.form)));
+  draw();
+  const off = onChange(w => {
+    if (w === 'images' || w === 'vms') draw();
+    if (w === 'images') build.fill();
+  });
+  return () => off();
+}
