@@ -17,7 +17,7 @@ GO       ?= go
 
 # Host packages banger needs at run time and for its tests.
 APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables btrfs-progs xfsprogs \
-                iproute2 openssh-client util-linux kmod ca-certificates
+                iproute2 openssh-client util-linux kmod ca-certificates chromium
 
 .PHONY: all build deps install uninstall demo test test-unit test-integration test-live fuzz verify \
         bench bench-create test-image clean
@@ -68,9 +68,9 @@ test-unit:
 test-integration:
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/live)
 
-## test-image: build (or reuse) the cached test image, keyed by its recipe.
+## test-image: build (or reuse) the cached test image and its opencode variant, keyed by their recipes.
 test-image: build
-	$(GO) run ./internal/testimage/cmd/build-test-image
+	$(GO) run ./internal/testimage/cmd/build-test-image -opencode
 
 ## test-live: real QEMU guests through the real daemon and CLI.
 test-live: build test-image

@@ -14,6 +14,10 @@
 # SSH; on timeout it dumps the VM's record, serial log tail, engine log,
 # handles, tap state, sockets and banger's nft rules.
 #
+# VERIFY_PLANT_LEAK=tap|loop plants a leak (a stray tap in the namespace, a
+# loop device on a file in the state dir) just before the audit, to prove
+# the audit catches it: the run must then fail naming it.
+#
 # Needs root, bin/ built (make build) and the test image (make test-image).
 set -uo pipefail
 export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
@@ -43,6 +47,9 @@ cleanup() {
 	for p in $(pgrep -f "$state" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
 	sleep 0.3
 	umount -l "$state/pool" 2>/dev/null
+	losetup --list --noheadings -O NAME,BACK-FILE 2>/dev/null | while read -r dev file; do
+		case "$file" in "$state"/*) [ "$file" = "$state/pool.img" ] || losetup -d "$dev" ;; esac
+	done
 	for dev in $(losetup -j "$state/pool.img" 2>/dev/null | cut -d: -f1); do losetup -d "$dev"; done
 	rm -rf "$state"
 	ip netns del "$ns" 2>/dev/null
@@ -114,6 +121,12 @@ out=$(B vm exec "$name" -- sh -c 'echo agent-$((6*7))') || { echo "FAIL: agent e
 say "delete"
 B vm delete "$name" >/dev/null || { echo "FAIL: vm delete"; dump; fail=1; }
 
+case "${VERIFY_PLANT_LEAK:-}" in
+"") ;;
+tap) say "planting a leak: tap-leak0"; ip -n "$ns" tuntap add dev tap-leak0 mode tap ;;
+loop) say "planting a leak: a loop device"; truncate -s 1M "$state/leak.img" && losetup -f "$state/leak.img" ;;
+*) echo "VERIFY_PLANT_LEAK must be tap or loop" >&2; exit 2 ;;
+esac
 say "leak audit"
 leaks=()
 for t in $(ip -n "$ns" -br link 2>/dev/null | awk '{print $1}' | cut -d@ -f1); do

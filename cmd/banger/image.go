@@ -12,11 +12,10 @@ import (
 func imageCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Manage images"}
 	cmd.AddCommand(
-		&cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List images", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error { return e.imageList(cmd.Context()) }},
+		imageListCmd(e),
 		&cobra.Command{Use: "show NAME", Short: "Show an image", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error { return e.imageShow(cmd.Context(), args[0]) }},
-		imageCreateCmd(e), imageRegisterCmd(e), imageDeleteCmd(e),
+		imageCreateCmd(e), imageRegisterCmd(e), imageDeleteCmd(e), imageBuildCmd(e), imagePromoteCmd(e),
 	)
 	return cmd
 }
@@ -86,11 +85,11 @@ func imageDeleteCmd(e *env) *cobra.Command {
 			return e.imageDelete(cmd.Context(), args[0], force)
 		},
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "delete even if VMs use it")
+	cmd.Flags().BoolVar(&force, "force", false, "delete even if other images were built from it (VMs using it still block)")
 	return cmd
 }
 
-func (e *env) imageList(ctx context.Context) error {
+func (e *env) imageList(ctx context.Context, tree bool) error {
 	c, err := e.client(ctx)
 	if err != nil {
 		return err
@@ -101,6 +100,10 @@ func (e *env) imageList(ctx context.Context) error {
 	}
 	if e.jsonOut {
 		return e.printJSON(imgs)
+	}
+	if tree {
+		imageTree(e.stdout, imgs)
+		return nil
 	}
 	imageTable(e.stdout, imgs)
 	return nil

@@ -114,11 +114,12 @@ func imageTable(w io.Writer, imgs []api.Image) {
 	rows := make([][]string, 0, len(imgs))
 	for _, img := range imgs {
 		rows = append(rows, []string{
-			img.Name, orDash(img.Source), orDash(img.KernelVersion), formatSize(img.RootfsSize),
-			orDash(strings.Join(img.Engines, ",")), img.CreatedAt.Local().Format("2006-01-02 15:04"),
+			img.Name, orDash(img.Parent), orDash(img.Source), orDash(img.KernelVersion), formatSize(img.RootfsSize),
+			orDash(strings.Join(img.Engines, ",")), orDash(strings.Join(img.Features, ",")),
+			img.CreatedAt.Local().Format("2006-01-02 15:04"),
 		})
 	}
-	table(w, []string{"NAME", "SOURCE", "KERNEL", "ROOTFS", "ENGINES", "CREATED"}, rows)
+	table(w, []string{"NAME", "PARENT", "SOURCE", "KERNEL", "ROOTFS", "ENGINES", "FEATURES", "CREATED"}, rows)
 }
 
 // fields writes "key: value" lines, aligned, skipping empty values.

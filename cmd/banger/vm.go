@@ -25,7 +25,7 @@ func vmCmd(e *env) *cobra.Command {
 		vmActionCmd(e, "stop", "Stop VMs", (*client.Client).StopVM),
 		vmActionCmd(e, "restart", "Restart VMs", (*client.Client).RestartVM),
 		vmActionCmd(e, "delete", "Delete VMs and their disks", (*client.Client).DeleteVM),
-		vmEditCmd(e), vmLogsCmd(e), vmStatsCmd(e), vmSSHCmd(e), vmRunCmd(e), vmExecCmd(e),
+		vmEditCmd(e), vmLogsCmd(e), vmStatsCmd(e), vmSSHCmd(e), vmRunCmd(e), vmExecCmd(e), vmOpencodeCmd(e),
 	)
 	return cmd
 }
@@ -78,11 +78,16 @@ func vmCreateCmd(e *env) *cobra.Command {
 				return e.printJSON(vm)
 			}
 			fmt.Fprintln(e.stdout, vm.Name)
+			if req.NoWait {
+				fmt.Fprintf(e.stderr, "booting in the background (state %s): banger vm show %s\n", vm.Runtime.State, vm.Name)
+				return nil
+			}
 			fmt.Fprintf(e.stderr, "ssh into it: banger vm ssh %s\n", vm.Name)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&req.Name, "name", "", "VM name (generated when empty)")
+	cmd.Flags().BoolVar(&req.NoWait, "no-wait", false, "return once the engine runs; the VM is starting until its agent answers")
 	cmd.Flags().StringVar(&req.Image, "image", "", "image (default from config)")
 	cmd.Flags().StringVar(&req.Engine, "engine", "", "engine: firecracker or qemu (default from config)")
 	res.register(cmd)

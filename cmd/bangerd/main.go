@@ -57,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		Services: func(st *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
 			return services(cfg, st, log)
 		},
+		Web: webUI(cfg),
 	}
 	if *foreground {
 		opts.LogOutput = stderr

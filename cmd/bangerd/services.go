@@ -109,7 +109,9 @@ func services(cfg config.Config, st *store.Store, log *slog.Logger) (daemon.VMSe
 			ImagesDir: imagesDir, StagingDir: filepath.Join(dataDir, "staging"),
 			AgentBin: agentBin(cfg), SSHPubKey: pub, Log: log.With("component", "image"),
 		},
+		Guests: mgr, // builder VMs and VM disk exports for image build/promote
 	}
+	mgr.SetImageHealer(images) // images from older bangers get what they lack on first use
 	cleanup := func() {
 		mgr.Close()
 		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -155,3 +157,10 @@ func agentBin(cfg config.Config) string {
 	}
 	return "banger-agent"
 }
+
+// The wiring between the VM and image services, checked at compile time.
+var (
+	_ image.Guests        = (*vm.Manager)(nil)
+	_ vm.ImageHealer      = (*image.Service)(nil)
+	_ daemon.ImageBuilder = (*image.Service)(nil)
+)

@@ -5,10 +5,13 @@ package api
 //	GET    /v1/status                     DaemonStatus
 //	POST   /v1/shutdown                   {}
 //	GET    /v1/doctor                     DoctorReport
+//	GET    /v1/web                        WebInfo (the web UI's login URL)
 //	GET    /v1/images                     []Image
 //	GET    /v1/images/{name}              Image
 //	POST   /v1/images                     ImageCreateRequest   → Operation (begin)
 //	POST   /v1/images/register            ImageRegisterRequest → Operation (begin)
+//	POST   /v1/images/build               ImageBuildRequest    → Operation (begin)
+//	POST   /v1/images/promote             ImagePromoteRequest  → Operation (begin)
 //	DELETE /v1/images/{name}?force=1      {}
 //	GET    /v1/vms                        []VM
 //	GET    /v1/vms/{name}                 VMDetail
@@ -41,6 +44,33 @@ type ImageRegisterRequest struct {
 	Vmlinux  string `json:"vmlinux,omitempty"`
 }
 
+// ImageBuildRequest builds an image from an image: a builder VM boots from
+// From, gets Copy files, runs Script as root and is captured as Name.
+type ImageBuildRequest struct {
+	Name   string      `json:"name"`
+	From   string      `json:"from"`
+	Script string      `json:"script,omitempty"` // absolute host path of an executable script
+	Copy   []ImageCopy `json:"copy,omitempty"`
+	Size   int64       `json:"size,omitempty"` // rootfs size in bytes; 0 = the parent's
+	With   []string    `json:"with,omitempty"` // features, e.g. "opencode" (runs the shipped script)
+	Env    []string    `json:"env,omitempty"`  // KEY=VALUE for the scripts, e.g. http_proxy=…
+	// TimeoutSeconds bounds the whole build (0 = 30 minutes).
+	TimeoutSeconds int `json:"timeout_seconds,omitempty"`
+}
+
+// ImageCopy is one file copied into a builder VM before its script runs.
+type ImageCopy struct {
+	Src string `json:"src"` // absolute host path of a regular file
+	Dst string `json:"dst"` // absolute guest path
+}
+
+// ImagePromoteRequest turns a stopped VM's disks into image Name.
+type ImagePromoteRequest struct {
+	VM           string `json:"vm"`
+	Name         string `json:"name"`
+	WithWorkDisk bool   `json:"with_work_disk,omitempty"` // the VM's /root becomes the work-seed
+}
+
 // VMCreateRequest creates (and starts) a VM.
 type VMCreateRequest struct {
 	Name      string `json:"name,omitempty"` // generated when empty
@@ -50,6 +80,10 @@ type VMCreateRequest struct {
 	DiskBytes int64  `json:"disk_bytes,omitempty"`
 	Engine    string `json:"engine,omitempty"` // override config engine
 	NoStart   bool   `json:"no_start,omitempty"`
+	// NoWait ends the operation after the engine stage: the VM shows state
+	// "starting" until its agent answers, then "running" (or "failed" with
+	// the reason). Delete at any time stops it and cleans everything.
+	NoWait bool `json:"no_wait,omitempty"`
 }
 
 // VMEditRequest changes a stopped VM's resources; zero fields are unchanged.

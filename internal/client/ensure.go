@@ -3,8 +3,10 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +40,11 @@ func EnsureDaemon(ctx context.Context, cfg config.Config, stderr io.Writer, opts
 	cancel()
 	if err == nil || !api.IsUnavailable(err) {
 		return c, err
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		// The socket exists but its mode refuses this user: starting a
+		// second daemon would not help (and could not take the state dir).
+		return nil, err
 	}
 	bin, err := findDaemon()
 	if err != nil {

@@ -58,6 +58,9 @@ type Options struct {
 	// ShutdownGrace bounds how long shutdown waits for in-flight requests
 	// and for cancelled operations to revert (default 10s).
 	ShutdownGrace time.Duration
+	// Web, when set, builds the browser UI served beside the socket
+	// (cmd/bangerd passes internal/web); nil leaves it off.
+	Web WebFunc
 }
 
 // Daemon is a running bangerd. Create it with New (which takes the lock and
@@ -78,6 +81,8 @@ type Daemon struct {
 	srv      *http.Server
 	cleanup  func()
 	closeAll func() // releases everything New acquired, in reverse order
+	web      WebUI  // nil when off or failed (webErr says why)
+	webErr   error
 
 	// opsCtx is the parent of every operation's context; cancelled at shutdown.
 	opsCtx    context.Context
@@ -91,6 +96,7 @@ type Daemon struct {
 	shutdownOnce sync.Once
 	shutdownReq  chan struct{} // closed by POST /v1/shutdown
 	closeOnce    sync.Once
+	webOnce      sync.Once
 }
 
 // New acquires the daemon's resources in order: state dir (0700), exclusive
@@ -167,6 +173,10 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 	}
+	d.startWeb()
+	if d.web != nil {
+		r.Add(func() { d.stopWeb(context.Background()) })
+	}
 	closers := r.Clone()
 	d.closeAll = closers.Fail
 	r.Success()
@@ -202,6 +212,13 @@ func (d *Daemon) Logger() *slog.Logger { return d.log }
 func (d *Daemon) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- d.srv.Serve(d.ln) }()
+	if d.web != nil {
+		go func() {
+			if err := d.web.Serve(); err != nil {
+				d.log.Error("web UI stopped", "err", err)
+			}
+		}()
+	}
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -230,6 +247,7 @@ func (d *Daemon) shutdown() {
 	grace, cancel := context.WithTimeout(context.Background(), d.opts.ShutdownGrace)
 	defer cancel()
 	d.reqCancel() // wake long-polls, follows and exec pipes
+	d.stopWeb(grace)
 	if err := d.srv.Shutdown(grace); err != nil {
 		d.log.Warn("in-flight requests did not finish", "err", err)
 		_ = d.srv.Close()
@@ -244,6 +262,18 @@ func (d *Daemon) shutdown() {
 	}
 	d.log.Info("bangerd stopped")
 	d.Close()
+}
+
+// stopWeb shuts the web UI down (once; later calls do nothing).
+func (d *Daemon) stopWeb(ctx context.Context) {
+	d.webOnce.Do(func() {
+		if d.web == nil {
+			return
+		}
+		if err := d.web.Shutdown(ctx); err != nil {
+			d.log.Warn("web UI requests did not finish", "err", err)
+		}
+	})
 }
 
 // Close releases everything New acquired without serving; Run calls it on

@@ -27,11 +27,14 @@ func (d *Daemon) routes() http.Handler {
 	h("GET /v1/status", d.status)
 	h("POST /v1/shutdown", d.shutdownHandler)
 	h("GET /v1/doctor", d.doctor)
+	h("GET /v1/web", d.webInfo)
 
 	h("GET /v1/images", d.listImages)
 	h("GET /v1/images/{name}", d.getImage)
 	h("POST /v1/images", d.createImage)
 	h("POST /v1/images/register", d.registerImage)
+	h("POST /v1/images/build", d.buildImage)
+	h("POST /v1/images/promote", d.promoteImage)
 	h("DELETE /v1/images/{name}", d.deleteImage)
 
 	h("GET /v1/vms", d.listVMs)

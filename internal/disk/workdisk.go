@@ -45,12 +45,27 @@ func CloneAndGrow(ctx context.Context, seed, dst string, size int64, clone func(
 	}
 	r.Add(func() { os.Remove(dst) })
 	if size > st.Size() {
-		if err := growFS(ctx, dst, st.Size(), size); err != nil {
+		if err := growFresh(ctx, dst, st.Size(), size); err != nil {
 			return err
 		}
 	}
 	r.Success()
 	return nil
+}
+
+// growFresh grows a fresh clone of a seed: resize2fs alone, which accepts a
+// clean filesystem that was never mounted after its last check (a seed as
+// built) and refuses any other before changing anything; then it falls back
+// to growFS's e2fsck + resize2fs. Skipping the needless e2fsck saves an exec
+// and a full read of the metadata on every create.
+func growFresh(ctx context.Context, path string, old, size int64) error {
+	if err := os.Truncate(path, size); err != nil {
+		return fmt.Errorf("growing %s to %d bytes: %w", path, size, err)
+	}
+	if _, err := blk.Run(ctx, "resize2fs", path); err == nil {
+		return nil
+	}
+	return growFS(ctx, path, old, size)
 }
 
 // Grow grows the ext4 image at path (not in use by a VM) to size: the file,

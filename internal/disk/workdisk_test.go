@@ -47,16 +47,28 @@ func seed(t testing.TB, size string) string {
 func TestCloneAndGrow(t *testing.T) {
 	s := seed(t, "16M")
 	tests := []struct {
-		name string
-		size int64
+		name    string
+		size    int64
+		mounted bool // the seed was mounted after its last check: resize2fs alone refuses it
 	}{
-		{"grow", 64 << 20},
-		{"same size", 16 << 20},
+		{"grow", 64 << 20, false},
+		{"same size", 16 << 20, false},
+		{"grow a seed that needs a check", 64 << 20, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			src := s
+			if tt.mounted {
+				src = filepath.Join(t.TempDir(), "mounted-seed.ext4")
+				if err := disk.Clone(s, src); err != nil {
+					t.Fatal(err)
+				}
+				if out, err := exec.Command("debugfs", "-w", "-R", "ssv mtime 20300101", src).CombinedOutput(); err != nil {
+					t.Fatalf("debugfs: %v\n%s", err, out)
+				}
+			}
 			dst := filepath.Join(t.TempDir(), "work.ext4")
-			if err := disk.CloneAndGrow(t.Context(), s, dst, tt.size, nil); err != nil {
+			if err := disk.CloneAndGrow(t.Context(), src, dst, tt.size, nil); err != nil {
 				t.Fatal(err)
 			}
 			if got := fsBytes(t, dst); got != tt.size {

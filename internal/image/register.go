@@ -146,9 +146,7 @@ func registerInto(ctx context.Context, staging, final string, req api.ImageRegis
 		if kind == kernelBzImage {
 			img.Engines = []string{"qemu", "firecracker"}
 		}
-		if rootfsHas(ctx, filepath.Join(staging, RootfsFile), agent.AgentPath) {
-			img.Features = []string{FeatureAgent}
-		}
+		img.Features = rootfsFeatures(ctx, filepath.Join(staging, RootfsFile))
 		return nil
 	})
 	return img, err
@@ -281,26 +279,49 @@ func checkExt4(flag, path string, minSize int64) error {
 // seedFromRootfs makes work-seed.ext4 from the rootfs's /root (read with
 // debugfs, no mount), or an empty one when /root cannot be read.
 func seedFromRootfs(ctx context.Context, staging string) error {
-	home := filepath.Join(staging, "seed.d")
-	defer os.RemoveAll(home)
-	src := ""
-	if err := os.Mkdir(home, 0o700); err != nil {
+	return seedFrom(ctx, filepath.Join(staging, RootfsFile), filepath.Join(staging, WorkSeedFile),
+		filepath.Join(staging, BuildLogFile))
+}
+
+// seedFrom makes the work-seed out from rootfs's /root, logging to logPath.
+func seedFrom(ctx context.Context, rootfs, out, logPath string) error {
+	home, err := os.MkdirTemp(filepath.Dir(out), ".seed-")
+	if err != nil {
 		return err
 	}
+	defer os.RemoveAll(home)
+	src := ""
 	if _, err := exec.LookPath("debugfs"); err == nil {
-		cmd := exec.CommandContext(ctx, "debugfs", "-R", "rdump /root "+home, filepath.Join(staging, RootfsFile))
+		cmd := exec.CommandContext(ctx, "debugfs", "-R", "rdump /root "+home, rootfs)
 		if out, err := cmd.CombinedOutput(); err == nil && !bytes.Contains(out, []byte("File not found")) {
 			if fi, err := os.Stat(filepath.Join(home, "root")); err == nil && fi.IsDir() {
 				src = filepath.Join(home, "root")
 			}
 		}
 	}
-	log, err := newBuildLog(filepath.Join(staging, BuildLogFile), progress.Nop{})
+	log, err := newBuildLog(logPath, progress.Nop{})
 	if err != nil {
 		return err
 	}
 	defer log.Close()
-	return mkfsFromDir(ctx, log, "work", src, filepath.Join(staging, WorkSeedFile), WorkSeedSize)
+	return mkfsFromDir(ctx, log, "work", src, out, WorkSeedSize)
+}
+
+// opencodeUnitPath is the opencode service unit both ways of adding the
+// opencode feature install.
+const opencodeUnitPath = "/etc/systemd/system/opencode.service"
+
+// rootfsFeatures detects the features an ext4 rootfs carries: the guest
+// agent, opencode's service.
+func rootfsFeatures(ctx context.Context, rootfs string) []string {
+	var f []string
+	if rootfsHas(ctx, rootfs, agent.AgentPath) {
+		f = append(f, FeatureAgent)
+	}
+	if rootfsHas(ctx, rootfs, opencodeUnitPath) {
+		f = append(f, FeatureOpencode)
+	}
+	return f
 }
 
 // rootfsHas reports whether an ext4 image holds path (debugfs, no mount).

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"banger/internal/api"
 	"banger/internal/progress"
@@ -22,6 +23,11 @@ type Service struct {
 	Builder   *Builder
 	ImagesDir string
 	Log       *slog.Logger
+	// Guests boots builder VMs and exports VM disks (Build, Promote); nil
+	// makes those Unavailable.
+	Guests Guests
+
+	healMu sync.Mutex // serialises Heal
 }
 
 func (s *Service) logger() *slog.Logger {

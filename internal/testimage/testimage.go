@@ -68,6 +68,29 @@ func AgentBin(cacheDir string) string { return filepath.Join(cacheDir, "bin", "b
 // when no complete build of the current recipe exists. Progress (stage
 // timings) goes to log.
 func Ensure(ctx context.Context, cacheDir string, log *slog.Logger) (api.Image, error) {
+	return ensure(ctx, cacheDir, log, variantTest)
+}
+
+// EnsureOpencode is Ensure for the opencode variant: the test image's
+// recipe plus --with opencode (Node.js, opencode-ai from npm and its
+// service on port 4096), cached as images/opencode-<recipe fingerprint>.
+// A cold build takes about 3 minutes, most of it npm.
+func EnsureOpencode(ctx context.Context, cacheDir string, log *slog.Logger) (api.Image, error) {
+	return ensure(ctx, cacheDir, log, variantOpencode)
+}
+
+// variant is one cached image recipe: a name prefix and its features.
+type variant struct {
+	prefix string
+	with   []string
+}
+
+var (
+	variantTest     = variant{prefix: "test-"}
+	variantOpencode = variant{prefix: "opencode-", with: []string{image.FeatureOpencode}}
+)
+
+func ensure(ctx context.Context, cacheDir string, log *slog.Logger, v variant) (api.Image, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -90,18 +113,18 @@ func Ensure(ctx context.Context, cacheDir string, log *slog.Logger) (api.Image, 
 	if err != nil {
 		return api.Image{}, fmt.Errorf("test ssh key: %w", err)
 	}
-	req := api.ImageCreateRequest{Suite: Suite, Mirror: image.HostMirror()}
+	req := api.ImageCreateRequest{Suite: Suite, Mirror: image.HostMirror(), With: v.with}
 	recipe, err := image.NewRecipe(req, agentBin, pub)
 	if err != nil {
 		return api.Image{}, err
 	}
 	fp := recipe.Fingerprint()
-	req.Name = "test-" + fp[:16]
+	req.Name = v.prefix + fp[:16]
 	dir := filepath.Join(cacheDir, "images", req.Name)
 	if img, err := readComplete(dir); err == nil {
 		return img, nil
 	}
-	log.Info("building the test image", "dir", dir, "recipe", fp[:16])
+	log.Info("building a test image", "dir", dir, "recipe", fp[:16])
 	if err := os.RemoveAll(dir); err != nil { // an incomplete earlier build
 		return api.Image{}, err
 	}
@@ -120,7 +143,7 @@ func Ensure(ctx context.Context, cacheDir string, log *slog.Logger) (api.Image, 
 	if err := writeComplete(dir, img); err != nil {
 		return api.Image{}, err
 	}
-	pruneStale(filepath.Join(cacheDir, "images"), req.Name, log)
+	pruneStale(filepath.Join(cacheDir, "images"), v.prefix, req.Name, log)
 	return img, nil
 }
 
@@ -130,10 +153,10 @@ const staleAfter = time.Hour
 
 // pruneStale removes test images of other recipes finished more than
 // staleAfter ago, so recipe changes do not fill the disk.
-func pruneStale(imagesDir, keep string, log *slog.Logger) {
+func pruneStale(imagesDir, prefix, keep string, log *slog.Logger) {
 	ents, _ := os.ReadDir(imagesDir)
 	for _, e := range ents {
-		if e.Name() == keep || !strings.HasPrefix(e.Name(), "test-") {
+		if e.Name() == keep || !strings.HasPrefix(e.Name(), prefix) {
 			continue
 		}
 		fi, err := os.Stat(filepath.Join(imagesDir, e.Name(), completeFile))
@@ -237,7 +260,7 @@ var _ progress.Reporter = (*logReporter)(nil)
 
 var (
 	getMu    sync.Mutex
-	getCache = map[string]api.Image{} // guarded by getMu
+	getCache = map[string]api.Image{} // by cache dir and variant; guarded by getMu
 )
 
 // Get returns the test image for a test, building it on first use (several
@@ -245,6 +268,18 @@ var (
 // (not root, no debootstrap) with the fix in the message, and fails the test
 // when the build fails.
 func Get(t testing.TB) api.Image {
+	t.Helper()
+	return get(t, variantTest)
+}
+
+// GetOpencode returns the opencode variant (see EnsureOpencode) for a test,
+// building it on first use; it skips and fails like Get.
+func GetOpencode(t testing.TB) api.Image {
+	t.Helper()
+	return get(t, variantOpencode)
+}
+
+func get(t testing.TB, v variant) api.Image {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("building the test image needs root (debootstrap, chroot mounts): run the tests as root")
@@ -257,16 +292,17 @@ func Get(t testing.TB) api.Image {
 	dir := CacheDir()
 	getMu.Lock()
 	defer getMu.Unlock()
-	if img, ok := getCache[dir]; ok {
+	key := dir + "\x00" + v.prefix
+	if img, ok := getCache[key]; ok {
 		return img
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	img, err := Ensure(ctx, dir, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	img, err := ensure(ctx, dir, slog.New(slog.NewTextHandler(testWriter{t}, nil)), v)
 	if err != nil {
-		t.Fatalf("test image: %v", err)
+		t.Fatalf("test image %s: %v", strings.TrimSuffix(v.prefix, "-"), err)
 	}
-	getCache[dir] = img
+	getCache[key] = img
 	return img
 }
 

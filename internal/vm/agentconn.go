@@ -9,6 +9,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/vmm"
+	"banger/internal/vmm/proc"
 )
 
 // agentFor returns the VM's agent connection, dialling when there is none or
@@ -72,7 +73,7 @@ func (m *Manager) waitReady(ctx context.Context, v api.VM, e vmm.Engine, h *Hand
 	var last error
 	for {
 		if !e.Alive(h.VMM) {
-			return fmt.Errorf("the %s process exited while the guest was booting", v.Runtime.Engine)
+			return fmt.Errorf("the %s process exited while the guest was booting: %s", v.Runtime.Engine, proc.LogTail(v.Runtime.EngineLogPath))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the guest agent did not answer within %s (last error: %v)", time.Duration(m.cfg.ReadyTimeout), last)

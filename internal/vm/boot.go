@@ -11,13 +11,16 @@ import (
 	"banger/internal/progress"
 	"banger/internal/revert"
 	"banger/internal/vmm"
+	"banger/internal/vmm/proc"
 )
 
 // boot takes a VM whose disks exist to running: network → engine → boot →
 // agent ready. On failure it undoes its own steps (tap, process, DNS entry)
 // and leaves the disks to the caller. h carries the system disk; boot fills
-// in the tap and engine handles.
-func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles, rep progress.Reporter, op string) error {
+// in the tap and engine handles. With noWait it returns after the engine
+// stage and the boot and agent-ready stages run in the background
+// (readyInBackground), holding the boot slot but not the VM's lock.
+func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles, rep progress.Reporter, op string, noWait bool) error {
 	log := m.log.With("vm", v.Name)
 	e, err := m.engine(v.Runtime.Engine)
 	if err != nil {
@@ -65,7 +68,12 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	defer func() { <-m.bootSem }()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			<-m.bootSem
+		}
+	}()
 
 	done = rep.Stage(StageEngine)
 	os.Remove(v.Runtime.SerialLogPath)
@@ -102,9 +110,25 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 	done(nil)
 	m.stageHook(op, StageEngine)
 
+	if noWait {
+		handedOff = true
+		r.Success()
+		m.readyInBackground(*v, e, h, op, true)
+		return nil
+	}
+	if err := m.finishBoot(ctx, v, e, h, rep, op); err != nil {
+		return err
+	}
+	r.Success()
+	return nil
+}
+
+// finishBoot runs the boot and agent-ready stages of a VM whose engine runs
+// and marks it running. It undoes nothing: its caller owns the engine.
+func (m *Manager) finishBoot(ctx context.Context, v *api.VM, e vmm.Engine, h *Handles, rep progress.Reporter, op string) error {
 	deadline := time.Now().Add(time.Duration(m.cfg.ReadyTimeout))
-	done = rep.Stage(StageBoot)
-	if err := m.waitConsole(ctx, *v, e, vh, deadline); err != nil {
+	done := rep.Stage(StageBoot)
+	if err := m.waitConsole(ctx, *v, e, h.VMM, deadline); err != nil {
 		err = m.bootFailure(*v, h, err, rep)
 		done(err)
 		return err
@@ -119,11 +143,13 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 		return err
 	}
 	done(nil)
+	if err := m.waitOpencode(ctx, *v, e, h, rep); err != nil {
+		return err
+	}
 	if err := m.setState(ctx, v, api.VMRunning, ""); err != nil {
 		return err
 	}
 	m.stageHook(op, StageReady)
-	r.Success()
 	return nil
 }
 
@@ -164,7 +190,7 @@ func (m *Manager) waitConsole(ctx context.Context, v api.VM, e vmm.Engine, vh vm
 			return nil
 		}
 		if !e.Alive(vh) {
-			return fmt.Errorf("the %s process exited before the guest wrote to its console", v.Runtime.Engine)
+			return fmt.Errorf("the %s process exited before the guest wrote to its console: %s", v.Runtime.Engine, proc.LogTail(v.Runtime.EngineLogPath))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the guest wrote nothing to its console within %s", time.Duration(m.cfg.ReadyTimeout))

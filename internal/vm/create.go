@@ -34,10 +34,11 @@ const (
 const maxSocketPath = 107
 
 // Create makes a VM and, unless req.NoStart, boots it and waits until its
-// agent answers. On any failure everything made so far is undone and the
+// agent answers (with req.NoWait it returns once the engine runs and the VM
+// is "starting"; readiness continues in the background). On any failure everything made so far is undone and the
 // VM's record removed: a failed create leaves nothing behind.
 func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
-	v, img, err := m.prepareCreate(ctx, req)
+	v, img, err := m.prepareCreate(ctx, req, rep)
 	if err != nil {
 		return api.VM{}, err
 	}
@@ -115,7 +116,7 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 		r.Success()
 		return v, nil
 	}
-	if err := m.boot(ctx, &v, img, h, rep, "create"); err != nil {
+	if err := m.boot(ctx, &v, img, h, rep, "create", req.NoWait); err != nil {
 		return api.VM{}, err
 	}
 	r.Success()
@@ -125,7 +126,7 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 
 // prepareCreate validates the request and fills in the VM record (before
 // anything is allocated).
-func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest) (api.VM, api.Image, error) {
+func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, api.Image, error) {
 	name := req.Name
 	if name == "" {
 		name = names.GenerateUnique(func(n string) bool {
@@ -150,6 +151,9 @@ func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest) (a
 			return api.VM{}, api.Image{}, api.NotFound("image %q not found", imgName).
 				WithFix("banger image list, or banger image create " + imgName + " --from-debian")
 		}
+		return api.VM{}, api.Image{}, err
+	}
+	if img, err = m.healImage(ctx, img, rep); err != nil {
 		return api.VM{}, api.Image{}, err
 	}
 	engine := req.Engine

@@ -54,7 +54,7 @@ func (m *Manager) Start(ctx context.Context, name string, rep progress.Reporter)
 		return v, fmt.Errorf("attaching system disk: %w", err)
 	}
 	h.SystemDisk = sys
-	if err := m.boot(ctx, &v, img, h, rep, "start"); err != nil {
+	if err := m.boot(ctx, &v, img, h, rep, "start", false); err != nil {
 		c, cancel := bg()
 		defer cancel()
 		m.disk.Detach(c, sys)
@@ -86,6 +86,7 @@ func (m *Manager) Stop(ctx context.Context, name string, rep progress.Reporter) 
 	}
 	unlock := m.lockVM(v.Name)
 	defer unlock()
+	m.cancelReadiness(v.ID)
 	if v, err = m.getVM(ctx, name); err != nil {
 		return api.VM{}, err
 	}
@@ -159,6 +160,7 @@ func (m *Manager) Delete(ctx context.Context, name string, rep progress.Reporter
 	}
 	unlock := m.lockVM(v.Name)
 	defer unlock()
+	m.cancelReadiness(v.ID)
 	if v, err = m.getVM(ctx, name); err != nil {
 		return err
 	}
@@ -286,6 +288,7 @@ func (m *Manager) Detail(ctx context.Context, name string) (api.VMDetail, error)
 	d := api.VMDetail{VM: v, Alive: alive}
 	if alive {
 		d.Handles = h.API()
+		d.URLs = m.urls(ctx, v)
 	}
 	return d, nil
 }

@@ -91,12 +91,14 @@ type Manager struct {
 	log       *slog.Logger
 	hook      func(op, stage string)
 	bootSem   chan struct{}
+	healer    ImageHealer // set once by SetImageHealer before serving
 
 	mu      sync.Mutex
 	handles map[string]*Handles      // by VM ID; guarded by mu
 	agents  map[string]*agent.Client // by VM ID; guarded by mu
 	vmLocks map[string]*sync.Mutex   // by VM name; guarded by mu
 	stats   map[string]*statSample   // by VM ID; guarded by mu
+	ready   map[string]*readiness    // background boots by VM ID; guarded by mu
 
 	stopStats context.CancelFunc
 	wg        sync.WaitGroup
@@ -129,12 +131,14 @@ func New(o Options) (*Manager, error) {
 		bootSem: make(chan struct{}, n),
 		handles: map[string]*Handles{}, agents: map[string]*agent.Client{},
 		vmLocks: map[string]*sync.Mutex{}, stats: map[string]*statSample{},
+		ready: map[string]*readiness{},
 	}, nil
 }
 
 // Close stops background loops and drops agent connections. Running VMs keep
 // running.
 func (m *Manager) Close() {
+	m.cancelAllReadiness()
 	if m.stopStats != nil {
 		m.stopStats()
 	}

@@ -13,7 +13,8 @@ import (
 // Reconcile runs once when the daemon starts, before it serves requests.
 // For each VM it reads handles.json and checks the engine process
 // (vmAlive): a live VM is kept (handle cache seeded, tap claimed, DNS name
-// back); a dead one has its kernel state (tap, loops, dm) torn down and is
+// back; one that was still booting is "starting" again and its readiness
+// finishes in the background); a dead one has its kernel state (tap, loops, dm) torn down and is
 // marked stopped — or failed when it died during create — with the reason.
 // Deletes interrupted by a crash are finished. listTaps returns banger's
 // taps on the host; non-pool ones no live VM uses are deleted.
@@ -66,6 +67,17 @@ func (m *Manager) reconcileOne(ctx context.Context, v api.VM) (string, error) {
 		m.net.MarkInUse(h.Tap)
 		if ip, err := netip.ParseAddr(v.Runtime.GuestIP); err == nil {
 			m.net.SetHost(v.Name, ip)
+		}
+		if v.Runtime.State == api.VMCreating || v.Runtime.State == api.VMStarting {
+			// The guest may not have booted yet: finish its readiness in the
+			// background; it ends running, or failed with the reason.
+			note := fmt.Sprintf("the daemon restarted while the vm was %s; waiting for its agent", v.Runtime.State)
+			if err := m.setState(ctx, &v, api.VMStarting, note); err != nil {
+				return h.Tap, err
+			}
+			log.Info("reconcile: vm still booting", "pid", h.VMM.PID, "tap", h.Tap)
+			m.readyInBackground(v, m.engines[h.Engine], h, "reconcile", false)
+			return h.Tap, nil
 		}
 		if v.Runtime.State != api.VMRunning {
 			v.Runtime.LastError = fmt.Sprintf("the daemon restarted while the vm was %s; the guest kept running", v.Runtime.State)

@@ -41,7 +41,11 @@ func printTable(r *Result) {
 	if accel == "tcg" {
 		accel = "tcg (software emulation — not comparable with KVM hosts)"
 	}
-	fmt.Printf("bench-create on %s: engine %s, accel %s, disk %s, %d runs\n\n", r.Host, r.Engine, accel, r.DiskDriver, r.Runs)
+	mode := ""
+	if r.NoBoot {
+		mode = " (--no-boot: host side only, guests killed before they boot)"
+	}
+	fmt.Printf("bench-create on %s: engine %s, accel %s, disk %s, %d runs%s\n\n", r.Host, r.Engine, accel, r.DiskDriver, r.Runs, mode)
 	fmt.Printf("%-28s %10s %10s %10s\n", "measure", "p50", "p95", "max")
 	row := func(name string, s Summary) {
 		fmt.Printf("%-28s %10s %10s %10s\n", name, fmtMS(s.P50), fmtMS(s.P95), fmtMS(s.Max))
@@ -50,7 +54,11 @@ func printTable(r *Result) {
 		row("  stage: "+st, r.Stages[st])
 	}
 	row("host overhead (→ engine)", r.HostOverhead)
-	row("create → agent ready", r.CreateReady)
+	if r.NoBoot {
+		row("create → engine started", r.CreateReady)
+	} else {
+		row("create → agent ready", r.CreateReady)
+	}
 	if r.CreateSSH.N > 0 {
 		row("create → ssh", r.CreateSSH)
 	}

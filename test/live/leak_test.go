@@ -122,3 +122,10 @@ func (e *env) teardown() {
 	os.RemoveAll(e.stateDir)
 	exec.Command("ip", "netns", "del", e.ns).Run()
 }
+
+// nftObjects counts the rules, chains and sets (anything with a handle) in
+// banger's nft table inside the env's namespace.
+func (e *env) nftObjects() int {
+	out, _ := exec.Command("ip", "netns", "exec", e.ns, "nft", "-a", "list", "table", "inet", "banger").Output()
+	return strings.Count(string(out), "# handle")
+}

@@ -69,6 +69,11 @@ func (p *Pool) Ensure(ctx context.Context) error {
 	if _, err := blk.Run(ctx, "mount", "-t", "xfs", "-o", "loop", p.Image, p.MountPoint); err != nil {
 		return fmt.Errorf("mounting pool %s at %s: %w", p.Image, p.MountPoint, err)
 	}
+	// The filesystem's root (which now covers the mount point) is made 0755
+	// by mkfs; VM disks live under it, so only root may enter.
+	if err := os.Chmod(p.MountPoint, 0o700); err != nil {
+		return fmt.Errorf("restricting pool %s: %w", p.MountPoint, err)
+	}
 	r.Success()
 	return nil
 }

@@ -249,7 +249,7 @@ func waitSocket(ctx context.Context, p *proc.Process, spec vmm.Spec, sock string
 	for {
 		select {
 		case <-p.Exited:
-			return api.Unavailable("vm %s: firecracker exited (%s): %s", spec.Name, p.ExitStatus(), tailOrNone(spec.EngineLog))
+			return api.Unavailable("vm %s: firecracker exited (%s): %s", spec.Name, p.ExitStatus(), proc.LogTail(spec.EngineLog))
 		default:
 		}
 		if c, err := net.Dial("unix", sock); err == nil {
@@ -259,17 +259,10 @@ func waitSocket(ctx context.Context, p *proc.Process, spec vmm.Spec, sock string
 		select {
 		case <-ctx.Done():
 			return api.Unavailable("vm %s: firecracker API socket %s not ready within %v (log: %s)",
-				spec.Name, sock, socketTimeout, tailOrNone(spec.EngineLog))
+				spec.Name, sock, socketTimeout, proc.LogTail(spec.EngineLog))
 		case <-t.C:
 		}
 	}
-}
-
-func tailOrNone(path string) string {
-	if s := proc.Tail(path, 2048); s != "" {
-		return s
-	}
-	return "(no output)"
 }
 
 // marker is what Alive looks for in the process's command line.

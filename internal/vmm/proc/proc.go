@@ -283,6 +283,15 @@ func Tail(path string, n int64) string {
 	return strings.TrimSpace(string(buf))
 }
 
+// LogTail is the last 2 KiB of an engine log for an error message, or
+// "(no output)".
+func LogTail(path string) string {
+	if s := Tail(path, 2048); s != "" {
+		return s
+	}
+	return "(no output)"
+}
+
 // RemoveSockets removes the socket files at paths, ignoring missing ones.
 func RemoveSockets(paths ...string) {
 	for _, p := range paths {

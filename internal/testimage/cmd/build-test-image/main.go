@@ -2,7 +2,7 @@
 // suite boots, printing stage timings to stderr and the image directory to
 // stdout. Run it as root from the repository:
 //
-//	go run ./internal/testimage/cmd/build-test-image [-cache DIR]
+//	go run ./internal/testimage/cmd/build-test-image [-cache DIR] [-opencode]
 package main
 
 import (
@@ -19,6 +19,7 @@ import (
 
 func main() {
 	cache := flag.String("cache", testimage.CacheDir(), "cache directory (env "+testimage.EnvCacheDir+")")
+	opencode := flag.Bool("opencode", false, "also build (or find) the opencode variant")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "build-test-image: needs root (debootstrap, chroot mounts): run it with sudo")
@@ -33,4 +34,12 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println(img.Dir)
+	if *opencode {
+		oc, err := testimage.EnsureOpencode(ctx, *cache, log)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "build-test-image: opencode variant:", err)
+			os.Exit(1)
+		}
+		fmt.Println(oc.Dir)
+	}
 }

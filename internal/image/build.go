@@ -1,0 +1,511 @@
+package image
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/names"
+	"banger/internal/progress"
+	"banger/internal/revert"
+)
+
+// Stage names reported by Build after the builder VM's create stages, in
+// order, and by Promote (capture onwards).
+const (
+	StageScript   = "script"
+	StageShutdown = "shutdown"
+	StageCapture  = "capture"
+	StageBootSet  = "boot set"
+)
+
+// Build defaults.
+const (
+	DefaultBuildTimeout = 30 * time.Minute
+	// builderMemoryMiB is the builder VM's memory: package installs (npm
+	// above all) need more than an idle guest.
+	builderMemoryMiB = 1024
+	// builderHeadroom is added to the parent's rootfs for the builder's
+	// system disk (sparse); the capture shrinks the result to fit.
+	builderHeadroom = 4 << 30
+	// guestBuildDir holds the script and helpers in the builder; it is
+	// removed before the capture.
+	guestBuildDir = "/tmp/banger-build"
+)
+
+// OpencodeScript is the shipped build script that `image build --with
+// opencode` runs in the builder VM.
+//
+//go:embed buildscripts/opencode.sh
+var OpencodeScript []byte
+
+// errBuildTimeout is the cause of a build's context when --timeout passes.
+var errBuildTimeout = errors.New("image build timed out")
+
+// buildRecipe is what went into a built image (api.Image.Recipe).
+type buildRecipe struct {
+	Kind              string   `json:"kind"` // "build"
+	Parent            string   `json:"parent"`
+	ParentFingerprint string   `json:"parent_fingerprint"`
+	Script            string   `json:"script_sha256,omitempty"`
+	Copies            []string `json:"copies,omitempty"` // "<sha256> <guest path>"
+	With              []string `json:"with,omitempty"`
+}
+
+// imageBuild is one Build run.
+type imageBuild struct {
+	s       *Service
+	req     api.ImageBuildRequest
+	parent  api.Image
+	staging string
+	log     *buildLog
+	rep     progress.Reporter
+	builder string // the builder VM's name
+	gone    bool   // the builder VM has been deleted
+}
+
+// Build makes image req.Name from image req.From: it boots a builder VM
+// from the parent (its own copy-on-write system disk), copies the files in
+// through the guest agent, runs the script (and the opencode script for
+// --with opencode) as root with its output streamed to rep, shuts the guest
+// down and captures its disks as a new managed image with its own
+// fingerprint and Parent = req.From. A failing script, the timeout or a
+// cancelled ctx abort the build: the builder VM and every partial file are
+// removed and nothing is registered.
+func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error) {
+	if rep == nil {
+		rep = progress.Nop{}
+	}
+	if s.Guests == nil {
+		return api.Image{}, api.Unavailable("image build needs the VM manager, which this daemon lacks").
+			WithFix("run image builds through bangerd")
+	}
+	parent, err := s.checkBuild(ctx, &req)
+	if err != nil {
+		return api.Image{}, err
+	}
+	timeout := DefaultBuildTimeout
+	if req.TimeoutSeconds > 0 {
+		timeout = time.Duration(req.TimeoutSeconds) * time.Second
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errBuildTimeout)
+	defer cancel()
+	staging, err := s.newStaging(req.Name)
+	if err != nil {
+		return api.Image{}, err
+	}
+	r := revert.New()
+	defer r.Fail()
+	r.Add(func() {
+		if err := removeStaging(staging); err != nil {
+			s.logger().Error("removing an aborted build", "dir", staging, "err", err)
+		}
+	})
+	blog, err := newBuildLog(filepath.Join(staging, BuildLogFile), rep)
+	if err != nil {
+		return api.Image{}, err
+	}
+	defer blog.Close()
+	b := &imageBuild{s: s, req: req, parent: parent, staging: staging, log: blog, rep: rep,
+		builder: "build-" + randomHex(4)}
+	r.Add(b.deleteBuilder)
+	start := time.Now()
+	img, err := b.run(ctx)
+	if err != nil {
+		switch {
+		case errors.Is(context.Cause(ctx), errBuildTimeout):
+			return api.Image{}, api.Unavailable("building image %s: timed out after %s: %w", req.Name, timeout, err).
+				WithFix("give it longer with --timeout, e.g. --timeout 1h")
+		case ctx.Err() != nil:
+			return api.Image{}, fmt.Errorf("building image %s: cancelled: %w", req.Name, err)
+		}
+		return api.Image{}, fmt.Errorf("building image %s: %w", req.Name, err)
+	}
+	r.Success()
+	s.logger().Info("image built", "image", img.Name, "parent", parent.Name,
+		"duration", time.Since(start).Round(time.Millisecond))
+	return img, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// checkBuild validates a build request before anything is made, and
+// returns the parent image.
+func (s *Service) checkBuild(ctx context.Context, req *api.ImageBuildRequest) (api.Image, error) {
+	if err := names.Validate(req.Name); err != nil {
+		return api.Image{}, fmt.Errorf("image name: %w", err)
+	}
+	if err := s.refuseTaken(ctx, req.Name); err != nil {
+		return api.Image{}, err
+	}
+	if _, err := os.Stat(filepath.Join(s.ImagesDir, req.Name)); err == nil {
+		return api.Image{}, api.AlreadyExists("image directory %s already exists", filepath.Join(s.ImagesDir, req.Name)).
+			WithFix("pick another name")
+	}
+	if req.From == "" {
+		return api.Image{}, api.Invalid("image build needs a parent image").WithFix("--from IMAGE (see banger image list)")
+	}
+	parent, err := s.Store.GetImage(ctx, req.From)
+	if err != nil {
+		return api.Image{}, err
+	}
+	for _, w := range req.With {
+		if !slices.Contains(knownFeatures, w) {
+			return api.Image{}, api.Invalid("unknown feature %q for --with", w).
+				WithFix("--with " + strings.Join(knownFeatures, "|"))
+		}
+	}
+	if req.Script == "" && len(req.Copy) == 0 && len(req.With) == 0 {
+		return api.Image{}, api.Invalid("nothing to build: no script, no files, no features").
+			WithFix("give --script FILE, --copy SRC:DST or --with opencode")
+	}
+	if req.Script != "" {
+		if err := checkScript(req.Script); err != nil {
+			return api.Image{}, err
+		}
+	}
+	for _, c := range req.Copy {
+		if err := checkCopy(c); err != nil {
+			return api.Image{}, err
+		}
+	}
+	for _, kv := range req.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsAny(k, " \t\n") {
+			return api.Image{}, api.Invalid("--env %q is not KEY=VALUE", kv).WithFix("--env KEY=VALUE")
+		}
+	}
+	if req.Size != 0 && req.Size < MinRootfsSize {
+		return api.Image{}, api.Invalid("--size %d MiB is too small for a root filesystem", req.Size>>20).
+			WithFix(fmt.Sprintf("--size %dMiB or more, or leave it out to keep the parent's size", MinRootfsSize>>20))
+	}
+	if req.TimeoutSeconds < 0 {
+		return api.Image{}, api.Invalid("--timeout must be positive").WithFix("--timeout 30m")
+	}
+	return parent, nil
+}
+
+// checkScript needs an absolute path to an executable regular file.
+func checkScript(p string) error {
+	if !filepath.IsAbs(p) {
+		return api.Invalid("--script %s: not an absolute path", p).WithFix("pass the script's absolute path")
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return api.Invalid("--script %s: %w", p, err).WithFix("check the path")
+	}
+	if !fi.Mode().IsRegular() {
+		return api.Invalid("--script %s: not a regular file", p).WithFix("point --script at a script file")
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return api.Invalid("--script %s is not executable", p).WithFix("chmod +x " + p)
+	}
+	return nil
+}
+
+// checkCopy needs a readable regular host file and an absolute guest path.
+func checkCopy(c api.ImageCopy) error {
+	if !filepath.IsAbs(c.Src) {
+		return api.Invalid("--copy %s:%s: the source is not an absolute path", c.Src, c.Dst).
+			WithFix("pass the source's absolute path")
+	}
+	fi, err := os.Stat(c.Src)
+	if err != nil {
+		return api.Invalid("--copy %s:%s: %w", c.Src, c.Dst, err).WithFix("check the source path")
+	}
+	if !fi.Mode().IsRegular() {
+		return api.Invalid("--copy %s:%s: the source is not a regular file", c.Src, c.Dst).
+			WithFix("copy files one by one (or pack a directory with tar and unpack it in --script)")
+	}
+	if !path.IsAbs(c.Dst) || strings.HasSuffix(c.Dst, "/") || path.Clean(c.Dst) != c.Dst || c.Dst == "/" {
+		return api.Invalid("--copy %s:%s: the destination must be a clean absolute file path in the guest", c.Src, c.Dst).
+			WithFix("e.g. --copy ./app.conf:/etc/app.conf")
+	}
+	return nil
+}
+
+// stage runs fn as a named stage.
+func (b *imageBuild) stage(name string, fn func() error) error {
+	start := time.Now()
+	done := b.rep.Stage(name)
+	err := fn()
+	done(err)
+	b.s.logger().Info("image build stage", "image", b.req.Name, "stage", name,
+		"duration", time.Since(start).Round(time.Millisecond), "err", err)
+	if err != nil {
+		return fmt.Errorf("%s stage: %w", name, err)
+	}
+	return nil
+}
+
+func (b *imageBuild) run(ctx context.Context) (api.Image, error) {
+	if err := b.boot(ctx); err != nil {
+		return api.Image{}, err
+	}
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{StageCopy, b.copyIn},
+		{StageScript, b.runScripts},
+		{StageShutdown, b.shutdown},
+		{StageCapture, b.capture},
+		{StageWorkSeed, func(ctx context.Context) error {
+			return shrinkWrap(ctx, filepath.Join(b.staging, WorkSeedFile))
+		}},
+	}
+	for _, st := range steps {
+		if err := b.stage(st.name, func() error { return st.fn(ctx) }); err != nil {
+			return api.Image{}, err
+		}
+	}
+	img := api.Image{Name: b.req.Name, Parent: b.parent.Name, Source: "build", CreatedAt: time.Now().UTC()}
+	err := b.stage(StageBootSet, func() error {
+		var err error
+		img.KernelVersion, img.Engines, err = bootSet(ctx, b.parent, filepath.Join(b.staging, RootfsFile), b.staging)
+		b.rep.Detail("kernel " + img.KernelVersion)
+		return err
+	})
+	if err != nil {
+		return api.Image{}, err
+	}
+	img.Features = sorted(append(slices.Clone(b.parent.Features), b.req.With...))
+	img.Recipe, err = b.recipe()
+	if err != nil {
+		return api.Image{}, err
+	}
+	err = b.stage(StageFingerprint, func() error {
+		img, err = b.s.finish(ctx, b.staging, img)
+		if err == nil {
+			b.rep.Detail(img.Fingerprint[:16])
+		}
+		return err
+	})
+	return img, err
+}
+
+// boot makes the builder VM with room to install into (its system disk
+// grown to max(--size, parent + 4 GiB)) and boots it.
+func (b *imageBuild) boot(ctx context.Context) error {
+	b.log.Line(fmt.Sprintf("+ booting builder vm %s from image %s", b.builder, b.parent.Name))
+	_, err := b.s.Guests.Create(ctx, api.VMCreateRequest{Name: b.builder, Image: b.parent.Name,
+		MemoryMiB: builderMemoryMiB, NoStart: true}, b.rep)
+	if err != nil {
+		b.gone = true // a failed create removes its VM itself
+		return fmt.Errorf("making the builder vm: %w", err)
+	}
+	size := max(b.req.Size, b.parent.RootfsSize+builderHeadroom)
+	if err := b.s.Guests.GrowSystemDisk(ctx, b.builder, size); err != nil {
+		return fmt.Errorf("giving the builder vm room: %w", err)
+	}
+	if _, err := b.s.Guests.Start(ctx, b.builder, b.rep); err != nil {
+		return fmt.Errorf("booting the builder vm: %w", err)
+	}
+	return nil
+}
+
+// growRoot grows the builder's root filesystem to its (grown) disk, online.
+func (b *imageBuild) growRoot(ctx context.Context) error {
+	w := &lineWriter{log: b.log}
+	code, err := guestExec(ctx, b.s.Guests, b.builder, []string{"resize2fs", "/dev/vda"}, nil, nil, w)
+	w.Flush()
+	if err != nil {
+		return fmt.Errorf("growing the builder's root filesystem: %w", err)
+	}
+	if code != 0 {
+		return fmt.Errorf("growing the builder's root filesystem: resize2fs exit %d: %s", code, b.log.Tail())
+	}
+	return nil
+}
+
+// copyIn grows the builder's root filesystem, then puts the --copy files,
+// the script and the opencode helpers into it.
+func (b *imageBuild) copyIn(ctx context.Context) error {
+	if err := b.growRoot(ctx); err != nil {
+		return err
+	}
+	n := 0
+	put := func(src, dst string, mode uint32) error {
+		f, err := os.Open(src)
+		if err != nil {
+			return api.Invalid("%s: %w", src, err).WithFix("check the path")
+		}
+		defer f.Close()
+		if mode == 0 {
+			fi, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			mode = uint32(fi.Mode().Perm())
+		}
+		b.log.Line(fmt.Sprintf("+ copy %s → %s (%o)", src, dst, mode))
+		n++
+		return guestPut(ctx, b.s.Guests, b.builder, dst, mode, f)
+	}
+	for _, c := range b.req.Copy {
+		if err := put(c.Src, c.Dst, 0); err != nil {
+			return err
+		}
+	}
+	if b.req.Script != "" {
+		if err := put(b.req.Script, guestBuildDir+"/script", 0o755); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(b.req.With, FeatureOpencode) {
+		if err := guestPut(ctx, b.s.Guests, b.builder, guestBuildDir+"/opencode.sh", 0o755,
+			strings.NewReader(string(OpencodeScript))); err != nil {
+			return err
+		}
+		n++
+		if _, err := os.Stat(hostCABundle); err == nil {
+			if err := put(hostCABundle, guestBuildDir+"/host-ca.crt", 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	b.rep.Detail(fmt.Sprintf("%d files", n))
+	return nil
+}
+
+// runScripts runs the script, then the opencode script, as root in /root,
+// each line of output going to the build log and the reporter.
+func (b *imageBuild) runScripts(ctx context.Context) error {
+	env := map[string]string{"DEBIAN_FRONTEND": "noninteractive", "BANGER_IMAGE": b.req.Name,
+		"BANGER_PARENT": b.parent.Name}
+	for _, kv := range b.req.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	var scripts []string
+	if b.req.Script != "" {
+		scripts = append(scripts, guestBuildDir+"/script")
+	}
+	if slices.Contains(b.req.With, FeatureOpencode) {
+		if _, err := os.Stat(hostCABundle); err == nil {
+			env["BANGER_HOST_CA"] = guestBuildDir + "/host-ca.crt"
+		}
+		scripts = append(scripts, guestBuildDir+"/opencode.sh")
+	}
+	for _, sc := range scripts {
+		b.log.Line("+ " + sc)
+		w := &lineWriter{log: b.log}
+		code, err := guestExec(ctx, b.s.Guests, b.builder, []string{sc}, env, nil, w)
+		w.Flush()
+		if err != nil {
+			return fmt.Errorf("running %s: %w", sc, err)
+		}
+		if code != 0 {
+			return api.FailedPrecondition("the build script %s exited with code %d; last output:\n%s",
+				b.scriptName(sc), code, b.log.Tail()).WithFix("fix the script; its whole output is above")
+		}
+	}
+	return nil
+}
+
+func (b *imageBuild) scriptName(guest string) string {
+	if guest == guestBuildDir+"/script" {
+		return b.req.Script
+	}
+	return "opencode.sh (--with opencode)"
+}
+
+// cleanGuest drops the build's files and apt's caches (as image create
+// does), flushes the disks and powers the guest off from inside (a
+// minimal guest has nothing that acts on the ACPI power button, so the
+// host's powerdown alone waits out the stop timeout and kills it).
+const cleanGuest = `rm -rf ` + guestBuildDir + `
+if command -v apt-get >/dev/null; then apt-get clean; fi
+rm -rf /var/lib/apt/lists/* /root/.npm /tmp/* /var/tmp/*
+sync
+(sleep 1; systemctl poweroff || poweroff -f) >/dev/null 2>&1 </dev/null &`
+
+// shutdown cleans the guest and powers it off; Stop waits for the engine
+// to exit (and kills it only if the guest hangs).
+func (b *imageBuild) shutdown(ctx context.Context) error {
+	w := &lineWriter{log: b.log}
+	code, err := guestExec(ctx, b.s.Guests, b.builder, []string{"/bin/sh", "-c", cleanGuest}, nil, nil, w)
+	w.Flush()
+	if err != nil {
+		return fmt.Errorf("cleaning the builder: %w", err)
+	}
+	if code != 0 {
+		return fmt.Errorf("cleaning the builder: exit %d: %s", code, b.log.Tail())
+	}
+	if _, err := b.s.Guests.Stop(ctx, b.builder, progress.Nop{}); err != nil {
+		return fmt.Errorf("stopping the builder vm: %w", err)
+	}
+	return nil
+}
+
+// capture copies the builder's disks into staging, deletes the builder and
+// makes the rootfs an image's (identity reset, --size applied).
+func (b *imageBuild) capture(ctx context.Context) error {
+	rootfs := filepath.Join(b.staging, RootfsFile)
+	if err := b.s.Guests.ExportDisks(ctx, b.builder, rootfs, filepath.Join(b.staging, WorkSeedFile)); err != nil {
+		return err
+	}
+	b.deleteBuilder()
+	if err := resetIdentity(ctx, rootfs); err != nil {
+		return err
+	}
+	if b.req.Size > 0 {
+		if err := resizeFS(ctx, rootfs, b.req.Size); err != nil {
+			return err
+		}
+	} else if err := fitFS(ctx, rootfs, b.parent.RootfsSize); err != nil {
+		return err
+	}
+	b.rep.Detail(fmt.Sprintf("rootfs %d MiB", fileSize(rootfs)>>20))
+	return nil
+}
+
+// deleteBuilder removes the builder VM (once), even when ctx was cancelled.
+func (b *imageBuild) deleteBuilder() {
+	if b.gone {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := b.s.Guests.Delete(ctx, b.builder, progress.Nop{}); err != nil && !api.IsNotFound(err) {
+		b.s.logger().Error("deleting the builder vm", "vm", b.builder, "err", err)
+		return
+	}
+	b.gone = true
+}
+
+// recipe describes the build (hashes, not contents).
+func (b *imageBuild) recipe() (string, error) {
+	r := buildRecipe{Kind: "build", Parent: b.parent.Name, ParentFingerprint: b.parent.Fingerprint,
+		With: sorted(b.req.With)}
+	if b.req.Script != "" {
+		sum, err := FileSHA256(b.req.Script)
+		if err != nil {
+			return "", err
+		}
+		r.Script = sum
+	}
+	for _, c := range b.req.Copy {
+		sum, err := FileSHA256(c.Src)
+		if err != nil {
+			return "", err
+		}
+		r.Copies = append(r.Copies, sum+" "+c.Dst)
+	}
+	j, err := json.Marshal(r)
+	return string(j), err
+}

@@ -1,0 +1,132 @@
+package image_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"banger/internal/api"
+	"banger/internal/image"
+	"banger/internal/progress"
+	"banger/internal/store"
+)
+
+// An image row from an early banger (kernel, initrd and rootfs only) gets
+// a work-seed, a vmlinux, engines, features, sizes and a fingerprint on
+// its first use, exactly once even when several creates race.
+func TestHealOldImage(t *testing.T) {
+	files := registerFiles(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	old := api.Image{Name: "old", Kernel: files.Kernel, Initrd: files.Initrd, Rootfs: files.Rootfs}
+	if err := st.CreateImage(ctx, &old); err != nil {
+		t.Fatal(err)
+	}
+	if !image.NeedsHeal(old) {
+		t.Fatal("NeedsHeal says an image without work-seed and fingerprint is complete")
+	}
+	svc := &image.Service{Store: st, ImagesDir: filepath.Join(dir, "images")}
+
+	var wg sync.WaitGroup
+	recs := make([]*progress.Recorder, 4)
+	results := make([]api.Image, 4)
+	for i := range recs {
+		recs[i] = &progress.Recorder{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			img, err := svc.Heal(ctx, old, recs[i])
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = img
+		}()
+	}
+	wg.Wait()
+	stages := 0
+	for _, r := range recs {
+		stages += len(r.Names())
+	}
+	if stages != 1 {
+		t.Errorf("%d upgrade stages over 4 racing creates, want exactly 1", stages)
+	}
+	got, err := st.GetImage(ctx, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range results {
+		if r.Fingerprint != got.Fingerprint {
+			t.Errorf("result %d differs from the stored image", i)
+		}
+	}
+	if image.NeedsHeal(got) {
+		t.Fatalf("stored image still needs healing: %+v", got)
+	}
+	if got.WorkSeed == "" || got.Vmlinux == "" || got.WorkSeedSize == 0 || got.VmlinuxSize == 0 || got.RootfsSize == 0 {
+		t.Errorf("artefacts not filled: %+v", got)
+	}
+	if !slices.Equal(got.Engines, []string{"qemu", "firecracker"}) || got.KernelVersion != "6.1.0-test-amd64" {
+		t.Errorf("engines %v kernel %q", got.Engines, got.KernelVersion)
+	}
+	if got.Dir != filepath.Join(dir, "images", "old") || !got.Managed {
+		t.Errorf("new artefacts not in the images dir: dir %q managed %v", got.Dir, got.Managed)
+	}
+	if s, _ := debugfsCat(t, got.WorkSeed, "/.bashrc"); s != "# hello\n" {
+		t.Errorf("work-seed lacks the rootfs's /root: %q", s)
+	}
+	// A complete image is returned as is, with no stage.
+	rec := &progress.Recorder{}
+	again, err := svc.Heal(ctx, got, rec)
+	if err != nil || again.Fingerprint != got.Fingerprint || len(rec.Names()) != 0 {
+		t.Errorf("healing a complete image: %v, stages %v", err, rec.Names())
+	}
+	// The original files are untouched; deleting removes only what banger made.
+	if err := svc.Delete(ctx, "old", false); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{files.Kernel, files.Initrd, files.Rootfs} {
+		if !fileExists(p) {
+			t.Errorf("delete removed the original %s", p)
+		}
+	}
+	if fileExists(got.WorkSeed) {
+		t.Error("delete left the generated work-seed")
+	}
+}
+
+// A rootfs that is gone is a clear FailedPrecondition, and nothing is stored.
+func TestHealMissingRootfs(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	old := api.Image{Name: "gone", Kernel: "/nonexistent/vmlinuz", Rootfs: "/nonexistent/rootfs.ext4"}
+	if err := st.CreateImage(ctx, &old); err != nil {
+		t.Fatal(err)
+	}
+	svc := &image.Service{Store: st, ImagesDir: filepath.Join(dir, "images")}
+	_, err = svc.Heal(ctx, old, nil)
+	if api.KindOf(err) != api.KindFailedPrecondition {
+		t.Fatalf("err = %v, want FailedPrecondition", err)
+	}
+	got, _ := st.GetImage(ctx, "gone")
+	if got.Fingerprint != "" {
+		t.Error("a failed heal was stored")
+	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
