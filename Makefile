@@ -74,7 +74,7 @@ test-image: build
 
 ## test-live: real QEMU guests through the real daemon and CLI.
 test-live: build test-image
-	$(GO) test -count=1 -timeout 40m -v ./test/live/
+	$(GO) test -count=1 -timeout 50m -parallel 2 -v ./test/live/
 
 ## fuzz: a short run of every fuzz target.
 fuzz:

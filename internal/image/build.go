@@ -309,7 +309,10 @@ func (b *imageBuild) boot(ctx context.Context) error {
 		return fmt.Errorf("making the builder vm: %w", err)
 	}
 	size := max(b.req.Size, b.parent.RootfsSize+builderHeadroom)
-	if err := b.s.Guests.GrowSystemDisk(ctx, b.builder, size); err != nil {
+	if err := b.s.Guests.GrowSystemDisk(ctx, b.builder, size); api.KindOf(err) == api.KindFailedPrecondition {
+		// e.g. a dm-snapshot disk: build within the parent's free space.
+		b.log.Line("+ the builder's system disk cannot grow (" + err.Error() + "); using the parent's free space")
+	} else if err != nil {
 		return fmt.Errorf("giving the builder vm room: %w", err)
 	}
 	if _, err := b.s.Guests.Start(ctx, b.builder, b.rep); err != nil {
