@@ -15,11 +15,13 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X banger/internal/buildinfo.Version=$(VERSION)
 GO       ?= go
 
-# Host packages banger needs at run time and for its tests.
-APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables btrfs-progs xfsprogs \
-                iproute2 openssh-client util-linux kmod ca-certificates chromium
+# Host packages banger needs at run time, and those only its tests need
+# (btrfs for the disk conformance suite, chromium for the web UI test).
+APT_PACKAGES      := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables xfsprogs \
+                     iproute2 openssh-client util-linux kmod ca-certificates
+APT_TEST_PACKAGES := btrfs-progs chromium
 
-.PHONY: all build deps install uninstall demo test test-unit test-integration test-live fuzz verify \
+.PHONY: all build deps test-deps install uninstall demo test test-unit test-integration test-live fuzz verify \
         bench bench-create test-image clean
 
 all: build
@@ -27,6 +29,10 @@ all: build
 ## deps: install the host packages (apt) and download Go modules.
 deps:
 	@scripts/deps.sh $(APT_PACKAGES)
+
+## test-deps: deps plus what only the tests need.
+test-deps:
+	@scripts/deps.sh $(APT_PACKAGES) $(APT_TEST_PACKAGES)
 
 ## build: bin/banger, bin/bangerd and the static guest agent bin/banger-agent.
 build:
@@ -52,7 +58,7 @@ demo: deps build
 	@scripts/demo.sh
 
 ## test: every test (needs root): vet, unit + integration, live VMs, fuzz, verify.sh.
-test: deps build test-image
+test: test-deps build test-image
 	$(GO) vet ./...
 	$(MAKE) --no-print-directory test-integration
 	$(MAKE) --no-print-directory test-live
