@@ -116,14 +116,26 @@ func firstArg(args []string) string {
 	return args[0]
 }
 
+// proxyVars are passed from the daemon's environment to build commands:
+// on a host that reaches the mirror only through a proxy, debootstrap
+// (wget) and apt in the chroot honour them. Nothing writes them into the
+// image.
+var proxyVars = []string{"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+
 // baseEnv is a clean environment for build commands: no host locale or
-// proxies leak into the chroot.
+// other host settings leak into the chroot, only the proxy variables.
 func baseEnv() []string {
-	return []string{
+	env := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"LANG=C.UTF-8", "LC_ALL=C.UTF-8", "HOME=/root",
 		"DEBIAN_FRONTEND=noninteractive", "DEBCONF_NONINTERACTIVE_SEEN=true",
 	}
+	for _, k := range proxyVars {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
 }
 
 // chroot runs commands inside a root directory with /proc, /sys, /dev and

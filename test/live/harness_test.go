@@ -62,6 +62,9 @@ type env struct {
 	config   string
 	image    api.Image
 	pool     *pool.Pool
+	// extraEnv is added to the CLI's environment (and so to a daemon the
+	// CLI starts), e.g. http_proxy for image create.
+	extraEnv []string
 }
 
 func randHex(n int) string {
@@ -133,6 +136,9 @@ func (e *env) bangerStdin(stdin string, args ...string) result {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Stdin = strings.NewReader(stdin)
+	if len(e.extraEnv) > 0 {
+		cmd.Env = append(os.Environ(), e.extraEnv...)
+	}
 	err := cmd.Run()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
