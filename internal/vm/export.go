@@ -20,15 +20,11 @@ import (
 // with the fix "banger vm stop VM first". On failure the destination files
 // are removed.
 func (m *Manager) ExportDisks(ctx context.Context, name, systemDst, workDst string) (err error) {
-	v, err := m.getVM(ctx, name)
+	v, unlock, err := m.lockedVM(ctx, name)
 	if err != nil {
 		return err
 	}
-	unlock := m.lockVM(v.Name)
 	defer unlock()
-	if v, err = m.getVM(ctx, name); err != nil {
-		return err
-	}
 	if _, alive := m.vmAlive(v); alive || v.Runtime.State == api.VMRunning || v.Runtime.State == api.VMStarting {
 		return api.FailedPrecondition("vm %q is running: its disks change while it runs", v.Name).
 			WithFix("banger vm stop " + v.Name + " first")
@@ -98,15 +94,11 @@ func runTool(ctx context.Context, name string, args ...string) error {
 // image builder does that before its script runs. A device-mapper snapshot
 // cannot grow: FailedPrecondition.
 func (m *Manager) GrowSystemDisk(ctx context.Context, name string, size int64) error {
-	v, err := m.getVM(ctx, name)
+	v, unlock, err := m.lockedVM(ctx, name)
 	if err != nil {
 		return err
 	}
-	unlock := m.lockVM(v.Name)
 	defer unlock()
-	if v, err = m.getVM(ctx, name); err != nil {
-		return err
-	}
 	if _, alive := m.vmAlive(v); alive || v.Runtime.State == api.VMRunning {
 		return api.FailedPrecondition("vm %q is running", v.Name).WithFix("banger vm stop " + v.Name + " first")
 	}

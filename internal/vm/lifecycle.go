@@ -27,15 +27,11 @@ const stopTimeout = 15 * time.Second
 
 // Start boots a stopped (or failed) VM.
 func (m *Manager) Start(ctx context.Context, name string, rep progress.Reporter) (api.VM, error) {
-	v, err := m.getVM(ctx, name)
+	v, unlock, err := m.lockedVM(ctx, name)
 	if err != nil {
 		return api.VM{}, err
 	}
-	unlock := m.lockVM(v.Name)
 	defer unlock()
-	if v, err = m.getVM(ctx, name); err != nil {
-		return api.VM{}, err
-	}
 	if _, alive := m.vmAlive(v); alive {
 		return v, api.FailedPrecondition("vm %q is already running", v.Name).WithFix("banger vm restart " + v.Name)
 	}
@@ -242,15 +238,11 @@ func (m *Manager) deleteLocked(ctx context.Context, v *api.VM, rep progress.Repo
 
 // Edit changes a stopped VM's vcpus, memory or work disk size.
 func (m *Manager) Edit(ctx context.Context, name string, req api.VMEditRequest) (api.VM, error) {
-	v, err := m.getVM(ctx, name)
+	v, unlock, err := m.lockedVM(ctx, name)
 	if err != nil {
 		return api.VM{}, err
 	}
-	unlock := m.lockVM(v.Name)
 	defer unlock()
-	if v, err = m.getVM(ctx, name); err != nil {
-		return api.VM{}, err
-	}
 	if _, alive := m.vmAlive(v); alive || v.Runtime.State == api.VMRunning {
 		return v, api.FailedPrecondition("vm %q is running", v.Name).WithFix("banger vm stop " + v.Name + " first")
 	}

@@ -151,6 +151,22 @@ func (m *Manager) Close() {
 	m.mu.Unlock()
 }
 
+// lockedVM looks a VM up, takes its lock and reads it again under the lock
+// (another operation may have changed it meanwhile). The caller must call
+// unlock.
+func (m *Manager) lockedVM(ctx context.Context, name string) (api.VM, func(), error) {
+	v, err := m.getVM(ctx, name)
+	if err != nil {
+		return api.VM{}, nil, err
+	}
+	unlock := m.lockVM(v.Name)
+	if v, err = m.getVM(ctx, name); err != nil {
+		unlock()
+		return api.VM{}, nil, err
+	}
+	return v, unlock, nil
+}
+
 // lockVM serialises operations on one VM name.
 func (m *Manager) lockVM(name string) func() {
 	m.mu.Lock()
