@@ -18,6 +18,8 @@ package vmm
 import (
 	"context"
 	"time"
+
+	"banger/internal/api"
 )
 
 // Engine names.
@@ -102,6 +104,20 @@ type Spec struct {
 	SerialLog   string // guest serial console output
 	EngineLog   string // the engine's own stdout/stderr/log
 	MetricsPath string // Firecracker metrics (FIFO or file); unused by QEMU
+}
+
+// CheckBasics validates what every engine needs of a spec: a name and
+// positive vCPU and memory counts. Engines add their own checks.
+func (s Spec) CheckBasics() error {
+	switch {
+	case s.Name == "":
+		return api.Invalid("vm spec: empty name")
+	case s.VCPUs <= 0:
+		return api.Invalid("vm %s: vcpus must be > 0, got %d", s.Name, s.VCPUs)
+	case s.MemoryMiB <= 0:
+		return api.Invalid("vm %s: memory must be > 0 MiB, got %d", s.Name, s.MemoryMiB)
+	}
+	return nil
 }
 
 // Disk is a block device given to the guest.

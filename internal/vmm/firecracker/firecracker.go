@@ -203,13 +203,10 @@ func touch(path string) error {
 
 // validate checks the spec and that every file the guest needs exists.
 func validate(spec vmm.Spec) error {
+	if err := spec.CheckBasics(); err != nil {
+		return err
+	}
 	switch {
-	case spec.Name == "":
-		return api.Invalid("vm spec: empty name")
-	case spec.VCPUs <= 0:
-		return api.Invalid("vm %s: vcpus must be > 0, got %d", spec.Name, spec.VCPUs)
-	case spec.MemoryMiB <= 0:
-		return api.Invalid("vm %s: memory must be > 0 MiB, got %d", spec.Name, spec.MemoryMiB)
 	case spec.Vmlinux == "":
 		return api.Invalid("vm %s: no uncompressed kernel (vmlinux) given; firecracker cannot boot a bzImage", spec.Name)
 	case spec.Tap == "":

@@ -108,13 +108,10 @@ func (e *Engine) checkConfig() error {
 
 // checkSpecFields validates what Args needs, without touching files.
 func checkSpecFields(spec vmm.Spec) error {
+	if err := spec.CheckBasics(); err != nil {
+		return err
+	}
 	switch {
-	case spec.Name == "":
-		return api.Invalid("vm spec: empty name")
-	case spec.VCPUs <= 0:
-		return api.Invalid("vm %s: vcpus must be > 0, got %d", spec.Name, spec.VCPUs)
-	case spec.MemoryMiB <= 0:
-		return api.Invalid("vm %s: memory must be > 0 MiB, got %d", spec.Name, spec.MemoryMiB)
 	case spec.Kernel == "":
 		return api.Invalid("vm %s: no kernel (bzImage) given", spec.Name)
 	case spec.APISocket == "" || strings.Contains(spec.APISocket, ","):
