@@ -89,6 +89,11 @@ func TestStopOrKillTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = Kill(context.Background(), p.PID, marker) })
+	// Engines call StopOrKill only on a process they saw running (QEMU's QMP,
+	// Firecracker's API answered); wait for that here too.
+	for i := 0; i < 100 && !Alive(p.PID, marker); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
 	start := time.Now()
 	if err := StopOrKill(context.Background(), p.PID, marker, 200*time.Millisecond); err != nil {
 		t.Fatal(err)
