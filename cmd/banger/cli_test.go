@@ -224,6 +224,39 @@ func TestCLIBadFlags(t *testing.T) {
 	}
 }
 
+// TestCLIUnknownVerb: an unknown verb under a noun fails (it used to print the
+// group's help and exit 0), names the command and lists the verbs; the noun
+// alone still prints its help.
+func TestCLIUnknownVerb(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"image", "warm", "x"}, []string{`unknown command "warm" for "banger image"`, "banger image has:", "list"}},
+		{[]string{"vm", "frobnicate"}, []string{`unknown command "frobnicate" for "banger vm"`, "create", "delete"}},
+		{[]string{"vm", "creat"}, []string{`unknown command "creat"`, "did you mean banger vm create?"}},
+		{[]string{"daemon", "restart-all"}, []string{`unknown command "restart-all" for "banger daemon"`}},
+		{[]string{"frobnicate"}, []string{`unknown command "frobnicate" for "banger"`}},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		code := execute(context.Background(), tt.args, strings.NewReader(""), &out, &errOut)
+		if code == 0 {
+			t.Errorf("%v: exit 0, want non-zero (stdout %q)", tt.args, out.String())
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(errOut.String(), w) {
+				t.Errorf("%v: stderr %q lacks %q", tt.args, errOut.String(), w)
+			}
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := execute(context.Background(), []string{"vm"}, strings.NewReader(""), &out, &errOut); code != 0 ||
+		!strings.Contains(out.String(), "Available Commands") {
+		t.Errorf("banger vm: code %d stdout %q stderr %q, want its help", code, out.String(), errOut.String())
+	}
+}
+
 func TestCLIImageCreateUnavailable(t *testing.T) {
 	cfgPath, _ := startDaemon(t)
 	code, _, errOut := cli(t, cfgPath, "image", "create", "x", "--from-debian")

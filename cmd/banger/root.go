@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/spf13/cobra"
@@ -41,7 +42,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 // config loads the config once (the same file the daemon reads).
 func (e *env) config() (config.Config, error) {
 	e.cfgOnce.Do(func() {
-		e.cfg, e.cfgErr = config.Load(config.ResolvePath(e.configPath))
+		e.cfg, e.cfgErr = config.Load(e.configPath)
 	})
 	return e.cfg, e.cfgErr
 }
@@ -99,7 +100,44 @@ func newRoot(e *env) *cobra.Command {
 		c.GroupID = "main"
 		root.AddCommand(c)
 	}
+	rejectUnknownVerbs(root)
 	return root
+}
+
+// rejectUnknownVerbs makes every group command (one with verbs under it and no
+// action of its own) fail on an unknown verb instead of printing its help and
+// exiting 0, so a script calling a verb this version lacks sees an error.
+// With no verb it prints its help, as before.
+func rejectUnknownVerbs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		rejectUnknownVerbs(sub)
+	}
+	if !c.HasSubCommands() || c.Run != nil || c.RunE != nil || !c.HasParent() {
+		return
+	}
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		return unknownVerb(cmd, args[0])
+	}
+	c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+}
+
+// unknownVerb is the error for "banger <noun> <verb>" with a verb the noun
+// lacks: it names the command, suggests close verbs and lists them all.
+func unknownVerb(cmd *cobra.Command, verb string) error {
+	var verbs []string
+	for _, sub := range cmd.Commands() {
+		if sub.IsAvailableCommand() {
+			verbs = append(verbs, sub.Name())
+		}
+	}
+	fix := fmt.Sprintf("%s has: %s (see %s --help)", cmd.CommandPath(), strings.Join(verbs, ", "), cmd.CommandPath())
+	if s := cmd.SuggestionsFor(verb); len(s) > 0 {
+		fix = fmt.Sprintf("did you mean %s %s? %s", cmd.CommandPath(), strings.Join(s, " or "), fix)
+	}
+	return api.Invalid("unknown command %q for %q", verb, cmd.CommandPath()).WithFix(fix)
 }
 
 // execute runs the CLI and returns the process exit code. Errors go to

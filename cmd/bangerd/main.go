@@ -44,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "bangerd", buildinfo.String())
 		return nil
 	}
-	cfg, err := config.Load(config.ResolvePath(*configPath))
+	cfg, err := config.Load(*configPath)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ package config
 
 import (
 	"net/netip"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -18,16 +17,18 @@ const DefaultPath = "/etc/banger/config.toml"
 // EnvVar names the environment variable that overrides DefaultPath.
 const EnvVar = "BANGER_CONFIG"
 
-// ResolvePath returns the config file to use: flag if set, else
-// $BANGER_CONFIG if set, else DefaultPath.
-func ResolvePath(flag string) string {
+// resolvePath returns the config file to use and whether it was named:
+// flag if set, else env ($BANGER_CONFIG) if set, else def (DefaultPath, not
+// named). It is unexported on purpose: callers pass the raw --config value to
+// Load, so that the default path is never mistaken for a named one.
+func resolvePath(flag, env, def string) (path string, named bool) {
 	if flag != "" {
-		return flag
+		return flag, true
 	}
-	if env := os.Getenv(EnvVar); env != "" {
-		return env
+	if env != "" {
+		return env, true
 	}
-	return DefaultPath
+	return def, false
 }
 
 // Config is banger's configuration. Zero-valued optional fields (JailerBin,

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -240,37 +241,42 @@ func TestDuration(t *testing.T) {
 	}
 }
 
-func TestResolvePathAndLoadPrecedence(t *testing.T) {
+func TestLoadPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	flagFile := filepath.Join(dir, "flag.toml")
 	envFile := filepath.Join(dir, "env.toml")
+	defFile := filepath.Join(dir, "default.toml")
 	os.WriteFile(flagFile, []byte("vcpus = 3\n"), 0o644)
 	os.WriteFile(envFile, []byte("vcpus = 5\n"), 0o644)
+	os.WriteFile(defFile, []byte("vcpus = 7\n"), 0o644)
+	missingDef := filepath.Join(dir, "etc-banger", "config.toml")
+	dirDef := t.TempDir() // a directory where the default file should be: unreadable as a file
 
 	tests := []struct {
-		name      string
-		flag, env string
-		wantPath  string
-		wantVCPUs int
-		wantErr   string
+		name           string
+		flag, env, def string
+		wantPath       string
+		wantVCPUs      int
+		wantErr        string
 	}{
-		{"flag wins over env", flagFile, envFile, flagFile, 3, ""},
-		{"env when no flag", "", envFile, envFile, 5, ""},
-		{"missing flag file", filepath.Join(dir, "nope.toml"), envFile, "", 0, "nope.toml does not exist"},
-		{"missing env file", "", filepath.Join(dir, "gone.toml"), "", 0, "gone.toml does not exist"},
+		{"flag wins over env", flagFile, envFile, defFile, flagFile, 3, ""},
+		{"env when no flag", "", envFile, defFile, envFile, 5, ""},
+		{"default file when nothing named", "", "", defFile, defFile, 7, ""},
+		{"defaults when nothing named and no default file", "", "", missingDef, "", Default().VCPUs, ""},
+		{"missing flag file", filepath.Join(dir, "nope.toml"), envFile, defFile, "", 0, "nope.toml does not exist"},
+		{"missing env file", "", filepath.Join(dir, "gone.toml"), defFile, "", 0, "gone.toml does not exist"},
+		{"unreadable default file", "", "", dirDef, "", 0, "reading config " + dirDef},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Setenv(EnvVar, tt.env)
-			if tt.wantErr == "" {
-				if got := ResolvePath(tt.flag); got != tt.wantPath {
-					t.Errorf("ResolvePath = %s, want %s", got, tt.wantPath)
-				}
-			}
-			c, err := Load(tt.flag)
+			c, err := load(tt.flag, tt.env, tt.def)
 			if tt.wantErr != "" {
 				if err == nil || !api.IsInvalid(err) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Load = %v, want Invalid containing %q", err, tt.wantErr)
+					t.Fatalf("load = %v, want Invalid containing %q", err, tt.wantErr)
+				}
+				var ae *api.Error
+				if !errors.As(err, &ae) || ae.Fix == "" {
+					t.Errorf("error %v has no fix", err)
 				}
 				return
 			}
@@ -278,24 +284,15 @@ func TestResolvePathAndLoadPrecedence(t *testing.T) {
 				t.Fatal(err)
 			}
 			if c.Path != tt.wantPath || c.VCPUs != tt.wantVCPUs {
-				t.Errorf("Load = path %s vcpus %d, want %s %d", c.Path, c.VCPUs, tt.wantPath, tt.wantVCPUs)
+				t.Errorf("load = path %q vcpus %d, want %q %d", c.Path, c.VCPUs, tt.wantPath, tt.wantVCPUs)
 			}
 		})
 	}
-	t.Run("nothing named", func(t *testing.T) {
-		t.Setenv(EnvVar, "")
-		if ResolvePath("") != DefaultPath {
-			t.Fatalf("ResolvePath(\"\") = %s, want %s", ResolvePath(""), DefaultPath)
-		}
-		if _, err := os.Stat(DefaultPath); err == nil {
-			t.Skipf("%s exists on this machine; the missing-default case cannot be checked", DefaultPath)
-		}
+	t.Run("Load reads the environment variable", func(t *testing.T) {
+		t.Setenv(EnvVar, envFile)
 		c, err := Load("")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(c, Default()) {
-			t.Errorf("Load with no file = %+v, want Default()", c)
+		if err != nil || c.Path != envFile {
+			t.Fatalf("Load(\"\") with $%s set = %q, %v", EnvVar, c.Path, err)
 		}
 	})
 }

@@ -17,23 +17,27 @@ import (
 	"banger/internal/api"
 )
 
-// Load reads the config file at path. An empty path means ResolvePath(""):
-// $BANGER_CONFIG, else DefaultPath. When no file was named (no path, no
-// $BANGER_CONFIG) and DefaultPath does not exist, Load returns Default();
-// a named file that does not exist is an Invalid error.
-func Load(path string) (Config, error) {
-	explicit := path != "" || os.Getenv(EnvVar) != ""
-	p := ResolvePath(path)
+// Load reads the config file named by flag (the raw --config value, "" when
+// not given), else by $BANGER_CONFIG, else DefaultPath. When nothing was named
+// and DefaultPath does not exist, Load returns Default(); a named file that
+// does not exist is an Invalid error, and so is any file that cannot be read.
+func Load(flag string) (Config, error) {
+	return load(flag, os.Getenv(EnvVar), DefaultPath)
+}
+
+func load(flag, env, def string) (Config, error) {
+	p, named := resolvePath(flag, env, def)
 	data, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		if !explicit {
+		if !named {
 			return Default(), nil
 		}
 		return Config{}, api.Invalid("config file %s does not exist", p).
 			WithFix(fmt.Sprintf("create it (config.sample.toml documents every key), or unset --config/$%s to use %s or the defaults", EnvVar, DefaultPath))
 	}
 	if err != nil {
-		return Config{}, fmt.Errorf("reading config %s: %w", p, err)
+		return Config{}, api.Invalid("reading config %s: %v", p, err).
+			WithFix(fmt.Sprintf("make %s a readable file (or remove it to use the defaults), or name another with --config/$%s", p, EnvVar))
 	}
 	return Parse(data, p)
 }
