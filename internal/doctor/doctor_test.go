@@ -88,10 +88,25 @@ func TestIntegrationRun(t *testing.T) {
 		t.Errorf("doctor failed on this machine")
 	}
 
-	if _, err := os.Stat("/sys/module/kvm_pvm"); err != nil {
-		return // the rest are the known facts of the nested-PVM development machine
-	}
 	kvm := find(t, r, CheckKVM)
+	_, errDev := os.Stat("/dev/kvm")
+	_, errPVM := os.Stat("/sys/module/kvm_pvm")
+	switch {
+	case errDev != nil: // no /dev/kvm: say so, not "nested PVM"
+		if !strings.Contains(kvm.Detail, "no /dev/kvm") || strings.Contains(kvm.Detail, "PVM") || kvm.Fix == "" {
+			t.Errorf("kvm without /dev/kvm: %+v", kvm)
+		}
+		if eng := find(t, r, CheckEngine); strings.Contains(eng.Detail, "PVM") {
+			t.Errorf("engine without /dev/kvm mentions PVM: %+v", eng)
+		}
+	case errPVM == nil:
+		if !strings.Contains(kvm.Detail, "nested PVM") || kvm.Fix == "" {
+			t.Errorf("kvm on nested PVM: %+v", kvm)
+		}
+	}
+	if kvm.Status == api.CheckOK {
+		return // the rest are the known facts of the development machines (no usable KVM, no DM)
+	}
 	if kvm.Status != api.CheckWarn || !strings.Contains(kvm.Detail, "software emulation") || kvm.Fix == "" {
 		t.Errorf("kvm: %+v", kvm)
 	}

@@ -32,8 +32,9 @@ const (
 
 // Messages shared by the probe and the doctor.
 const (
-	pvmDetail = "/dev/kvm is nested PVM (kvm_pvm): ordinary guest kernels hang under it; QEMU software emulation (TCG) will be used"
-	kvmHWFix  = "run banger on a host with hardware virtualisation (bare metal or nested VMX/SVM) to use KVM"
+	noKVMDetail = "no /dev/kvm: this host offers no KVM; QEMU software emulation (TCG) will be used"
+	pvmDetail   = "/dev/kvm is nested PVM (kvm_pvm): ordinary guest kernels hang under it; QEMU software emulation (TCG) will be used"
+	kvmHWFix    = "run banger on a host with hardware virtualisation (bare metal or nested VMX/SVM) to use KVM"
 )
 
 // CPUInfo is what banger reads from /proc/cpuinfo (the first processor).
@@ -97,8 +98,10 @@ func ParseCPUInfo(r io.Reader) (CPUInfo, error) {
 func (ci CPUInfo) KHz() int64 { return int64(math.Round(ci.MHz * 1000)) }
 
 // readCPUInfo parses the host's /proc/cpuinfo.
-func readCPUInfo() (CPUInfo, error) {
-	f, err := os.Open(procCPUInfo)
+func readCPUInfo() (CPUInfo, error) { return readCPUInfoFile(procCPUInfo) }
+
+func readCPUInfoFile(path string) (CPUInfo, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return CPUInfo{}, fmt.Errorf("opening cpuinfo: %w", err)
 	}
@@ -123,28 +126,42 @@ func probeTSC() (int64, string) {
 
 // kvmFacts are the raw observations the KVM verdict is made from.
 type kvmFacts struct {
-	DevErr    error // opening /dev/kvm or its ioctls failed
-	APIVer    int
-	NestedPVM bool
+	DevErr error // opening /dev/kvm or its ioctls failed
+	APIVer int
+	// PVMModule: the kvm_pvm module is loaded. It makes /dev/kvm nested PVM
+	// only when there is a /dev/kvm; a host can have the module and no device.
+	PVMModule bool
 	CPU       CPUInfo
 	CPUErr    error
 }
 
+// kvmHost is where the KVM probe looks: the host's paths in production, a
+// fake /dev, /sys and /proc under a temp dir in tests (open is then a fake
+// too, since a regular file cannot answer KVM ioctls).
+type kvmHost struct {
+	DevKVM, PVMMarker, CPUInfo string
+	Open                       func(dev string) (apiVersion int, err error)
+}
+
+var realKVMHost = kvmHost{DevKVM: devKVM, PVMMarker: sysKVMPVM, CPUInfo: procCPUInfo, Open: openKVM}
+
 // probeKVM opens /dev/kvm, checks the API version, creates (and closes) a VM
 // and then judges whether real guests can run.
-func probeKVM() KVMCap {
+func probeKVM() KVMCap { return realKVMHost.probe() }
+
+func (h kvmHost) probe() KVMCap {
 	var f kvmFacts
-	f.APIVer, f.DevErr = openKVM()
-	_, err := os.Stat(sysKVMPVM)
-	f.NestedPVM = err == nil
-	f.CPU, f.CPUErr = readCPUInfo()
+	f.APIVer, f.DevErr = h.Open(h.DevKVM)
+	_, err := os.Stat(h.PVMMarker)
+	f.PVMModule = err == nil
+	f.CPU, f.CPUErr = readCPUInfoFile(h.CPUInfo)
 	return judgeKVM(f)
 }
 
-func openKVM() (int, error) {
-	fd, err := unix.Open(devKVM, unix.O_RDWR|unix.O_CLOEXEC, 0)
+func openKVM(dev string) (int, error) {
+	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, fmt.Errorf("opening %s: %w", devKVM, err)
+		return 0, fmt.Errorf("opening %s: %w", dev, err)
 	}
 	defer unix.Close(fd)
 	ver, err := unix.IoctlRetInt(fd, kvmGetAPIVersion)
@@ -162,17 +179,24 @@ func openKVM() (int, error) {
 	return ver, nil
 }
 
-// judgeKVM is the pure verdict over the probe's observations.
+// judgeKVM is the pure verdict over the probe's observations. There are three
+// shapes: no /dev/kvm (or one that cannot be opened), /dev/kvm that is nested
+// PVM, and /dev/kvm that works; only the last one runs real guests.
 func judgeKVM(f kvmFacts) KVMCap {
-	k := KVMCap{HWVirt: f.CPU.HasVMX || f.CPU.HasSVM, NestedPVM: f.NestedPVM}
+	k := KVMCap{HWVirt: f.CPU.HasVMX || f.CPU.HasSVM}
 	if f.DevErr != nil {
-		k.Detail = fmt.Sprintf("KVM is not usable: %v; QEMU software emulation (TCG) will be used", f.DevErr)
+		if errors.Is(f.DevErr, fs.ErrNotExist) {
+			k.Detail = noKVMDetail
+		} else {
+			k.Detail = fmt.Sprintf("KVM is not usable: %v; QEMU software emulation (TCG) will be used", f.DevErr)
+		}
 		k.Fix = kvmFix(f.DevErr)
 		return k
 	}
 	k.Present = true
+	k.NestedPVM = f.PVMModule
 	switch {
-	case f.NestedPVM:
+	case f.PVMModule:
 		k.Detail = pvmDetail
 		k.Fix = kvmHWFix
 	case f.CPUErr == nil && !k.HWVirt:

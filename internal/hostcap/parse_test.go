@@ -136,19 +136,24 @@ func TestJudgeKVM(t *testing.T) {
 		fix         string
 	}{
 		{name: "hardware", facts: kvmFacts{APIVer: 12, CPU: vmx}, wantOK: true, wantPresent: true, detail: "Intel VT-x"},
-		{name: "nested pvm", facts: kvmFacts{APIVer: 12, NestedPVM: true, CPU: CPUInfo{Hypervisor: true}},
+		{name: "nested pvm", facts: kvmFacts{APIVer: 12, PVMModule: true, CPU: CPUInfo{Hypervisor: true}},
 			wantPresent: true, detail: pvmDetail, fix: kvmHWFix},
-		{name: "pvm even with vmx flag", facts: kvmFacts{APIVer: 12, NestedPVM: true, CPU: vmx},
+		{name: "pvm even with vmx flag", facts: kvmFacts{APIVer: 12, PVMModule: true, CPU: vmx},
 			wantPresent: true, detail: "nested PVM"},
 		{name: "no vmx/svm", facts: kvmFacts{APIVer: 12, CPU: CPUInfo{Hypervisor: true}},
 			wantPresent: true, detail: "neither vmx nor svm", fix: "hardware virtualisation"},
-		{name: "no device", facts: kvmFacts{DevErr: fs.ErrNotExist, CPU: vmx}, detail: "software emulation", fix: "modprobe kvm_intel"},
+		{name: "no device", facts: kvmFacts{DevErr: fs.ErrNotExist, CPU: vmx}, detail: "no /dev/kvm", fix: "modprobe kvm_intel"},
+		{name: "no device, kvm_pvm loaded", facts: kvmFacts{DevErr: fs.ErrNotExist, PVMModule: true, CPU: CPUInfo{Hypervisor: true}},
+			detail: "no /dev/kvm", fix: "modprobe"},
 		{name: "no permission", facts: kvmFacts{DevErr: fs.ErrPermission, CPU: vmx}, detail: "not usable", fix: "root"},
 		{name: "create vm fails", facts: kvmFacts{DevErr: errors.New("KVM_CREATE_VM: EBUSY"), CPU: vmx}, detail: "KVM_CREATE_VM", fix: kvmHWFix},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			k := judgeKVM(tt.facts)
+			if k.NestedPVM != (tt.wantPresent && tt.facts.PVMModule) {
+				t.Errorf("NestedPVM=%v, want it only with a device and the kvm_pvm module", k.NestedPVM)
+			}
 			if k.OK != tt.wantOK || k.Present != tt.wantPresent {
 				t.Errorf("OK=%v Present=%v, want %v %v (%s)", k.OK, k.Present, tt.wantOK, tt.wantPresent, k.Detail)
 			}
