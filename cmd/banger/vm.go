@@ -90,6 +90,8 @@ func vmCreateCmd(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&req.NoWait, "no-wait", false, "return once the engine runs; the VM is starting until its agent answers")
 	cmd.Flags().StringVar(&req.Image, "image", "", "image (default from config)")
 	cmd.Flags().StringVar(&req.Engine, "engine", "", "engine: firecracker or qemu (default from config)")
+	cmd.Flags().StringVar(&req.Wait, "wait", "",
+		"what to wait for: agent (the guest agent only), or opencode (default: every service the image serves)")
 	res.register(cmd)
 	return cmd
 }

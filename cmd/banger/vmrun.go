@@ -98,6 +98,8 @@ func vmRunCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&req.Name, "name", "", "VM name (generated when empty)")
 	cmd.Flags().StringVar(&req.Image, "image", "", "image (default from config)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the VM after the command ends")
+	cmd.Flags().StringVar(&req.Wait, "wait", api.WaitAgent,
+		"what to wait for before running CMD: agent (the guest agent only), or opencode (its server too)")
 	res.register(cmd)
 	return cmd
 }

@@ -84,7 +84,16 @@ type VMCreateRequest struct {
 	// "starting" until its agent answers, then "running" (or "failed" with
 	// the reason). Delete at any time stops it and cleans everything.
 	NoWait bool `json:"no_wait,omitempty"`
+	// Wait names what the create waits for once the agent answers: "" (the
+	// default) waits for every service the image's features serve (opencode
+	// on :4096); WaitAgent waits for the guest agent only (vm run, which
+	// needs no service); a feature name ("opencode") waits for that one and
+	// is Invalid for an image without it.
+	Wait string `json:"wait,omitempty"`
 }
+
+// WaitAgent is VMCreateRequest.Wait for "the guest agent only".
+const WaitAgent = "agent"
 
 // VMEditRequest changes a stopped VM's resources; zero fields are unchanged.
 type VMEditRequest struct {

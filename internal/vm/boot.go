@@ -20,7 +20,7 @@ import (
 // in the tap and engine handles. With noWait it returns after the engine
 // stage and the boot and agent-ready stages run in the background
 // (readyInBackground), holding the boot slot but not the VM's lock.
-func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles, rep progress.Reporter, op string, noWait bool) error {
+func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles, rep progress.Reporter, op string, w bootWait) error {
 	log := m.log.With("vm", v.Name)
 	e, err := m.engine(v.Runtime.Engine)
 	if err != nil {
@@ -110,22 +110,28 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 	done(nil)
 	m.stageHook(op, StageEngine)
 
-	if noWait {
+	if w.background {
 		handedOff = true
 		r.Success()
 		m.readyInBackground(*v, e, h, op, true)
 		return nil
 	}
-	if err := m.finishBoot(ctx, v, e, h, rep, op); err != nil {
+	if err := m.finishBoot(ctx, v, e, h, rep, op, w.agentOnly); err != nil {
 		return err
 	}
 	r.Success()
 	return nil
 }
 
+// bootWait says how far boot waits: background hands the boot and readiness
+// stages to a goroutine once the engine runs (create --no-wait); agentOnly
+// stops at "agent ready", skipping the image's feature services (vm run).
+type bootWait struct{ background, agentOnly bool }
+
 // finishBoot runs the boot and agent-ready stages of a VM whose engine runs
-// and marks it running. It undoes nothing: its caller owns the engine.
-func (m *Manager) finishBoot(ctx context.Context, v *api.VM, e vmm.Engine, h *Handles, rep progress.Reporter, op string) error {
+// (and, unless agentOnly, the readiness of its image's feature services) and
+// marks it running. It undoes nothing: its caller owns the engine.
+func (m *Manager) finishBoot(ctx context.Context, v *api.VM, e vmm.Engine, h *Handles, rep progress.Reporter, op string, agentOnly bool) error {
 	deadline := time.Now().Add(time.Duration(m.cfg.ReadyTimeout))
 	done := rep.Stage(StageBoot)
 	if err := m.waitConsole(ctx, *v, e, h.VMM, deadline); err != nil {
@@ -143,8 +149,10 @@ func (m *Manager) finishBoot(ctx context.Context, v *api.VM, e vmm.Engine, h *Ha
 		return err
 	}
 	done(nil)
-	if err := m.waitOpencode(ctx, *v, e, h, rep); err != nil {
-		return err
+	if !agentOnly {
+		if err := m.waitOpencode(ctx, *v, e, h, rep); err != nil {
+			return err
+		}
 	}
 	if err := m.setState(ctx, v, api.VMRunning, ""); err != nil {
 		return err

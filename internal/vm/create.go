@@ -116,7 +116,7 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 		r.Success()
 		return v, nil
 	}
-	if err := m.boot(ctx, &v, img, h, rep, "create", req.NoWait); err != nil {
+	if err := m.boot(ctx, &v, img, h, rep, "create", bootWait{background: req.NoWait, agentOnly: req.Wait == api.WaitAgent}); err != nil {
 		return api.VM{}, err
 	}
 	r.Success()
@@ -154,6 +154,9 @@ func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest, re
 		return api.VM{}, api.Image{}, err
 	}
 	if img, err = m.healImage(ctx, img, rep); err != nil {
+		return api.VM{}, api.Image{}, err
+	}
+	if err := checkWait(req.Wait, img); err != nil {
 		return api.VM{}, api.Image{}, err
 	}
 	engine := req.Engine

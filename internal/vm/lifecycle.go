@@ -51,7 +51,7 @@ func (m *Manager) Start(ctx context.Context, name string, rep progress.Reporter)
 		return v, fmt.Errorf("attaching system disk: %w", err)
 	}
 	h.SystemDisk = sys
-	if err := m.boot(ctx, &v, img, h, rep, "start", false); err != nil {
+	if err := m.boot(ctx, &v, img, h, rep, "start", bootWait{}); err != nil {
 		c, cancel := bg()
 		defer cancel()
 		m.disk.Detach(c, sys)

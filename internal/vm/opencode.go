@@ -53,6 +53,21 @@ func (m *Manager) healImage(ctx context.Context, img api.Image, rep progress.Rep
 	return healed, nil
 }
 
+// checkWait validates VMCreateRequest.Wait against the image's features.
+func checkWait(wait string, img api.Image) error {
+	switch {
+	case wait == "" || wait == api.WaitAgent:
+		return nil
+	case wait == FeatureOpencode && slices.Contains(img.Features, FeatureOpencode):
+		return nil
+	case wait == FeatureOpencode:
+		return api.Invalid("--wait %s: image %s does not serve %s (its features: %v)", wait, img.Name, wait, img.Features).
+			WithFix("leave --wait out, or use an image built --with " + wait)
+	}
+	return api.Invalid("--wait %q is not something a VM can wait for", wait).
+		WithFix(fmt.Sprintf("use --wait %s (the guest agent only) or --wait %s (its server, on images that have it)", api.WaitAgent, FeatureOpencode))
+}
+
 // hasOpencode reports whether v's image runs opencode.
 func (m *Manager) hasOpencode(ctx context.Context, v api.VM) bool {
 	img, err := m.st.GetImage(ctx, v.ImageID)

@@ -262,6 +262,8 @@ func TestCreateRejectsBadInput(t *testing.T) {
 		{"tiny memory", api.VMCreateRequest{Name: "x", MemoryMiB: 16}, api.KindInvalid},
 		{"disk smaller than seed", api.VMCreateRequest{Name: "x", DiskBytes: 1 << 20}, api.KindInvalid},
 		{"unknown engine", api.VMCreateRequest{Name: "x", Engine: "firecracker"}, api.KindFailedPrecondition},
+		{"unknown wait", api.VMCreateRequest{Name: "x", Wait: "sshd"}, api.KindInvalid},
+		{"wait for a feature the image lacks", api.VMCreateRequest{Name: "x", Wait: "opencode"}, api.KindInvalid},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
