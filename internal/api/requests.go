@@ -6,6 +6,7 @@ package api
 //	POST   /v1/shutdown                   {}
 //	GET    /v1/doctor                     DoctorReport
 //	GET    /v1/web                        WebInfo (the web UI's login URL)
+//	GET    /v1/metrics                    Prometheus text format (internal/metrics; the web UI's /metrics)
 //	GET    /v1/images                     []Image
 //	GET    /v1/images/{name}              Image
 //	POST   /v1/images                     ImageCreateRequest   → Operation (begin)

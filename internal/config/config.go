@@ -64,6 +64,10 @@ type Config struct {
 	WebAllowRemote    bool         `toml:"web_allow_remote"`
 	AgentBin          string       `toml:"agent_bin"`
 	LogLevel          string       `toml:"log_level"`
+
+	// The metrics listener (internal/metrics): off unless set.
+	MetricsListen      string `toml:"metrics_listen"`
+	MetricsAllowRemote bool   `toml:"metrics_allow_remote"`
 }
 
 // Default returns the configuration used when no file exists. Path is "".

@@ -83,6 +83,7 @@ func (c Config) problems() []problem {
 		p = append(p, problem{"default_image", "must not be empty"})
 	}
 	p = append(p, c.webProblems()...)
+	p = append(p, c.metricsProblems()...)
 	p = append(p, absPath("agent_bin", c.AgentBin, true)...)
 	p = append(p, oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")...)
 	return p
@@ -119,4 +120,26 @@ func (c Config) webProblems() []problem {
 		return nil
 	}
 	return []problem{{"web_listen", fmt.Sprintf("%q is not a loopback address; the web UI has no login, so set web_allow_remote = true only if you mean it", c.WebListen)}}
+}
+
+// metricsProblems mirrors webProblems for metrics_listen, which has no token
+// at all: a non-loopback address needs metrics_allow_remote.
+func (c Config) metricsProblems() []problem {
+	if c.MetricsListen == "" {
+		return nil // metrics listener off
+	}
+	host, port, err := net.SplitHostPort(c.MetricsListen)
+	if err != nil || port == "" {
+		return []problem{{"metrics_listen", fmt.Sprintf("%q is not host:port, e.g. 127.0.0.1:9470", c.MetricsListen)}}
+	}
+	if c.MetricsAllowRemote {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if host == "localhost" || (err == nil && ip.IsLoopback()) {
+		return nil
+	}
+	return []problem{{"metrics_listen", fmt.Sprintf("%q is not a loopback address and metrics_listen has no token; "+
+		"use a loopback address such as 127.0.0.1:9470 (scrape it through the web UI's /metrics with its token from elsewhere), "+
+		"or set metrics_allow_remote = true if every machine that can reach it may read VM names and counters", c.MetricsListen)}}
 }

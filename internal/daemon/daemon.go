@@ -33,6 +33,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/metrics"
 	"banger/internal/ops"
 	"banger/internal/revert"
 	"banger/internal/store"
@@ -83,6 +84,10 @@ type Daemon struct {
 	closeAll func() // releases everything New acquired, in reverse order
 	web      WebUI  // nil when off or failed (webErr says why)
 	webErr   error
+
+	metrics    *metrics.Metrics
+	metricsLn  net.Listener // metrics_listen; nil when off or failed
+	metricsSrv *http.Server
 
 	// opsCtx is the parent of every operation's context; cancelled at shutdown.
 	opsCtx    context.Context
@@ -165,6 +170,11 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		}
 	}
 
+	d.initMetrics(st)
+	if d.metricsLn != nil {
+		r.Add(func() { d.stopMetrics(context.Background()) })
+	}
+
 	d.opsCtx, d.opsCancel = context.WithCancel(context.Background())
 	d.reqCtx, d.reqCancel = context.WithCancel(context.Background())
 	d.srv = &http.Server{
@@ -212,6 +222,7 @@ func (d *Daemon) Logger() *slog.Logger { return d.log }
 func (d *Daemon) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- d.srv.Serve(d.ln) }()
+	d.serveMetrics()
 	if d.web != nil {
 		go func() {
 			if err := d.web.Serve(); err != nil {
@@ -248,6 +259,7 @@ func (d *Daemon) shutdown() {
 	defer cancel()
 	d.reqCancel() // wake long-polls, follows and exec pipes
 	d.stopWeb(grace)
+	d.stopMetrics(grace)
 	if err := d.srv.Shutdown(grace); err != nil {
 		d.log.Warn("in-flight requests did not finish", "err", err)
 		_ = d.srv.Close()

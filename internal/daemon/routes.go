@@ -28,6 +28,7 @@ func (d *Daemon) routes() http.Handler {
 	h("POST /v1/shutdown", d.shutdownHandler)
 	h("GET /v1/doctor", d.doctor)
 	h("GET /v1/web", d.webInfo)
+	h("GET /v1/metrics", d.metricsHandler)
 
 	h("GET /v1/images", d.listImages)
 	h("GET /v1/images/{name}", d.getImage)
@@ -75,8 +76,9 @@ func (d *Daemon) begin(w http.ResponseWriter, kind, target string, work func(ctx
 		defer cancel()
 		start := time.Now()
 		log.Info("operation started")
-		res, err := work(ctx, op)
+		res, err := work(ctx, d.metrics.Reporter(kind, op))
 		op.Finish(res, err)
+		d.metrics.OperationDone(kind, err)
 		if err != nil {
 			log.Warn("operation failed", "err", err, "duration", time.Since(start))
 			return

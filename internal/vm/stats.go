@@ -95,6 +95,19 @@ func (m *Manager) sample(v api.VM) (*statSample, error) {
 	return s, nil
 }
 
+// LatestStats returns the poll loop's latest sample of every VM it has
+// sampled, without sampling (the metrics scrape reads it; it keeps only the
+// VMs the store says are running).
+func (m *Manager) LatestStats() []api.VMStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]api.VMStats, 0, len(m.stats))
+	for _, s := range m.stats {
+		out = append(out, s.stats)
+	}
+	return out
+}
+
 // Stats returns a VM's latest counters, sampling now when the poll loop has
 // none yet.
 func (m *Manager) Stats(ctx context.Context, name string) (api.VMStats, error) {

@@ -4,6 +4,8 @@
 // the UI is a client of the API, not a second implementation) and three
 // web-only endpoints: the login, a server-sent event stream
 // (GET /v1/events) and a terminal WebSocket (GET /v1/vms/{name}/terminal).
+// GET /metrics is the API's /v1/metrics (Prometheus text) at the path
+// scrapers expect, behind the same token.
 //
 // Lifecycle: New loads (or makes, 0600) the token file and opens the
 // listener, refusing a non-loopback address unless AllowRemote; Serve
@@ -153,6 +155,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/events", s.requireToken(http.HandlerFunc(s.events)))
 	mux.Handle("GET /v1/vms/{name}/terminal", s.requireToken(http.HandlerFunc(s.terminal)))
 	mux.Handle("/v1/", s.requireToken(noStore(s.opts.API)))
+	mux.Handle("GET /metrics", s.requireToken(noStore(atPath("/v1/metrics", s.opts.API))))
 	static, _ := fs.Sub(assets, "assets")
 	files := http.FileServerFS(static)
 	mux.Handle("GET /assets/", s.requireToken(http.StripPrefix("/assets/", files)))
@@ -164,6 +167,16 @@ func (s *Server) Handler() http.Handler {
 		writeError(w, r, http.StatusNotFound, api.NotFound("no page %s", r.URL.Path).WithFix("open / for the UI"))
 	})))
 	return s.guard(mux)
+}
+
+// atPath serves a request as if it were for path (GET /metrics is the API's
+// GET /v1/metrics).
+func atPath(path string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r2 := r.Clone(r.Context())
+		r2.URL.Path, r2.URL.RawPath = path, ""
+		h.ServeHTTP(w, r2)
+	})
 }
 
 func noStore(h http.Handler) http.Handler {
