@@ -8,6 +8,9 @@
 // the Handles (pid, sockets) as soon as the guest is booting — guest
 // readiness is the agent's business, not the engine's. Stop asks the guest to
 // shut down and kills the process after the timeout. Kill ends it at once.
+// An orchestrator that shuts a guest down from inside (through its agent)
+// asks for Info.GuestShutdown: the one guest action that ends the engine
+// process (a Firecracker guest that powers off only halts; it must reboot).
 // State and Alive look at a running VM from its Handles alone, so they work
 // after a daemon restart.
 //
@@ -49,7 +52,8 @@ type Engine interface {
 	Info() Info
 	// Start launches and boots a guest described by spec; see the package doc.
 	Start(ctx context.Context, spec Spec) (Handles, error)
-	// Stop asks the guest to power off (Firecracker: SendCtrlAltDel; QEMU:
+	// Stop asks the guest to end (Firecracker: SendCtrlAltDel, which makes
+	// the guest reboot and, with reboot=k, Firecracker exit; QEMU:
 	// system_powerdown) and kills the process when it has not exited within
 	// timeout. It returns once the process is gone.
 	Stop(ctx context.Context, h Handles, timeout time.Duration) error
@@ -75,7 +79,21 @@ type Info struct {
 	AgentTransport string `json:"agent_transport"`
 	NeedsVmlinux   bool   `json:"needs_vmlinux"` // boots an uncompressed ELF kernel
 	Qcow2          bool   `json:"qcow2"`         // can open qcow2 disks
+	// MaxVCPUs is the most vCPUs one guest may have (0: no engine limit).
+	MaxVCPUs int `json:"max_vcpus,omitempty"`
+	// GuestShutdown is what a guest must do for the engine process to end:
+	// ShutdownPoweroff or ShutdownReboot (empty means ShutdownPoweroff).
+	GuestShutdown string `json:"guest_shutdown,omitempty"`
 }
+
+// Guest actions that end an engine process (Info.GuestShutdown).
+const (
+	// ShutdownPoweroff: the guest powers off (ACPI) and the engine exits.
+	ShutdownPoweroff = "poweroff"
+	// ShutdownReboot: the engine has no power-off; it exits when the guest
+	// resets (Firecracker with reboot=k on the kernel command line).
+	ShutdownReboot = "reboot"
+)
 
 // Spec describes one guest to start.
 type Spec struct {

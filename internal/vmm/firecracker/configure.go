@@ -6,8 +6,22 @@ import (
 	"banger/internal/vmm"
 )
 
-// bootArgs are appended to every guest's kernel command line.
-const bootArgs = "console=ttyS0 reboot=k panic=1"
+// bootArgs are appended to every guest's kernel command line: the serial
+// console; reboot=k so a guest reboot resets through the i8042 keyboard
+// controller, which is how Firecracker learns the guest ended (it has no
+// ACPI power-off on x86: a guest that powers off only halts); panic=1;
+// and, as in Firecracker's own default boot args, pci=off (no PCI bus
+// without --enable-pci; Firecracker adds it itself only from v1.13) and
+// the i8042 flags that skip probing a mouse, a multiplexer and PnP and
+// treat the controller as a dumb keyboard — they keep i8042 itself (and
+// so reboot=k and SendCtrlAltDel) working.
+const bootArgs = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
+
+// logLevel is Firecracker's logger level (--level).
+const logLevel = "Info"
+
+// MaxVCPUs is Firecracker's limit on vcpu_count (the API spec's maximum).
+const MaxVCPUs = 32
 
 // apiRequest is one configuration call.
 type apiRequest struct {
@@ -18,13 +32,6 @@ type apiRequest struct {
 
 // Request bodies, field for field from the Firecracker API spec.
 type (
-	logger struct {
-		LogPath string `json:"log_path"`
-		Level   string `json:"level"`
-	}
-	metrics struct {
-		MetricsPath string `json:"metrics_path"`
-	}
 	bootSource struct {
 		KernelImagePath string `json:"kernel_image_path"`
 		InitrdPath      string `json:"initrd_path,omitempty"`
@@ -66,18 +73,30 @@ type paths struct {
 	VsockUDS    string   `json:"vsock_uds"`
 }
 
+// processArgs are Firecracker's own command-line arguments. The logger
+// and metrics are set here, not with PUT /logger and /metrics: until a
+// logger exists Firecracker logs to stdout — the guest's serial console —
+// so its banner and every API request would look like guest output.
+func processArgs(apiSocket, id string, p paths) []string {
+	args := []string{"--api-sock", apiSocket}
+	if id != "" {
+		args = append(args, "--id", id)
+	}
+	if p.LogPath != "" {
+		args = append(args, "--log-path", p.LogPath, "--level", logLevel)
+	}
+	if p.MetricsPath != "" {
+		args = append(args, "--metrics-path", p.MetricsPath)
+	}
+	return args
+}
+
 // configRequests is the configuration sequence for spec, ending with
 // InstanceStart. It is pure, for golden tests.
 func configRequests(spec vmm.Spec, p paths) []apiRequest {
 	var reqs []apiRequest
 	put := func(path string, body any) {
 		reqs = append(reqs, apiRequest{Method: http.MethodPut, Path: path, Body: body})
-	}
-	if p.LogPath != "" {
-		put("/logger", logger{LogPath: p.LogPath, Level: "Info"})
-	}
-	if p.MetricsPath != "" {
-		put("/metrics", metrics{MetricsPath: p.MetricsPath})
 	}
 	args := bootArgs
 	if spec.Cmdline != "" {

@@ -2,18 +2,28 @@
 // under Firecracker's jailer.
 //
 // Start launches the process detached (see internal/vmm/proc) with
-// `--api-sock <APISocket> --id <name>`, routes its stdout (the guest's
-// serial console) to Spec.SerialLog and stderr to Spec.EngineLog, waits
-// for the API socket, then configures the VM over the API — logger,
-// metrics, boot source, machine config, drives, network, vsock — and sends
-// InstanceStart. Firecracker's own logger writes to firecracker-api.log
-// beside EngineLog. State, Stop and Kill use the API socket and /proc
-// only, so they work after a daemon restart.
+// `--api-sock <APISocket> --id <name> --log-path … --level Info
+// --metrics-path …`, routes its stdout (the guest's serial console) to
+// Spec.SerialLog and stderr to Spec.EngineLog, waits for the API socket,
+// then configures the VM over the API — boot source, machine config,
+// drives, network, vsock — and sends InstanceStart. The logger is set on
+// the command line so that Firecracker's own lines (its banner, each API
+// request) go to firecracker-api.log beside EngineLog, never to the
+// serial console. Each start rotates the previous run's engine log,
+// Firecracker log and metrics to "<name>.1".
+//
+// Firecracker has no ACPI power-off on x86: a guest that powers off halts
+// and Firecracker keeps running. With reboot=k (always in the boot args) a
+// guest reboot ends it, so Info.GuestShutdown is "reboot" and Stop sends
+// SendCtrlAltDel (the guest reboots). State, Stop and Kill use the API
+// socket and /proc only, so they work after a daemon restart.
 package firecracker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -78,7 +88,8 @@ func (e *Engine) Info() vmm.Info {
 func (e *Engine) probe() vmm.Info {
 	info := vmm.Info{
 		Name: vmm.Firecracker, Accel: "kvm", AgentTransport: vmm.TransportVsockHybrid,
-		NeedsVmlinux: true, Version: e.cfg.Version,
+		NeedsVmlinux: true, Version: e.cfg.Version, MaxVCPUs: MaxVCPUs,
+		GuestShutdown: vmm.ShutdownReboot,
 	}
 	path, err := exec.LookPath(e.cfg.Binary)
 	if err != nil {
@@ -131,11 +142,11 @@ func (e *Engine) planLaunch(spec vmm.Spec) launch {
 	for _, d := range spec.Disks {
 		ps.Disks = append(ps.Disks, d.Path)
 	}
-	return launch{binary: e.cfg.Binary, args: []string{"--api-sock", spec.APISocket, "--id", spec.Name},
+	return launch{binary: e.cfg.Binary, args: processArgs(spec.APISocket, spec.Name, ps),
 		paths: ps, api: spec.APISocket, agent: spec.AgentSocket, marker: spec.APISocket}
 }
 
-// apiLogPath is where Firecracker's own logger writes (PUT /logger).
+// apiLogPath is where Firecracker's own logger writes (--log-path).
 func apiLogPath(spec vmm.Spec) string {
 	return filepath.Join(filepath.Dir(spec.EngineLog), "firecracker-api.log")
 }
@@ -159,10 +170,13 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 		// Firecracker refuses an existing socket path; a stale one is ours.
 		proc.RemoveSockets(spec.APISocket, spec.AgentSocket)
 		for _, f := range []string{l.paths.LogPath, l.paths.MetricsPath} {
-			if err := touch(f); err != nil {
+			if err := rotate(f, true); err != nil {
 				return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
 			}
 		}
+	}
+	if err := rotate(spec.EngineLog, false); err != nil {
+		return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
 	}
 	p, err := proc.Start(proc.Options{Binary: l.binary, Args: l.args, Stdout: spec.SerialLog, Stderr: spec.EngineLog, Dir: spec.VMDir})
 	if err != nil {
@@ -190,11 +204,21 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 	}, nil
 }
 
-func touch(path string) error {
+// rotate moves the previous run's file at path to path+".1" (replacing an
+// older one) and, with create, makes path anew and empty: Firecracker opens
+// its log and metrics files without truncating, so a restart would append
+// to the old run's lines. Firecracker needs them to exist.
+func rotate(path string, create bool) error {
 	if path == "" {
 		return nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err := os.Rename(path, path+".1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("rotating %s: %w", path, err)
+	}
+	if !create {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
@@ -205,6 +229,10 @@ func touch(path string) error {
 func validate(spec vmm.Spec) error {
 	if err := spec.CheckBasics(); err != nil {
 		return err
+	}
+	if spec.VCPUs > MaxVCPUs {
+		return api.Invalid("vm %s: firecracker runs at most %d vcpus, got %d", spec.Name, MaxVCPUs, spec.VCPUs).
+			WithFix(fmt.Sprintf("use --vcpus between 1 and %d, or --engine qemu", MaxVCPUs))
 	}
 	switch {
 	case spec.Vmlinux == "":
@@ -270,8 +298,11 @@ func marker(h vmm.Handles) string {
 	return h.APISocket
 }
 
-// Stop sends SendCtrlAltDel (the guest's keyboard reset: systemd powers
-// off, Firecracker exits) and kills the process after timeout.
+// Stop sends SendCtrlAltDel (Ctrl-Alt-Del on the guest's keyboard: systemd
+// reboots, the kernel resets through the i8042 — reboot=k — and
+// Firecracker exits) and kills the process after timeout. A guest that
+// already rebooted has ended Firecracker; one that halted (powered off)
+// ignores the keys and is killed after timeout.
 func (e *Engine) Stop(ctx context.Context, h vmm.Handles, timeout time.Duration) error {
 	if e.Alive(h) {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)

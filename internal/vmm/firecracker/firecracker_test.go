@@ -94,6 +94,7 @@ func TestStartStateStop(t *testing.T) {
 	if _, err := os.Stat(spec.AgentSocket); err != nil {
 		t.Errorf("vsock socket not bound: %v", err)
 	}
+	waitSerial(t, spec.SerialLog, "Linux version")
 	t0 := time.Now()
 	if err := e.Stop(context.Background(), h, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -102,11 +103,15 @@ func TestStartStateStop(t *testing.T) {
 		t.Errorf("Stop took %v for a guest that powers off", d)
 	}
 	checkGone(t, e, h)
-	if serial := readFile(t, spec.SerialLog); !strings.Contains(serial, "Linux version") || !strings.Contains(serial, "reboot: Power down") {
-		t.Errorf("serial log (firecracker stdout) = %q", serial)
+	if serial := readFile(t, spec.SerialLog); !strings.HasPrefix(serial, "[    0.000000] Linux version") || !strings.Contains(serial, "reboot: Restarting system") {
+		t.Errorf("serial log (firecracker stdout) = %q, want only the guest's lines, ending in its reboot", serial)
 	}
 	if log := readFile(t, spec.EngineLog); !strings.Contains(log, "API server listening") {
 		t.Errorf("engine log (firecracker stderr) = %q", log)
+	}
+	apiLog := readFile(t, apiLogPath(spec))
+	if !strings.Contains(apiLog, "Running Firecracker v") || !strings.Contains(apiLog, `request on "/actions"`) {
+		t.Errorf("firecracker's own log = %q, want its banner and the requests", apiLog)
 	}
 	golden(t, "testdata/start-stop.golden", requestLog(t, reqLog, spec.VMDir))
 }
@@ -138,10 +143,10 @@ func TestStopKillsGuestThatIgnoresCtrlAltDel(t *testing.T) {
 func TestStartSurfacesFaultAndCleansUp(t *testing.T) {
 	e, reqLog := fakeEngine(t)
 	spec := fakeSpec(t)
-	spec.VCPUs = 64 // the spec allows at most 32
+	spec.Disks[1].ID = "wo/rk" // no such API path
 	_, err := e.Start(context.Background(), spec)
-	if err == nil || !strings.Contains(err.Error(), "firecracker PUT /machine-config: 400") || !strings.Contains(err.Error(), "vcpu_count") {
-		t.Fatalf("Start = %v, want the fault naming PUT /machine-config and vcpu_count", err)
+	if err == nil || !strings.Contains(err.Error(), "firecracker PUT /drives/wo/rk: 400") || !strings.Contains(err.Error(), "Invalid request method and/or path") {
+		t.Fatalf("Start = %v, want the fault naming PUT /drives/wo/rk", err)
 	}
 	t.Logf("Start error: %v", err)
 	if !api.IsUnavailable(err) {
@@ -153,7 +158,7 @@ func TestStartSurfacesFaultAndCleansUp(t *testing.T) {
 			t.Errorf("%s left behind", p)
 		}
 	}
-	if got := requestLog(t, reqLog, spec.VMDir); !strings.Contains(got, `PUT /machine-config 400`) {
+	if got := requestLog(t, reqLog, spec.VMDir); !strings.Contains(got, `PUT /drives/wo/rk 400`) {
 		t.Errorf("request log:\n%s", got)
 	}
 }
@@ -182,6 +187,7 @@ func TestValidate(t *testing.T) {
 		{"zero memory", func(s *vmm.Spec) { s.MemoryMiB = 0 }, "memory"},
 		{"low cid", func(s *vmm.Spec) { s.VsockCID = 2 }, "cid"},
 		{"no disks", func(s *vmm.Spec) { s.Disks = nil }, "root disk"},
+		{"too many vcpus", func(s *vmm.Spec) { s.VCPUs = 33 }, "at most 32 vcpus"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,13 +197,17 @@ func TestValidate(t *testing.T) {
 			if err == nil || !api.IsInvalid(err) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Start = %v, want Invalid mentioning %q", err, tt.want)
 			}
+			if tt.name == "too many vcpus" && api.AsError(err).Fix == "" {
+				t.Errorf("no fix: %v", err)
+			}
 		})
 	}
 }
 
 func TestInfo(t *testing.T) {
 	info := New(Config{Binary: "/nonexistent/firecracker"}).Info()
-	if info.Available || !strings.Contains(info.Reason, "firecracker") || !info.NeedsVmlinux || info.Qcow2 || info.AgentTransport != vmm.TransportVsockHybrid {
+	if info.Available || !strings.Contains(info.Reason, "firecracker") || !info.NeedsVmlinux || info.Qcow2 || info.AgentTransport != vmm.TransportVsockHybrid ||
+		info.MaxVCPUs != 32 || info.GuestShutdown != vmm.ShutdownReboot {
 		t.Errorf("Info = %+v", info)
 	}
 }

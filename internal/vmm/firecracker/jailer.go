@@ -66,7 +66,7 @@ func (e *Engine) planJail(spec vmm.Spec) jailPlan {
 			"--uid", strconv.Itoa(e.cfg.JailerUID),
 			"--gid", strconv.Itoa(e.cfg.JailerGID),
 			"--chroot-base-dir", e.cfg.ChrootBase,
-			"--", "--api-sock", jailAPISocket,
+			"--",
 		},
 		JailDir:     jailDir,
 		Root:        root,
@@ -90,11 +90,14 @@ func (e *Engine) planJail(spec vmm.Spec) jailPlan {
 		p.Paths.MetricsPath = jailMetrics
 		p.Create = append(p.Create, in(jailMetrics))
 	}
+	// The jailer passes what follows "--" to Firecracker; the id is its own.
+	p.Args = append(p.Args, processArgs(jailAPISocket, "", p.Paths)...)
 	return p
 }
 
 // prepare builds the chroot: links/copies files in, creates the log files
-// and hands all of them to the jail's uid/gid.
+// empty (a jail left by a crash may hold an old run's) and hands all of
+// them to the jail's uid/gid.
 func (p jailPlan) prepare(uid, gid int) error {
 	if err := os.MkdirAll(filepath.Join(p.Root, "run"), 0o755); err != nil {
 		return fmt.Errorf("creating jail %s: %w", p.Root, err)
@@ -107,7 +110,7 @@ func (p jailPlan) prepare(uid, gid int) error {
 		own = append(own, l.Dst)
 	}
 	for _, f := range p.Create {
-		fd, err := os.OpenFile(f, os.O_WRONLY|os.O_CREATE, 0o600)
+		fd, err := os.OpenFile(f, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return fmt.Errorf("creating %s: %w", f, err)
 		}

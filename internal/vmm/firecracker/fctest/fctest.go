@@ -12,6 +12,13 @@
 // configuration must exist (Firecracker opens them at once), and PUT
 // /vsock binds uds_path.
 //
+// Like Firecracker, the fake logs (its banner, each API request) to stdout
+// until a logger is set — on the command line (--log-path) or with PUT
+// /logger — and to that file after. Behind the API runs a fake guest
+// (guest.go): a console line some time after InstanceStart, an agent on
+// the vsock, and x86 Firecracker's power semantics (power-off halts, a
+// reboot with reboot=k ends the process).
+//
 // Server is the in-process fake; Main runs it as a fake `firecracker`
 // executable (a test binary re-executing itself).
 package fctest
@@ -28,6 +35,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi2"
 	"github.com/getkin/kin-openapi/openapi2conv"
@@ -57,14 +65,29 @@ type Server struct {
 	OnAction func(action string)
 	// OnRequest, when set, sees every request after it was answered.
 	OnRequest func(Request)
-	// Stdout receives the fake guest's "serial console" lines.
+	// Stdout receives the fake guest's "serial console" lines, and the
+	// fake's own log lines while no logger is set.
 	Stdout io.Writer
+	// BootDelay is how long after InstanceStart the guest's first console
+	// line appears (default 300ms); Silent guests never write or answer.
+	BootDelay time.Duration
+	Silent    bool
+	// IgnoreCtrlAltDel: the guest does not act on SendCtrlAltDel.
+	IgnoreCtrlAltDel bool
+	// OnExit, when set, is called when the process should end (a guest
+	// reboot with reboot=k).
+	OnExit func()
 
 	mu         sync.Mutex // guards the fields below
+	log        io.Writer  // the logger's file; nil: Stdout
 	reqs       []Request
 	state      string          // "Not started", "Running", "Paused"
 	configured map[string]bool // pre-boot resources set, by path
 	vsock      net.Listener
+	guest      string // guest state, see guest.go
+	bootedAt   time.Time
+	bootArgs   string
+	agentConns map[net.Conn]bool
 }
 
 var (
@@ -131,7 +154,35 @@ func NewServer(id string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the router: %w", err)
 	}
-	return &Server{id: id, router: r, state: "Not started", configured: map[string]bool{}, Stdout: io.Discard}, nil
+	return &Server{id: id, router: r, state: "Not started", configured: map[string]bool{}, Stdout: io.Discard,
+		guest: guestOff, agentConns: map[net.Conn]bool{}}, nil
+}
+
+// Version is the Firecracker version the fake claims to be.
+const Version = "1.16.0"
+
+// SetLogger sends the fake's log lines to w from now on (--log-path).
+func (s *Server) SetLogger(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = w
+	s.configured["/logger"] = true
+}
+
+// Logf writes one log line, formatted like Firecracker's, to the logger's
+// file or, while none is set, to Stdout.
+func (s *Server) Logf(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.logfLocked(format, args...)
+}
+
+func (s *Server) logfLocked(format string, args ...any) {
+	w := s.log
+	if w == nil {
+		w = s.Stdout
+	}
+	fmt.Fprintf(w, "%s [%s:main] %s\n", time.Now().UTC().Format("2006-01-02T15:04:05.000000000"), s.id, fmt.Sprintf(format, args...))
 }
 
 // Requests returns the requests received so far.
@@ -141,10 +192,11 @@ func (s *Server) Requests() []Request {
 	return append([]Request(nil), s.reqs...)
 }
 
-// Close releases the vsock socket the fake bound.
+// Close releases the vsock socket the fake bound and its agent sessions.
 func (s *Server) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.dropAgentsLocked()
 	if s.vsock != nil {
 		s.vsock.Close()
 		s.vsock = nil
@@ -165,6 +217,7 @@ func faultf(format string, args ...any) *fault {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	s.mu.Lock()
+	s.logfLocked("The API server received a %s request on %q with body %q.", methodName(r.Method), r.URL.Path, string(body))
 	status, out, f := s.handleLocked(r, body)
 	if f != nil {
 		status, out = f.status, map[string]string{"fault_message": f.msg}
@@ -182,6 +235,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.OnRequest != nil {
 		s.OnRequest(rec)
 	}
+}
+
+// methodName is the method as Firecracker's log spells it ("Put").
+func methodName(m string) string {
+	if m == "" {
+		return m
+	}
+	return m[:1] + strings.ToLower(m[1:])
 }
 
 func (s *Server) handleLocked(r *http.Request, body []byte) (int, any, *fault) {
@@ -259,6 +320,16 @@ func (s *Server) applyLocked(method, path string, params map[string]string, m ma
 		if err := s.bindVsockLocked(m["uds_path"].(string)); err != nil {
 			return 0, nil, err
 		}
+	case "/logger":
+		if p, ok := m["log_path"].(string); ok {
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return 0, nil, faultf("Cannot open log_path %s: %v", p, err)
+			}
+			s.log = f
+		}
+	case "/boot-source":
+		s.bootArgs, _ = m["boot_args"].(string)
 	case "/vm":
 		if m["state"] == "Paused" {
 			s.state = "Paused"
@@ -282,12 +353,14 @@ func (s *Server) actionLocked(action string) (int, any, *fault) {
 			}
 		}
 		s.state = "Running"
-		fmt.Fprintf(s.Stdout, "[    0.000000] Linux version 6.1.0-fake (fctest) guest %s\n", s.id)
+		s.startGuestLocked()
 	case "SendCtrlAltDel":
 		if s.state == "Not started" {
 			return 0, nil, faultf("The requested operation is not supported before starting the microVM.")
 		}
-		fmt.Fprintf(s.Stdout, "[    9.000000] reboot: Power down\n")
+		if !s.IgnoreCtrlAltDel {
+			s.rebootLocked() // systemd's ctrl-alt-del.target reboots
+		}
 	case "FlushMetrics":
 		if !s.configured["/metrics"] {
 			return 0, nil, faultf("The metrics system is not initialized.")
@@ -308,6 +381,7 @@ func (s *Server) bindVsockLocked(path string) *fault {
 		s.vsock.Close()
 	}
 	s.vsock = l
+	go s.serveVsock(l)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSpecIsVerbatim(t *testing.T) {
@@ -133,5 +134,97 @@ func TestStrictValidationAndOrdering(t *testing.T) {
 	}
 	if got := len(srv.Requests()); got != len(steps)+1 {
 		t.Errorf("recorded %d requests, want %d", got, len(steps)+1)
+	}
+}
+
+// Like Firecracker, the fake logs to stdout (the serial console) until a
+// logger is set, and to the logger's file after.
+func TestLogsGoToStdoutUntilALoggerIsSet(t *testing.T) {
+	srv, do := serve(t)
+	var stdout strings.Builder
+	srv.Stdout = &stdout
+	srv.Logf("Running Firecracker v%s", Version)
+	do("GET", "/", "")
+	logFile := filepath.Join(t.TempDir(), "fc.log")
+	os.WriteFile(logFile, nil, 0o600)
+	if status, body := do("PUT", "/logger", `{"log_path":"`+logFile+`","level":"Info"}`); status != 204 {
+		t.Fatalf("PUT /logger = %d %s", status, body)
+	}
+	do("GET", "/version", "")
+	out := stdout.String()
+	if !strings.Contains(out, "Running Firecracker v"+Version) || !strings.Contains(out, `received a Get request on "/"`) {
+		t.Errorf("stdout before the logger = %q", out)
+	}
+	if strings.Contains(out, "/version") {
+		t.Errorf("a request after PUT /logger reached stdout: %q", out)
+	}
+	if b, _ := os.ReadFile(logFile); !strings.Contains(string(b), `request on "/version"`) {
+		t.Errorf("log file = %q", b)
+	}
+}
+
+// bootedFake configures and starts a fake whose guest boots at once.
+func bootedFake(t *testing.T, bootArgs string) (*Server, func(method, path, body string) (int, string), chan struct{}) {
+	t.Helper()
+	srv, do := serve(t)
+	srv.BootDelay = time.Millisecond
+	exited := make(chan struct{}, 1)
+	srv.OnExit = func() { exited <- struct{}{} }
+	kernel := filepath.Join(t.TempDir(), "vmlinux")
+	os.WriteFile(kernel, []byte("x"), 0o644)
+	for _, r := range [][2]string{
+		{"/boot-source", `{"kernel_image_path":"` + kernel + `","boot_args":"` + bootArgs + `"}`},
+		{"/machine-config", `{"vcpu_count":1,"mem_size_mib":128}`},
+		{"/actions", `{"action_type":"InstanceStart"}`},
+	} {
+		if status, body := do("PUT", r[0], r[1]); status != 204 {
+			t.Fatalf("PUT %s = %d %s", r[0], status, body)
+		}
+	}
+	for srv.GuestState() != guestUp {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return srv, do, exited
+}
+
+// Ctrl-Alt-Del reboots the guest: with reboot=k the process ends, without
+// it the guest only halts (and a halted guest ignores the keys).
+func TestCtrlAltDelEndsTheProcessOnlyWithRebootK(t *testing.T) {
+	for _, tt := range []struct {
+		args      string
+		wantState string
+		wantExit  bool
+	}{
+		{"console=ttyS0 reboot=k panic=1", guestRebooting, true},
+		{"console=ttyS0 panic=1", guestHalted, false},
+	} {
+		srv, do, exited := bootedFake(t, tt.args)
+		if status, body := do("PUT", "/actions", `{"action_type":"SendCtrlAltDel"}`); status != 204 {
+			t.Fatalf("SendCtrlAltDel = %d %s", status, body)
+		}
+		select {
+		case <-exited:
+			if !tt.wantExit {
+				t.Errorf("%q: the process ended", tt.args)
+			}
+		case <-time.After(200 * time.Millisecond):
+			if tt.wantExit {
+				t.Errorf("%q: the process kept running", tt.args)
+			}
+		}
+		if got := srv.GuestState(); got != tt.wantState {
+			t.Errorf("%q: guest %s, want %s", tt.args, got, tt.wantState)
+		}
+	}
+}
+
+func TestPowerAction(t *testing.T) {
+	for argv, want := range map[string]string{
+		"systemctl poweroff --no-block": "poweroff", "poweroff": "poweroff", "/usr/bin/systemctl reboot": "reboot",
+		"reboot": "reboot", "systemctl halt": "poweroff", "rm -rf /": "", "systemctl": "", "systemctl status ssh": "",
+	} {
+		if got := powerAction(strings.Fields(argv)); got != want {
+			t.Errorf("powerAction(%q) = %q, want %q", argv, got, want)
+		}
 	}
 }
