@@ -29,7 +29,7 @@ func daemonCmd(e *env) *cobra.Command {
 	logs := &cobra.Command{Use: "logs", Short: "Print the daemon's log", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonLogs(cmd.Context(), follow) }}
 	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
-	cmd.AddCommand(logs)
+	cmd.AddCommand(logs, daemonMetricsCmd(e))
 	return cmd
 }
 
