@@ -72,6 +72,8 @@ type Server struct {
 	// line appears (default 300ms); Silent guests never write or answer.
 	BootDelay time.Duration
 	Silent    bool
+	// ShutdownDelay is how long a guest shutdown takes (default 200ms).
+	ShutdownDelay time.Duration
 	// IgnoreCtrlAltDel: the guest does not act on SendCtrlAltDel.
 	IgnoreCtrlAltDel bool
 	// OnExit, when set, is called when the process should end (a guest
@@ -359,7 +361,7 @@ func (s *Server) actionLocked(action string) (int, any, *fault) {
 			return 0, nil, faultf("The requested operation is not supported before starting the microVM.")
 		}
 		if !s.IgnoreCtrlAltDel {
-			s.rebootLocked() // systemd's ctrl-alt-del.target reboots
+			s.shutdownLocked("reboot") // systemd's ctrl-alt-del.target
 		}
 	case "FlushMetrics":
 		if !s.configured["/metrics"] {

@@ -167,7 +167,7 @@ func TestLogsGoToStdoutUntilALoggerIsSet(t *testing.T) {
 func bootedFake(t *testing.T, bootArgs string) (*Server, func(method, path, body string) (int, string), chan struct{}) {
 	t.Helper()
 	srv, do := serve(t)
-	srv.BootDelay = time.Millisecond
+	srv.BootDelay, srv.ShutdownDelay = time.Millisecond, time.Millisecond
 	exited := make(chan struct{}, 1)
 	srv.OnExit = func() { exited <- struct{}{} }
 	kernel := filepath.Join(t.TempDir(), "vmlinux")
@@ -207,7 +207,7 @@ func TestCtrlAltDelEndsTheProcessOnlyWithRebootK(t *testing.T) {
 			if !tt.wantExit {
 				t.Errorf("%q: the process ended", tt.args)
 			}
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(300 * time.Millisecond):
 			if tt.wantExit {
 				t.Errorf("%q: the process kept running", tt.args)
 			}

@@ -28,12 +28,15 @@ import (
 //     The agent answers health and clock, and exec of `systemctl poweroff`
 //     / `systemctl reboot` (or plain `poweroff` / `reboot`): anything else
 //     fails with exit code 127 (it runs nothing on the host).
-//   - Power-off halts the guest: Firecracker has no ACPI power-off, so the
-//     process keeps running (its API still answers) until killed.
-//   - A reboot (the agent's, or SendCtrlAltDel: systemd's ctrl-alt-del
-//     target reboots) ends the process when the boot args carry reboot=k
-//     (the i8042 reset Firecracker catches); without it the guest halts.
-//     A halted guest ignores SendCtrlAltDel.
+//   - A shutdown (the agent's power-off or reboot, or SendCtrlAltDel:
+//     systemd's ctrl-alt-del target reboots) takes ShutdownDelay, during
+//     which the guest ignores SendCtrlAltDel (systemd's queued shutdown job
+//     is irreversible).
+//   - Power-off then halts the guest: Firecracker has no ACPI power-off,
+//     so the process keeps running (its API still answers) until killed.
+//   - A reboot ends the process when the boot args carry reboot=k (the
+//     i8042 reset Firecracker catches); without it the guest halts. A
+//     halted guest ignores SendCtrlAltDel.
 //
 // The agent protocol is internal/agent's (see its package doc): one yamux
 // session per connection, a JSON request line per stream, binary frames
@@ -44,6 +47,7 @@ const (
 	guestOff       = "off"       // before InstanceStart
 	guestBooting   = "booting"   // kernel not yet on the console
 	guestUp        = "up"        // console active, agent answering
+	guestStopping  = "stopping"  // shutting down (ShutdownDelay)
 	guestHalted    = "halted"    // powered off: vCPUs halted, process alive
 	guestRebooting = "rebooting" // reset with reboot=k: the process ends
 )
@@ -54,8 +58,11 @@ const (
 	frameError = 8 // start failure text
 )
 
-// defaultBootDelay is how long the fake kernel takes to reach the console.
-const defaultBootDelay = 300 * time.Millisecond
+// Default delays: the fake kernel's time to the console, and a shutdown's.
+const (
+	defaultBootDelay     = 300 * time.Millisecond
+	defaultShutdownDelay = 200 * time.Millisecond
+)
 
 // startGuestLocked boots the fake guest after InstanceStart.
 func (s *Server) startGuestLocked() {
@@ -88,11 +95,30 @@ func (s *Server) GuestState() string {
 	return s.guest
 }
 
-// poweroffLocked halts the guest; the process keeps running.
-func (s *Server) poweroffLocked() {
+// shutdownLocked begins a shutdown ending in action ("poweroff" or
+// "reboot"); a guest already shutting down, halted or off ignores it.
+func (s *Server) shutdownLocked(action string) {
 	if s.guest != guestUp && s.guest != guestBooting {
 		return
 	}
+	s.guest = guestStopping
+	delay := s.ShutdownDelay
+	if delay == 0 {
+		delay = defaultShutdownDelay
+	}
+	time.AfterFunc(delay, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if action == "reboot" {
+			s.rebootLocked()
+		} else {
+			s.poweroffLocked()
+		}
+	})
+}
+
+// poweroffLocked halts the guest; the process keeps running.
+func (s *Server) poweroffLocked() {
 	fmt.Fprintf(s.Stdout, "[   42.000000] reboot: Power down\n")
 	s.guest = guestHalted
 	s.dropAgentsLocked()
@@ -100,9 +126,6 @@ func (s *Server) poweroffLocked() {
 
 // rebootLocked resets the guest: with reboot=k the process ends (OnExit).
 func (s *Server) rebootLocked() {
-	if s.guest != guestUp && s.guest != guestBooting {
-		return
-	}
 	fmt.Fprintf(s.Stdout, "[   42.000000] reboot: Restarting system\n")
 	s.dropAgentsLocked()
 	if !slices.Contains(strings.Fields(s.bootArgs), "reboot=k") {
@@ -228,15 +251,9 @@ func (s *Server) exec(st net.Conn, req agent.Request) {
 		return
 	}
 	writeFrame(st, frameExit, binary.BigEndian.AppendUint32(nil, 0))
-	time.AfterFunc(20*time.Millisecond, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if action == "reboot" {
-			s.rebootLocked()
-		} else {
-			s.poweroffLocked()
-		}
-	})
+	s.mu.Lock()
+	s.shutdownLocked(action)
+	s.mu.Unlock()
 }
 
 // powerAction maps a command line to "poweroff", "reboot" or "".
