@@ -179,7 +179,7 @@ func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest, re
 		VCPUs: or(req.VCPUs, m.cfg.VCPUs), MemoryMiB: or(req.MemoryMiB, int(int64(m.cfg.Memory)>>20)),
 		DiskBytes: or64(req.DiskBytes, int64(m.cfg.DiskSize)),
 	}
-	if err := m.checkResources(v, img); err != nil {
+	if err := m.checkResources(v, img, e.Info()); err != nil {
 		return api.VM{}, api.Image{}, err
 	}
 	dir := m.vmDir(name)
@@ -223,8 +223,13 @@ func checkImageBoots(img api.Image, info vmm.Info) error {
 	return nil
 }
 
-// checkResources refuses sizes beyond what the host has.
-func (m *Manager) checkResources(v api.VM, img api.Image) error {
+// checkResources refuses sizes beyond what the host, or the engine
+// described by info, has.
+func (m *Manager) checkResources(v api.VM, img api.Image, info vmm.Info) error {
+	if info.MaxVCPUs > 0 && v.VCPUs > info.MaxVCPUs {
+		return api.Invalid("vcpus %d is out of range: %s runs at most %d vcpus", v.VCPUs, info.Name, info.MaxVCPUs).
+			WithFix(fmt.Sprintf("use --vcpus between 1 and %d", min(info.MaxVCPUs, runtime.NumCPU())))
+	}
 	if v.VCPUs < 1 || v.VCPUs > runtime.NumCPU() {
 		return api.Invalid("vcpus %d is out of range: this host has %d CPUs", v.VCPUs, runtime.NumCPU()).
 			WithFix(fmt.Sprintf("use --vcpus between 1 and %d", runtime.NumCPU()))

@@ -11,6 +11,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/disk"
 	"banger/internal/vmm"
+	"banger/internal/vmm/proc"
 )
 
 // handlesFileName is the scratch file in each VM dir that lets a restarted
@@ -128,7 +129,11 @@ func (m *Manager) handlesOf(v api.VM) *Handles {
 }
 
 // vmAlive is the one liveness check used everywhere: the VM has handles and
-// its engine process runs.
+// its engine process runs. When this daemon has not loaded the VM's engine
+// (its binary moved, its probe failed) the engine cannot check; a process
+// that still exists under the recorded pid then counts as alive, so that
+// nothing tears down — or boots a second engine over — a guest that may
+// still run (see unloadedEngine).
 func (m *Manager) vmAlive(v api.VM) (*Handles, bool) {
 	h := m.handlesOf(v)
 	if h == nil || h.VMM.PID <= 0 {
@@ -136,7 +141,32 @@ func (m *Manager) vmAlive(v api.VM) (*Handles, bool) {
 	}
 	e, ok := m.engines[h.Engine]
 	if !ok {
-		return h, false
+		return h, pidExists(h.VMM.PID)
 	}
 	return h, e.Alive(h.VMM)
+}
+
+// pidExists reports whether a process (not a zombie) has pid.
+func pidExists(pid int) bool {
+	st, err := proc.State(pid)
+	return err == nil && st != 'Z' && st != 'X'
+}
+
+// unloadedEngine returns the error (with the fix) for an operation on a VM
+// whose engine process may run but whose engine this daemon has not
+// loaded, or nil when h's engine is loaded (or h has no process).
+func (m *Manager) unloadedEngine(v api.VM, h *Handles) error {
+	if h == nil || h.VMM.PID <= 0 {
+		return nil
+	}
+	if _, ok := m.engines[h.Engine]; ok {
+		return nil
+	}
+	why := m.unavailable[h.Engine]
+	if why == "" {
+		why = "it is not configured"
+	}
+	return api.FailedPrecondition("vm %q runs on engine %s (pid %d), which this daemon has not loaded (%s); the vm is left as it is",
+		v.Name, h.Engine, h.VMM.PID, why).
+		WithFix("make " + h.Engine + " usable again (see banger doctor) and restart bangerd")
 }

@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/progress"
+	"banger/internal/vmm"
 )
 
 // Delete stage names, in order.
@@ -32,7 +33,10 @@ func (m *Manager) Start(ctx context.Context, name string, rep progress.Reporter)
 		return api.VM{}, err
 	}
 	defer unlock()
-	if _, alive := m.vmAlive(v); alive {
+	if h, alive := m.vmAlive(v); alive {
+		if err := m.unloadedEngine(v, h); err != nil {
+			return v, err
+		}
 		return v, api.FailedPrecondition("vm %q is already running", v.Name).WithFix("banger vm restart " + v.Name)
 	}
 	if v.Runtime.State == api.VMCreating || v.Runtime.State == api.VMDeleting {
@@ -98,13 +102,16 @@ func (m *Manager) Stop(ctx context.Context, name string, rep progress.Reporter) 
 func (m *Manager) stopLocked(ctx context.Context, v *api.VM, reason string) error {
 	h, alive := m.vmAlive(*v)
 	if alive {
+		if err := m.unloadedEngine(*v, h); err != nil {
+			return err
+		}
 		e, err := m.engine(h.Engine)
 		if err != nil {
 			return err
 		}
 		v.Runtime.State = api.VMStopping
 		m.st.UpdateVMRuntime(ctx, v.ID, v.Runtime)
-		m.guestPoweroff(ctx, v, h)
+		m.guestShutdown(ctx, v, h, e.Info().GuestShutdown)
 		if err := e.Stop(ctx, h.VMM, stopTimeout); err != nil {
 			return fmt.Errorf("stopping vm %s: %w", v.Name, err)
 		}
@@ -169,7 +176,12 @@ func (m *Manager) Delete(ctx context.Context, name string, rep progress.Reporter
 }
 
 func (m *Manager) deleteLocked(ctx context.Context, v *api.VM, rep progress.Reporter) error {
-	h, _ := m.vmAlive(*v)
+	h, alive := m.vmAlive(*v)
+	if alive {
+		if err := m.unloadedEngine(*v, h); err != nil {
+			return err
+		}
+	}
 	v.Runtime.State = api.VMDeleting
 	if err := m.st.UpdateVMRuntime(ctx, v.ID, v.Runtime); err != nil {
 		return err
@@ -254,7 +266,11 @@ func (m *Manager) Edit(ctx context.Context, name string, req api.VMEditRequest) 
 	nv.VCPUs = or(req.VCPUs, v.VCPUs)
 	nv.MemoryMiB = or(req.MemoryMiB, v.MemoryMiB)
 	nv.DiskBytes = or64(req.DiskBytes, v.DiskBytes)
-	if err := m.checkResources(nv, img); err != nil {
+	var info vmm.Info
+	if e, err := m.engine(v.Runtime.Engine); err == nil {
+		info = e.Info()
+	}
+	if err := m.checkResources(nv, img, info); err != nil {
 		return v, err
 	}
 	if nv.DiskBytes < v.DiskBytes {
@@ -287,19 +303,24 @@ func (m *Manager) Detail(ctx context.Context, name string) (api.VMDetail, error)
 	return d, nil
 }
 
-// guestPoweroff asks the guest, through its agent, to power off cleanly
-// (flushing the work disk). Minimal guests have nothing listening to the
-// ACPI power button, so without this the engine's graceful stop would wait
-// its whole timeout and then kill the guest. Failures are only logged: the
-// engine's stop follows either way.
-func (m *Manager) guestPoweroff(ctx context.Context, v *api.VM, h *Handles) {
+// guestShutdown asks the guest, through its agent, to shut down cleanly
+// (flushing the work disk) the way that ends its engine process: power off
+// (QEMU), or reboot where the engine has no power-off and exits on a guest
+// reset (Firecracker; see vmm.Info.GuestShutdown). Minimal guests have
+// nothing listening to the ACPI power button, so without this the engine's
+// graceful stop would wait its whole timeout and then kill the guest.
+// Failures are only logged: the engine's stop follows either way.
+func (m *Manager) guestShutdown(ctx context.Context, v *api.VM, h *Handles, action string) {
+	if action != vmm.ShutdownReboot {
+		action = vmm.ShutdownPoweroff
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	c, err := m.agentFor(ctx, v.ID, h)
 	if err == nil {
-		_, err = c.Exec(ctx, api.ExecRequest{Argv: []string{"systemctl", "poweroff", "--no-block"}}, nil, io.Discard, io.Discard)
+		_, err = c.Exec(ctx, api.ExecRequest{Argv: []string{"systemctl", action, "--no-block"}}, nil, io.Discard, io.Discard)
 	}
 	if err != nil {
-		m.log.Info("guest poweroff through the agent failed; the engine stops it", "vm", v.Name, "err", err)
+		m.log.Info("guest shutdown through the agent failed; the engine stops it", "vm", v.Name, "action", action, "err", err)
 	}
 }

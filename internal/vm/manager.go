@@ -63,9 +63,12 @@ type Options struct {
 	DefaultEngine string
 	// EngineReason says why DefaultEngine was chosen (shown by status/doctor).
 	EngineReason string
-	Disk         disk.Driver
-	WorkDisks    WorkDisks
-	Net          Network
+	// Unavailable says, by engine name, why an engine is not in Engines;
+	// VMs still running on it are kept and shown with this reason.
+	Unavailable map[string]string
+	Disk        disk.Driver
+	WorkDisks   WorkDisks
+	Net         Network
 	// VMsDir holds one dir per VM (on the same filesystem as the images when
 	// the disk driver reflinks).
 	VMsDir string
@@ -84,14 +87,16 @@ type Manager struct {
 	engines   map[string]vmm.Engine
 	defEngine string
 	engReason string
-	disk      disk.Driver
-	work      WorkDisks
-	net       Network
-	vmsDir    string
-	log       *slog.Logger
-	hook      func(op, stage string)
-	bootSem   chan struct{}
-	healer    ImageHealer // set once by SetImageHealer before serving
+	// unavailable: why engines are not loaded, by name (read-only).
+	unavailable map[string]string
+	disk        disk.Driver
+	work        WorkDisks
+	net         Network
+	vmsDir      string
+	log         *slog.Logger
+	hook        func(op, stage string)
+	bootSem     chan struct{}
+	healer      ImageHealer // set once by SetImageHealer before serving
 
 	mu      sync.Mutex
 	handles map[string]*Handles      // by VM ID; guarded by mu
@@ -126,7 +131,7 @@ func New(o Options) (*Manager, error) {
 	}
 	return &Manager{
 		cfg: o.Config, st: o.Store, engines: o.Engines, defEngine: o.DefaultEngine,
-		engReason: o.EngineReason, disk: o.Disk, work: o.WorkDisks, net: o.Net,
+		engReason: o.EngineReason, unavailable: o.Unavailable, disk: o.Disk, work: o.WorkDisks, net: o.Net,
 		vmsDir: o.VMsDir, log: log, hook: o.Hook,
 		bootSem: make(chan struct{}, n),
 		handles: map[string]*Handles{}, agents: map[string]*agent.Client{},

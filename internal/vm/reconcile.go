@@ -16,8 +16,12 @@ import (
 // back; one that was still booting is "starting" again and its readiness
 // finishes in the background); a dead one has its kernel state (tap, loops, dm) torn down and is
 // marked stopped — or failed when it died during create — with the reason.
-// Deletes interrupted by a crash are finished. listTaps returns banger's
-// taps on the host; non-pool ones no live VM uses are deleted.
+// Deletes interrupted by a crash are finished. A VM whose engine this
+// daemon has not loaded but whose process still exists is kept exactly as
+// it is (tap claimed, DNS name back, state unchanged) with the reason in
+// its last error; operations on it refuse with that reason. listTaps
+// returns banger's taps on the host; non-pool ones no live VM uses are
+// deleted.
 func (m *Manager) Reconcile(ctx context.Context, listTaps func() ([]string, error)) error {
 	vms, err := m.st.ListVMs(ctx)
 	if err != nil {
@@ -56,6 +60,9 @@ func (m *Manager) Reconcile(ctx context.Context, listTaps func() ([]string, erro
 func (m *Manager) reconcileOne(ctx context.Context, v api.VM) (string, error) {
 	log := m.log.With("vm", v.Name)
 	h, alive := m.vmAlive(v)
+	if err := m.unloadedEngine(v, h); alive && err != nil {
+		return m.keepUnloaded(ctx, v, h, err)
+	}
 	switch v.Runtime.State {
 	case api.VMDeleting:
 		log.Info("reconcile: finishing an interrupted delete")
@@ -105,4 +112,16 @@ func (m *Manager) reconcileOne(ctx context.Context, v api.VM) (string, error) {
 		}
 		return "", nil
 	}
+}
+
+// keepUnloaded keeps a VM whose engine is not loaded but whose process may
+// run: nothing is torn down or changed but its last error, which says why.
+func (m *Manager) keepUnloaded(ctx context.Context, v api.VM, h *Handles, why error) (string, error) {
+	m.log.Warn("reconcile: vm kept; its engine is not loaded", "vm", v.Name, "engine", h.Engine, "pid", h.VMM.PID, "state", v.Runtime.State)
+	m.net.MarkInUse(h.Tap)
+	if ip, err := netip.ParseAddr(v.Runtime.GuestIP); err == nil {
+		m.net.SetHost(v.Name, ip)
+	}
+	v.Runtime.LastError = why.Error()
+	return h.Tap, m.st.UpdateVMRuntime(ctx, v.ID, v.Runtime)
 }

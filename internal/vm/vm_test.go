@@ -28,10 +28,11 @@ import (
 
 // fakeNet records taps handed out.
 type fakeNet struct {
-	mu    sync.Mutex
-	inUse map[string]bool
-	hosts map[string]netip.Addr
-	n     int
+	mu         sync.Mutex
+	inUse      map[string]bool
+	hosts      map[string]netip.Addr
+	n          int
+	deleteHook func(tap string) // sees DeleteTap calls, when set
 }
 
 func newFakeNet() *fakeNet {
@@ -52,15 +53,20 @@ func (f *fakeNet) ReleaseTap(_ context.Context, n string) error {
 	delete(f.inUse, n)
 	return nil
 }
-func (f *fakeNet) MarkInUse(n string)                          { f.mu.Lock(); f.inUse[n] = true; f.mu.Unlock() }
-func (f *fakeNet) DeleteTap(_ context.Context, n string) error { return f.ReleaseTap(nil, n) }
-func (f *fakeNet) Gateway() netip.Addr                         { return netip.MustParseAddr("10.203.0.1") }
-func (f *fakeNet) Netmask() string                             { return "255.255.255.0" }
-func (f *fakeNet) SetHost(n string, ip netip.Addr)             { f.mu.Lock(); f.hosts[n] = ip; f.mu.Unlock() }
-func (f *fakeNet) RemoveHost(n string)                         { f.mu.Lock(); delete(f.hosts, n); f.mu.Unlock() }
-func (f *fakeNet) TapStats(string) (int64, int64, error)       { return 0, 0, nil }
-func (f *fakeNet) taps() int                                   { f.mu.Lock(); defer f.mu.Unlock(); return len(f.inUse) }
-func (f *fakeNet) hostCount() int                              { f.mu.Lock(); defer f.mu.Unlock(); return len(f.hosts) }
+func (f *fakeNet) MarkInUse(n string) { f.mu.Lock(); f.inUse[n] = true; f.mu.Unlock() }
+func (f *fakeNet) DeleteTap(_ context.Context, n string) error {
+	if f.deleteHook != nil {
+		f.deleteHook(n)
+	}
+	return f.ReleaseTap(nil, n)
+}
+func (f *fakeNet) Gateway() netip.Addr                   { return netip.MustParseAddr("10.203.0.1") }
+func (f *fakeNet) Netmask() string                       { return "255.255.255.0" }
+func (f *fakeNet) SetHost(n string, ip netip.Addr)       { f.mu.Lock(); f.hosts[n] = ip; f.mu.Unlock() }
+func (f *fakeNet) RemoveHost(n string)                   { f.mu.Lock(); delete(f.hosts, n); f.mu.Unlock() }
+func (f *fakeNet) TapStats(string) (int64, int64, error) { return 0, 0, nil }
+func (f *fakeNet) taps() int                             { f.mu.Lock(); defer f.mu.Unlock(); return len(f.inUse) }
+func (f *fakeNet) hostCount() int                        { f.mu.Lock(); defer f.mu.Unlock(); return len(f.hosts) }
 
 // scriptEngine fails Start on demand or starts a real sleep process that
 // writes to the serial log (a guest whose agent never answers).
