@@ -34,6 +34,17 @@ func services(cfg config.Config, st *store.Store, log *slog.Logger) (daemon.VMSe
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	caps := hostcap.Probe(ctx, cfg)
+	// The Firecracker engine is built before the choice so that its own
+	// report (Info) counts; it is registered only when usable.
+	var fc *firecracker.Engine
+	if caps.Firecracker.OK {
+		fc = firecracker.New(firecracker.Config{
+			Binary: caps.Firecracker.Path, Version: caps.Firecracker.Version,
+			JailerBinary: cfg.JailerBin, JailerUID: cfg.JailerUID, JailerGID: cfg.JailerGID,
+			ChrootBase: filepath.Join(cfg.StateDir, "jailer"),
+		})
+		caps = caps.WithEngine(fc.Info())
+	}
 	engine, accel, reason, err := hostcap.ChooseEngine(cfg, caps)
 	if err != nil {
 		return nil, nil, nil, err
@@ -66,12 +77,12 @@ func services(cfg config.Config, st *store.Store, log *slog.Logger) (daemon.VMSe
 	engines := map[string]vmm.Engine{
 		vmm.QEMU: qemu.New(qemu.Config{Binary: cfg.QEMUBin, Accel: accel, TSCkHz: int(caps.HostTSCkHz), VhostVsock: caps.VhostVsock.OK}),
 	}
-	if caps.Firecracker.OK {
-		engines[vmm.Firecracker] = firecracker.New(firecracker.Config{
-			Binary: caps.Firecracker.Path, JailerBinary: cfg.JailerBin,
-			JailerUID: cfg.JailerUID, JailerGID: cfg.JailerGID,
-			ChrootBase: filepath.Join(cfg.StateDir, "jailer"),
-		})
+	unavailable := map[string]string{}
+	if ok, why, _ := caps.FirecrackerUsable(); ok {
+		engines[vmm.Firecracker] = fc
+	} else {
+		unavailable[vmm.Firecracker] = why
+		log.Info("firecracker engine not loaded", "reason", why)
 	}
 
 	net, err := netw.New(netw.Config{Bridge: cfg.BridgeName, Subnet: cfg.Subnet, TapPoolSize: cfg.TapPoolSize}, log.With("component", "netw"))
@@ -83,7 +94,7 @@ func services(cfg config.Config, st *store.Store, log *slog.Logger) (daemon.VMSe
 	}
 
 	mgr, err := vm.New(vm.Options{
-		Config: cfg, Store: st, Engines: engines, DefaultEngine: engine, EngineReason: reason,
+		Config: cfg, Store: st, Engines: engines, DefaultEngine: engine, EngineReason: reason, Unavailable: unavailable,
 		Disk: diskDriver(driver, cfg), WorkDisks: workDisks{}, Net: net,
 		VMsDir: filepath.Join(dataDir, "vms"), Log: log.With("component", "vm"),
 		Hook: crashHook(log),

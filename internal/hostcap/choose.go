@@ -41,9 +41,11 @@ func (c Caps) Accel(cfg config.Config) (accel string, reason string) {
 // ChooseEngine picks the engine and accelerator for new VMs.
 //
 // cfg.Engine "firecracker" or "qemu" forces the engine; the error (with a
-// fix) says why it cannot run here. "auto" picks Firecracker when its binary
-// (≥ 1.8) exists and KVM is usable, else QEMU with KVM when usable, else QEMU
-// with TCG; it fails only when QEMU is missing too.
+// fix) says why it cannot run here. "auto" picks Firecracker when it is
+// usable (FirecrackerUsable: its binary ≥ 1.8, the configured jailer of the
+// same release, the engine's own Info folded in by WithEngine) and KVM is
+// usable, else QEMU with KVM when usable, else QEMU with TCG; it fails only
+// when QEMU is missing too.
 func ChooseEngine(cfg config.Config, c Caps) (engine, accel, reason string, err error) {
 	switch cfg.Engine {
 	case vmm.Firecracker:
@@ -56,14 +58,15 @@ func ChooseEngine(cfg config.Config, c Caps) (engine, accel, reason string, err 
 			WithFix(`set engine to "auto", "firecracker" or "qemu"`)
 	}
 	accel, accelWhy := c.Accel(cfg)
-	if c.Firecracker.OK && accel == AccelKVM && c.KVM.Present {
+	fcOK, fcWhy, _ := c.FirecrackerUsable()
+	if fcOK && accel == AccelKVM && c.KVM.Present {
 		return vmm.Firecracker, AccelKVM,
 			fmt.Sprintf("firecracker %s is installed and %s", c.Firecracker.Version, accelWhy), nil
 	}
 	var notFC string
 	switch {
-	case !c.Firecracker.OK:
-		notFC = c.Firecracker.Detail
+	case !fcOK:
+		notFC = fcWhy
 	case accel == AccelTCG:
 		notFC = "firecracker needs KVM"
 	default:
@@ -77,9 +80,9 @@ func ChooseEngine(cfg config.Config, c Caps) (engine, accel, reason string, err 
 }
 
 func chooseFirecracker(cfg config.Config, c Caps) (string, string, string, error) {
-	if !c.Firecracker.OK {
-		return "", "", "", api.FailedPrecondition(`engine = "firecracker" but %s`, c.Firecracker.Detail).
-			WithFix(c.Firecracker.Fix + `, or set engine = "qemu"`)
+	if ok, why, fix := c.FirecrackerUsable(); !ok {
+		return "", "", "", api.FailedPrecondition(`engine = "firecracker" but %s`, why).
+			WithFix(fix + `, or set engine = "qemu"`)
 	}
 	switch {
 	case cfg.Accel == AccelTCG:
@@ -92,6 +95,52 @@ func chooseFirecracker(cfg config.Config, c Caps) (string, string, string, error
 			WithFix(kvmHWFix + `, or set engine = "qemu"`)
 	}
 	return vmm.Firecracker, AccelKVM, `engine = "firecracker" in the config; KVM is usable`, nil
+}
+
+const jailerFix = "install firecracker and the jailer from the same release (https://github.com/firecracker-microvm/firecracker/releases), or clear jailer_bin in the config"
+
+// FirecrackerUsable says whether Firecracker can run VMs here, or why not
+// and the fix: its binary must work and, when a jailer is configured, the
+// jailer must work and be the same version (Firecracker's jailer.md: both
+// come from one release).
+func (c Caps) FirecrackerUsable() (ok bool, why, fix string) {
+	if !c.Firecracker.OK {
+		return false, c.Firecracker.Detail, c.Firecracker.Fix
+	}
+	if j := c.Jailer; j != nil {
+		if !j.OK {
+			return false, j.Detail, j.Fix
+		}
+		if j.Version != c.Firecracker.Version {
+			return false, fmt.Sprintf("jailer %s at %s is not the same version as firecracker %s", j.Version, j.Path, c.Firecracker.Version), jailerFix
+		}
+	}
+	return true, "", ""
+}
+
+// WithEngine folds an engine's own report into c: an engine whose Info is
+// not Available is not usable, whatever the probe found. (Only engines
+// built before the choice can be folded in: Firecracker's; QEMU's engine
+// needs the chosen accel.)
+func (c Caps) WithEngine(info vmm.Info) Caps {
+	if info.Available {
+		return c
+	}
+	var b *Binary
+	switch info.Name {
+	case vmm.Firecracker:
+		b = &c.Firecracker
+	case vmm.QEMU:
+		b = &c.QEMU
+	default:
+		return c
+	}
+	b.OK = false
+	b.Detail = info.Name + " engine unavailable: " + info.Reason
+	if b.Fix == "" {
+		b.Fix = "see banger doctor"
+	}
+	return c
 }
 
 // chooseQEMU finishes a QEMU choice; why says why QEMU (not Firecracker).

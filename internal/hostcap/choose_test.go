@@ -6,6 +6,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/vmm"
 )
 
 // synthetic hosts
@@ -66,6 +67,17 @@ func TestChooseEngine(t *testing.T) {
 		{name: "qemu forced hw", engine: "qemu", caps: hwHost(), wantEngine: "qemu", wantAccel: "kvm"},
 		{name: "qemu forced missing", engine: "qemu", caps: with(hwHost(), noQEMU), wantKind: api.KindFailedPrecondition},
 		{name: "unknown engine", engine: "bochs", caps: hwHost(), wantKind: api.KindInvalid},
+		{name: "auto jailer same release", caps: with(hwHost(), jailer("1.10.1", true)), wantEngine: "firecracker", wantAccel: "kvm"},
+		{name: "auto jailer other release", caps: with(hwHost(), jailer("1.9.0", true)), wantEngine: "qemu", wantAccel: "kvm",
+			reason: "jailer 1.9.0 at /usr/local/bin/jailer is not the same version as firecracker 1.10.1"},
+		{name: "auto jailer broken", caps: with(hwHost(), jailer("", false)), wantEngine: "qemu", wantAccel: "kvm", reason: "jailer not found"},
+		{name: "fc forced jailer other release", engine: "firecracker", caps: with(hwHost(), jailer("1.9.0", true)), wantKind: api.KindFailedPrecondition},
+		{name: "fc forced jailer broken", engine: "firecracker", caps: with(hwHost(), jailer("", false)), wantKind: api.KindFailedPrecondition},
+		{name: "auto fc engine unavailable", caps: hwHost().WithEngine(vmm.Info{Name: vmm.Firecracker, Reason: "jailer /x not found"}),
+			wantEngine: "qemu", wantAccel: "kvm", reason: "firecracker engine unavailable: jailer /x not found"},
+		{name: "fc forced engine unavailable", engine: "firecracker", caps: hwHost().WithEngine(vmm.Info{Name: vmm.Firecracker, Reason: "x"}),
+			wantKind: api.KindFailedPrecondition},
+		{name: "auto fc engine available", caps: hwHost().WithEngine(vmm.Info{Name: vmm.Firecracker, Available: true}), wantEngine: "firecracker", wantAccel: "kvm"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +103,27 @@ func TestChooseEngine(t *testing.T) {
 				t.Errorf("reason %q does not contain %q", reason, tt.reason)
 			}
 		})
+	}
+}
+
+// jailer sets a probed jailer of version (ok) or a missing one.
+func jailer(version string, ok bool) func(*Caps) {
+	return func(c *Caps) {
+		if !ok {
+			c.Jailer = &Binary{Cap: Cap{Detail: "jailer not found at /usr/local/bin/jailer", Fix: "install the jailer"}}
+			return
+		}
+		c.Jailer = &Binary{Cap: Cap{OK: true}, Path: "/usr/local/bin/jailer", Version: version}
+	}
+}
+
+func TestFirecrackerUsableJailerFix(t *testing.T) {
+	ok, why, fix := with(hwHost(), jailer("1.9.0", true)).FirecrackerUsable()
+	if ok || !strings.Contains(why, "not the same version") || !strings.Contains(fix, "same release") {
+		t.Errorf("FirecrackerUsable = %v, %q, %q", ok, why, fix)
+	}
+	if ok, _, _ := hwHost().FirecrackerUsable(); !ok {
+		t.Error("no jailer configured: firecracker alone must be usable")
 	}
 }
 
