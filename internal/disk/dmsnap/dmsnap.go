@@ -35,12 +35,13 @@ const MissingReason = "device-mapper missing: modprobe dm_snapshot; apt-get inst
 
 // Driver is the dm-snapshot driver.
 type Driver struct {
-	// CowSize is the size of each COW file in bytes; 0 means the base's
-	// size (the guest can rewrite every block).
+	// CowSize is the size of each COW file in bytes; 0 means
+	// CowSizeFor(the base's size): the guest can rewrite every block.
 	CowSize int64
 }
 
-// New returns the driver with COW files as large as the base.
+// New returns the driver with COW files large enough for a guest to
+// rewrite its whole disk (CowSizeFor).
 func New() *Driver { return &Driver{} }
 
 // Info reports the driver's capabilities; it is available when
@@ -115,7 +116,7 @@ func (d *Driver) Create(ctx context.Context, base, dst string) (disk.Disk, error
 	}
 	cowSize := d.CowSize
 	if cowSize <= 0 {
-		cowSize = st.Size()
+		cowSize = CowSizeFor(st.Size())
 	}
 	r := revert.New()
 	defer r.Fail()
@@ -174,6 +175,26 @@ func setup(ctx context.Context, base, cow string, baseSize int64) (disk.Disk, er
 // bytes) with its COW on cowLoop in 4 KiB chunks.
 func Table(size int64, baseLoop, cowLoop string) string {
 	return fmt.Sprintf("0 %d snapshot %s %s P 8", size/512, baseLoop, cowLoop)
+}
+
+// ChunkBytes is the snapshot's chunk size (Table's "P 8": 8 sectors).
+const ChunkBytes = 8 * 512
+
+// CowSizeFor is the size a persistent snapshot's COW device needs for the
+// guest to rewrite every chunk of a base of baseBytes: a full COW fails
+// writes with EIO and invalidates the snapshot, where a full filesystem
+// would have said ENOSPC. The kernel's persistent exception store
+// (drivers/md/dm-snap-persistent.c) lays the COW out as one header chunk,
+// then areas of one metadata chunk followed by exceptions-per-area data
+// chunks, where a metadata chunk holds chunk_size/16 exceptions (a 16-byte
+// old/new chunk pair each): 256 for 4 KiB chunks. When an area fills, the
+// next area's metadata chunk is zeroed at once, so N data chunks need
+// 1 + N + (floor(N/256) + 1) chunks: the header, the data, and the metadata
+// chunks of areas 0 to floor(N/256).
+func CowSizeFor(baseBytes int64) int64 {
+	const perArea = ChunkBytes / 16
+	n := (baseBytes + ChunkBytes - 1) / ChunkBytes
+	return (1 + n + n/perArea + 1) * ChunkBytes
 }
 
 // Name is the dm target name for the COW file at cow: "banger-" plus the

@@ -86,3 +86,42 @@ func TestUnavailableWithoutDM(t *testing.T) {
 		t.Errorf("Create left %v", ents)
 	}
 }
+
+func TestCowSizeFor(t *testing.T) {
+	const c = dmsnap.ChunkBytes
+	tests := []struct {
+		base int64
+		want int64 // in chunks
+	}{
+		{c, 1 + 1 + 0 + 1},               // header, 1 data chunk, area 0's metadata
+		{c + 1, 1 + 2 + 0 + 1},           // a partial chunk is a whole chunk
+		{255 * c, 1 + 255 + 0 + 1},       // area 0 not full
+		{256 * c, 1 + 256 + 1 + 1},       // area 0 full: area 1's metadata is zeroed at once
+		{257 * c, 1 + 257 + 1 + 1},       // one data chunk in area 1
+		{1 << 30, 1 + 262144 + 1024 + 1}, // 1 GiB: 1024 full areas
+	}
+	for _, tt := range tests {
+		if got := dmsnap.CowSizeFor(tt.base); got != tt.want*c {
+			t.Errorf("CowSizeFor(%d) = %d chunks, want %d", tt.base, got/c, tt.want)
+		}
+		if got := dmsnap.CowSizeFor(tt.base); got <= tt.base {
+			t.Errorf("CowSizeFor(%d) = %d: no room for the metadata", tt.base, got)
+		}
+	}
+	// Cross-check with the kernel's layout: the chunk a data chunk lands on
+	// (and the metadata chunk zeroed after a full area) must be inside.
+	for _, n := range []int64{1, 2, 255, 256, 257, 511, 512, 513, 1000, 65536} {
+		size := dmsnap.CowSizeFor(n*c) / c
+		last := int64(0)
+		for j := int64(0); j < n; j++ {
+			area, k := j/256, j%256
+			last = max(last, 1+area*257+1+k)
+			if k == 255 {
+				last = max(last, 1+(area+1)*257) // next area's metadata, zeroed
+			}
+		}
+		if last >= size {
+			t.Errorf("%d data chunks: chunk %d is outside a COW of %d chunks", n, last, size)
+		}
+	}
+}
