@@ -11,6 +11,7 @@ export GOFLAGS ?= -mod=mod
 
 PREFIX   ?= /usr/local
 BIN      := bin
+DEB_DIR  ?= dist
 VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X banger/internal/buildinfo.Version=$(VERSION)
 GO       ?= go
@@ -21,8 +22,8 @@ APT_PACKAGES      := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables x
                      iproute2 openssh-client util-linux kmod ca-certificates
 APT_TEST_PACKAGES := btrfs-progs chromium
 
-.PHONY: all build deps test-deps install uninstall demo test test-unit test-integration test-live fuzz verify \
-        bench bench-create test-image clean
+.PHONY: all build deps test-deps install uninstall deb test-package demo test test-unit test-integration test-live \
+        fuzz verify bench bench-create test-image clean
 
 all: build
 
@@ -41,17 +42,33 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger-agent ./cmd/banger-agent
 
-## install: binaries to $(PREFIX)/bin, the systemd unit, and a sample config.
+## install: binaries to $(PREFIX)/bin, the systemd unit (its ExecStart is
+## $(PREFIX)/bin/bangerd; KillMode=process, so stopping it leaves VMs running)
+## and the sample config as /etc/banger/config.toml unless that exists.
+## DESTDIR stages it all under another root (then systemd is not reloaded).
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/banger $(DESTDIR)/etc/systemd/system
 	install -m 0755 $(BIN)/banger $(BIN)/bangerd $(BIN)/banger-agent $(DESTDIR)$(PREFIX)/bin/
 	sed 's#@PREFIX@#$(PREFIX)#g' dist/bangerd.service > $(DESTDIR)/etc/systemd/system/bangerd.service
+	chmod 0644 $(DESTDIR)/etc/systemd/system/bangerd.service
 	test -e $(DESTDIR)/etc/banger/config.toml || install -m 0644 config/config.sample.toml $(DESTDIR)/etc/banger/config.toml
-	-systemctl daemon-reload 2>/dev/null
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
+## uninstall: what install put there, except /etc/banger/config.toml (yours now)
+## and the state dir. Stop bangerd first; running VMs are not stopped.
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/banger $(DESTDIR)$(PREFIX)/bin/bangerd $(DESTDIR)$(PREFIX)/bin/banger-agent
 	rm -f $(DESTDIR)/etc/systemd/system/bangerd.service
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+## deb: $(DEB_DIR)/banger_<version>_amd64.deb (nfpm; dist/nfpm.yaml, dist/deb.sh).
+deb: build
+	@BIN='$(BIN)' DEB_DIR='$(DEB_DIR)' APT_PACKAGES='$(APT_PACKAGES)' GO='$(GO)' dist/deb.sh
+
+## test-package: make install into a temp root, and the .deb built, inspected,
+## installed into a throwaway dpkg root and purged (dist/dist_test.go).
+test-package:
+	$(GO) test -count=1 -timeout 5m -v ./dist/
 
 ## demo: make the default image if missing, then run a command in a fresh VM.
 demo: deps build
