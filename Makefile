@@ -3,6 +3,9 @@
 #   sudo make demo   a real VM runs a real command (installs what it needs)
 #   sudo make test   every test: unit, root integration, live VM, fuzz, verify.sh
 #
+# In a root shell (with or without sudo installed) the same targets run as
+# `make demo` / `make test`: nothing here calls sudo itself.
+#
 # Both install their host packages and Go modules themselves.
 
 SHELL := /bin/bash
@@ -22,17 +25,22 @@ APT_PACKAGES      := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables x
                      iproute2 openssh-client util-linux kmod ca-certificates
 APT_TEST_PACKAGES := btrfs-progs chromium
 
-.PHONY: all build deps test-deps install uninstall deb test-package demo test test-unit test-integration test-live \
+.PHONY: all need-root build deps test-deps install uninstall deb test-package demo test test-unit test-integration test-live \
         fuzz verify bench bench-create test-image clean
 
 all: build
 
+## need-root: the targets that make bridges, taps, loop devices or VMs (or
+## install packages) say at once when they are not run as root.
+need-root:
+	@[ "$$(id -u)" -eq 0 ] || { echo "make $(or $(MAKECMDGOALS),all) needs root (packages, bridges, taps, loop devices, VMs): run sudo make $(or $(MAKECMDGOALS),all), or make $(or $(MAKECMDGOALS),all) in a root shell" >&2; exit 1; }
+
 ## deps: install the host packages (apt) and download Go modules.
-deps:
+deps: need-root
 	@scripts/deps.sh $(APT_PACKAGES)
 
 ## test-deps: deps plus what only the tests need.
-test-deps:
+test-deps: need-root
 	@scripts/deps.sh $(APT_PACKAGES) $(APT_TEST_PACKAGES)
 
 ## build: bin/banger, bin/bangerd and the static guest agent bin/banger-agent.
@@ -71,11 +79,11 @@ test-package:
 	$(GO) test -count=1 -timeout 5m -v ./dist/
 
 ## demo: make the default image if missing, then run a command in a fresh VM.
-demo: deps build
+demo: need-root deps build
 	@scripts/demo.sh
 
 ## test: every test (needs root): vet, unit + integration, live VMs, fuzz, verify.sh.
-test: test-deps build test-image
+test: need-root test-deps build test-image
 	$(GO) vet ./...
 	$(MAKE) --no-print-directory test-integration
 	$(MAKE) --no-print-directory test-live
@@ -96,7 +104,7 @@ test-image: build
 	$(GO) run ./internal/testimage/cmd/build-test-image -opencode
 
 ## test-live: real QEMU guests through the real daemon and CLI.
-test-live: build test-image
+test-live: need-root build test-image
 	$(GO) test -count=1 -timeout 50m -parallel 2 -v ./test/live/
 
 ## fuzz: a short run of every fuzz target.
@@ -104,7 +112,7 @@ fuzz:
 	@scripts/fuzz.sh 10s
 
 ## verify: the live smoke harness with a leak audit.
-verify: build test-image
+verify: need-root build test-image
 	scripts/verify.sh
 
 ## bench: Go benchmarks (disk clones, tap pool, create overhead).

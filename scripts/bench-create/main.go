@@ -11,10 +11,16 @@
 //
 //	make bench-create ARGS="--runs 10 [--json] [--no-ssh]"
 //	make bench-create ARGS="--runs 20 --no-boot"
+//	make bench-create ARGS="--runs 3 --vm-run"
 //
 // --no-boot measures only the host side: each create is a --no-wait create
 // (the operation ends once the engine process runs) followed at once by a
 // delete, so 20 creates need no 20 guest boots.
+//
+// --vm-run times the whole `banger vm run --image X -- true` (the CLI: create,
+// boot, agent ready, exec, delete) on the test image and on its opencode
+// variant, alternating, and prints both side by side: vm run waits for the
+// agent only, so the two should differ only by noise.
 package main
 
 import (
@@ -43,6 +49,7 @@ func main() {
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
 	noSSH := flag.Bool("no-ssh", false, "skip the create → SSH measurement")
 	noBoot := flag.Bool("no-boot", false, "host side only: create --no-wait, delete at once (no guest boots)")
+	vmRun := flag.Bool("vm-run", false, "time `banger vm run -- true` on the test image and its opencode variant, side by side")
 	flag.Parse()
 	if *runs < 1 {
 		fail("--runs must be at least 1")
@@ -52,6 +59,12 @@ func main() {
 	}
 	if os.Getenv(nsEnv) == "" {
 		os.Exit(reexecInNetns())
+	}
+	if *vmRun {
+		if err := benchVMRun(*runs, *asJSON); err != nil {
+			fail(err.Error())
+		}
+		return
 	}
 	res, err := bench(*runs, !*noSSH && !*noBoot, *noBoot)
 	if err != nil {
@@ -124,12 +137,17 @@ type Summary struct {
 	N   int     `json:"n"`
 }
 
-func bench(runs int, withSSH, noBoot bool) (*Result, error) {
-	ctx := context.Background()
-	img, err := testimage.Ensure(ctx, testimage.CacheDir(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("test image: %w", err)
-	}
+// benchEnv is a private daemon with the test images registered.
+type benchEnv struct {
+	c     *client.Client
+	cfg   config.Config
+	state string
+	bin   string
+}
+
+// startBench starts a private daemon in a temp state dir and registers each
+// image under its name. close removes everything.
+func startBench(ctx context.Context, images map[string]api.Image) (*benchEnv, error) {
 	state, err := os.MkdirTemp("/tmp", "bgr-bench-")
 	if err != nil {
 		return nil, err
@@ -150,22 +168,44 @@ ssh_key_path = %q
 		testimage.KeyPath(testimage.CacheDir()))), 0o600)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
+		os.RemoveAll(state)
 		return nil, err
 	}
 	os.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	c, err := client.EnsureDaemon(ctx, cfg, os.Stderr)
 	if err != nil {
+		os.RemoveAll(state)
 		return nil, err
 	}
-	defer cleanup(ctx, c, state)
-	op, err := c.RegisterImage(ctx, api.ImageRegisterRequest{Name: "bench", Kernel: img.Kernel, Initrd: img.Initrd,
-		Rootfs: img.Rootfs, WorkSeed: img.WorkSeed, Vmlinux: img.Vmlinux})
-	if err == nil {
-		_, err = c.Follow(ctx, op, nil)
+	b := &benchEnv{c: c, cfg: cfg, state: state, bin: bin}
+	for name, img := range images {
+		op, err := c.RegisterImage(ctx, api.ImageRegisterRequest{Name: name, Kernel: img.Kernel, Initrd: img.Initrd,
+			Rootfs: img.Rootfs, WorkSeed: img.WorkSeed, Vmlinux: img.Vmlinux})
+		if err == nil {
+			_, err = c.Follow(ctx, op, nil)
+		}
+		if err != nil {
+			b.close(ctx)
+			return nil, fmt.Errorf("registering the test image as %s: %w", name, err)
+		}
 	}
+	return b, nil
+}
+
+func (b *benchEnv) close(ctx context.Context) { cleanup(ctx, b.c, b.state) }
+
+func bench(runs int, withSSH, noBoot bool) (*Result, error) {
+	ctx := context.Background()
+	img, err := testimage.Ensure(ctx, testimage.CacheDir(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("registering the test image: %w", err)
+		return nil, fmt.Errorf("test image: %w", err)
 	}
+	b, err := startBench(ctx, map[string]api.Image{"bench": img})
+	if err != nil {
+		return nil, err
+	}
+	defer b.close(ctx)
+	c, cfg := b.c, b.cfg
 	st, err := c.Status(ctx)
 	if err != nil {
 		return nil, err
