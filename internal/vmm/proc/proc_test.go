@@ -26,11 +26,11 @@ func TestStartDetachedAliveKill(t *testing.T) {
 	if sid, err := unix.Getsid(p.PID); err != nil || sid != p.PID {
 		t.Errorf("getsid(%d) = %d, %v; want its own session", p.PID, sid, err)
 	}
-	// exec replaces sh's argv (which named marker) with sleep's.
+	// exec replaces sh's argv (which named marker) with sleep's; "oops" is
+	// written before the exec, so wait for the exec itself (under load the
+	// check used to run between the two and fail).
 	waitFor(t, func() bool { return strings.Contains(Tail(log, 100), "oops") })
-	if !Alive(p.PID, "sleep") {
-		t.Fatalf("Alive(%d, sleep) = false, want true", p.PID)
-	}
+	waitFor(t, func() bool { return Alive(p.PID, "sleep") })
 	if Alive(p.PID, marker) {
 		t.Errorf("Alive with a marker absent from cmdline = true, want false (pid reuse guard)")
 	}
