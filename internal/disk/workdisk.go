@@ -8,7 +8,7 @@ import (
 	"strconv"
 
 	"banger/internal/api"
-	"banger/internal/disk/internal/blk"
+	"banger/internal/ext4"
 	"banger/internal/revert"
 )
 
@@ -62,7 +62,7 @@ func growFresh(ctx context.Context, path string, old, size int64) error {
 	if err := os.Truncate(path, size); err != nil {
 		return fmt.Errorf("growing %s to %d bytes: %w", path, size, err)
 	}
-	if _, err := blk.Run(ctx, "resize2fs", path); err == nil {
+	if err := ext4.Grow(ctx, path); err == nil {
 		return nil
 	}
 	return growFS(ctx, path, old, size)
@@ -98,14 +98,9 @@ func growFS(ctx context.Context, path string, old, size int64) error {
 	if err := os.Truncate(path, size); err != nil {
 		return fmt.Errorf("growing %s to %d bytes: %w", path, size, err)
 	}
-	if _, err := blk.Run(ctx, "e2fsck", "-f", "-p", path); err != nil {
-		if code := blk.ExitCode(err); code != 1 {
-			os.Truncate(path, old)
-			return fmt.Errorf("checking filesystem on %s before growing: %w", path, err)
-		}
+	if err := ext4.Preen(ctx, path); err != nil {
+		os.Truncate(path, old)
+		return fmt.Errorf("checking filesystem on %s before growing: %w", path, err)
 	}
-	if _, err := blk.Run(ctx, "resize2fs", path); err != nil {
-		return fmt.Errorf("growing filesystem on %s: %w", path, err)
-	}
-	return nil
+	return ext4.Grow(ctx, path)
 }

@@ -2,10 +2,8 @@ package image
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/disk"
+	"banger/internal/ext4"
 	"banger/internal/vmm"
 )
 
@@ -29,141 +28,34 @@ var identityFiles = []string{
 	"/var/lib/systemd/credential.secret",
 }
 
-// checkFS runs e2fsck -fy on an ext4 image: "errors corrected" is fine, an
-// uncorrectable filesystem is an error.
-func checkFS(ctx context.Context, path string) error {
-	out, err := exec.CommandContext(ctx, "e2fsck", "-f", "-y", path).CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() <= 2 {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("checking %s: %w: %s", filepath.Base(path), err, lastLines(out, 5))
-	}
-	return nil
-}
-
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// debugfs runs debugfs commands on an ext4 image (-w to write) and returns
-// its output.
-func debugfs(ctx context.Context, path string, write bool, cmds ...string) (string, error) {
-	f, err := os.CreateTemp("", "banger-debugfs-")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.WriteString(strings.Join(cmds, "\n") + "\n"); err != nil {
-		f.Close()
-		return "", err
-	}
-	f.Close()
-	args := []string{"-f", f.Name(), path}
-	if write {
-		args = append([]string{"-w"}, args...)
-	}
-	out, err := exec.CommandContext(ctx, "debugfs", args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("debugfs on %s: %w: %s", filepath.Base(path), err, lastLines(out, 5))
-	}
-	return string(out), nil
-}
-
-// listDir lists the names in dir of an ext4 image (debugfs ls -p).
-func listDir(ctx context.Context, rootfs, dir string) ([]string, error) {
-	out, err := debugfs(ctx, rootfs, false, "ls -p "+dir)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, line := range strings.Split(out, "\n") {
-		// /inode/mode/uid/gid/name/size/
-		f := strings.Split(strings.TrimSpace(line), "/")
-		if len(f) >= 7 && f[5] != "." && f[5] != ".." && f[5] != "" {
-			names = append(names, f[5])
-		}
-	}
-	return names, nil
-}
-
 // resetIdentity removes what a VM made for itself on first boot (SSH host
 // keys, machine-id, hostname, random seed) from a captured rootfs, so every
 // VM of the new image makes its own, as with images from nothing.
 func resetIdentity(ctx context.Context, rootfs string) error {
-	ssh, err := listDir(ctx, rootfs, "/etc/ssh")
+	ssh, err := ext4.ReadDir(ctx, rootfs, "/etc/ssh")
 	if err != nil {
 		return err
 	}
-	var cmds []string
+	var gone []string
 	for _, n := range ssh {
 		if strings.HasPrefix(n, "ssh_host_") {
-			cmds = append(cmds, "rm /etc/ssh/"+n)
+			gone = append(gone, "/etc/ssh/"+n)
 		}
 	}
-	for _, p := range identityFiles {
-		cmds = append(cmds, "rm "+p)
-	}
-	// An empty machine-id: systemd makes a new one on the next first boot.
-	empty, err := os.CreateTemp("", "banger-machine-id-")
-	if err != nil {
-		return err
-	}
-	empty.Close()
-	defer os.Remove(empty.Name())
-	if err := os.Chmod(empty.Name(), 0o444); err != nil {
-		return err
-	}
-	cmds = append(cmds, "rm /etc/machine-id", "write "+empty.Name()+" /etc/machine-id",
-		"sif /etc/machine-id mode 0100444", "sif /etc/machine-id uid 0", "sif /etc/machine-id gid 0")
-	if _, err := debugfs(ctx, rootfs, true, cmds...); err != nil {
+	if err := ext4.Remove(ctx, rootfs, append(gone, identityFiles...)...); err != nil {
 		return fmt.Errorf("resetting the VM identity in the rootfs: %w", err)
 	}
-	return checkFS(ctx, rootfs)
-}
-
-// superblock returns an ext4 image's block count and block size.
-func superblock(ctx context.Context, path string) (blocks, bsize int64, err error) {
-	out, err := exec.CommandContext(ctx, "dumpe2fs", "-h", path).Output()
-	if err != nil {
-		return 0, 0, fmt.Errorf("reading the superblock of %s: %w", filepath.Base(path), err)
+	// An empty machine-id: systemd makes a new one on the next first boot.
+	if err := ext4.PutEmpty(ctx, rootfs, "/etc/machine-id", 0o444); err != nil {
+		return fmt.Errorf("resetting the VM identity in the rootfs: %w", err)
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		switch strings.TrimSpace(k) {
-		case "Block count":
-			blocks = n
-		case "Block size":
-			bsize = n
-		}
-	}
-	if blocks == 0 || bsize == 0 {
-		return 0, 0, fmt.Errorf("no block count in the superblock of %s", filepath.Base(path))
-	}
-	return blocks, bsize, nil
-}
-
-// fsSize returns an ext4 image's filesystem size in bytes.
-func fsSize(ctx context.Context, path string) (int64, error) {
-	blocks, bsize, err := superblock(ctx, path)
-	return blocks * bsize, err
-}
-
-func blockSize(ctx context.Context, path string) (int64, error) {
-	_, bsize, err := superblock(ctx, path)
-	return bsize, err
+	return ext4.Check(ctx, rootfs)
 }
 
 // resizeFS makes an ext4 image size bytes (growing or shrinking the
 // filesystem and the file). A shrink below what the files need is Invalid.
 func resizeFS(ctx context.Context, path string, size int64) error {
-	cur, err := fsSize(ctx, path)
+	cur, err := ext4.Size(ctx, path)
 	if err != nil {
 		return err
 	}
@@ -173,12 +65,11 @@ func resizeFS(ctx context.Context, path string, size int64) error {
 	if size > cur {
 		return disk.Grow(ctx, path, size)
 	}
-	if err := checkFS(ctx, path); err != nil {
+	if err := ext4.Check(ctx, path); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "resize2fs", path, strconv.FormatInt(size>>10, 10)+"K").CombinedOutput()
-	if err != nil {
-		return api.Invalid("--size %d MiB is too small for the root filesystem: %s", size>>20, lastLines(out, 2)).
+	if err := ext4.Resize(ctx, path, size); err != nil {
+		return api.Invalid("--size %d MiB is too small for the root filesystem: %w", size>>20, err).
 			WithFix("give a larger --size, or leave it out to keep the parent's size")
 	}
 	return os.Truncate(path, size)
@@ -188,27 +79,13 @@ func resizeFS(ctx context.Context, path string, size int64) error {
 // gives (30 % and the metadata overhead, in 64 MiB steps), never below
 // floor: a builder's grown disk becomes an image of a sensible size.
 func fitFS(ctx context.Context, path string, floor int64) error {
-	if err := checkFS(ctx, path); err != nil {
+	if err := ext4.Check(ctx, path); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "resize2fs", "-P", path).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("measuring %s: %w: %s", filepath.Base(path), err, lastLines(out, 3))
-	}
-	var blocks int64
-	for _, line := range strings.Split(string(out), "\n") {
-		if _, v, ok := strings.Cut(line, "Estimated minimum size of the filesystem:"); ok {
-			blocks, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	if blocks == 0 {
-		return fmt.Errorf("measuring %s: no minimum size in: %s", filepath.Base(path), lastLines(out, 3))
-	}
-	bsize, err := blockSize(ctx, path)
+	used, err := ext4.MinSize(ctx, path)
 	if err != nil {
 		return err
 	}
-	used := blocks * bsize
 	return resizeFS(ctx, path, max(floor, roundUp(used+used*headroomPct/100+fsOverhead, sizeAlignment)))
 }
 
@@ -216,17 +93,11 @@ func fitFS(ctx context.Context, path string, floor int64) error {
 // and truncates the file to match: a work disk becomes a work-seed that VMs
 // grow to their disk size.
 func shrinkWrap(ctx context.Context, path string) error {
-	if err := checkFS(ctx, path); err != nil {
+	if err := ext4.Check(ctx, path); err != nil {
 		return err
 	}
-	if out, err := exec.CommandContext(ctx, "resize2fs", "-M", path).CombinedOutput(); err != nil {
-		return fmt.Errorf("shrinking %s: %w: %s", filepath.Base(path), err, lastLines(out, 3))
-	}
-	size, err := fsSize(ctx, path)
+	size, err := ext4.Shrink(ctx, path)
 	if err != nil {
-		return err
-	}
-	if err := os.Truncate(path, size); err != nil {
 		return err
 	}
 	if size < WorkSeedSize {
@@ -256,9 +127,9 @@ func bootSet(ctx context.Context, parent api.Image, rootfs, staging string) (str
 		}
 		return parent.KernelVersion, slices.Clone(parent.Engines), nil
 	}
-	_, err = debugfs(ctx, rootfs, false,
-		"dump -p /boot/vmlinuz-"+kver+" "+filepath.Join(staging, KernelFile),
-		"dump -p /boot/initrd.img-"+kver+" "+filepath.Join(staging, InitrdFile))
+	err = ext4.CopyOut(ctx, rootfs,
+		[2]string{"/boot/vmlinuz-" + kver, filepath.Join(staging, KernelFile)},
+		[2]string{"/boot/initrd.img-" + kver, filepath.Join(staging, InitrdFile)})
 	if err != nil {
 		return "", nil, fmt.Errorf("reading kernel %s from the rootfs: %w", kver, err)
 	}
@@ -281,7 +152,7 @@ func bootSet(ctx context.Context, parent api.Image, rootfs, staging string) (str
 // newKernel returns the newest kernel version in the rootfs's /boot other
 // than the parent's that has its initramfs next to it, or "".
 func newKernel(ctx context.Context, parent api.Image, rootfs string) (string, error) {
-	names, err := listDir(ctx, rootfs, "/boot")
+	names, err := ext4.ReadDir(ctx, rootfs, "/boot")
 	if err != nil {
 		return "", err
 	}

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/ext4"
 	"banger/internal/image/vmlinux"
 	"banger/internal/names"
 	"banger/internal/progress"
@@ -257,15 +257,12 @@ func checkInitrd(path string) error {
 		WithFix("pass an initramfs (/boot/initrd.img-*)")
 }
 
-// ext4 superblock: at 1024, magic 0xEF53 at superblock offset 56.
-const ext4MagicOffset = 1024 + 56
-
 func checkExt4(flag, path string, minSize int64) error {
-	b, err := readFlagFile(flag, path, ext4MagicOffset+2)
+	b, err := readFlagFile(flag, path, ext4.MagicEnd)
 	if err != nil {
 		return err
 	}
-	if len(b) < ext4MagicOffset+2 || binary.LittleEndian.Uint16(b[ext4MagicOffset:]) != 0xef53 {
+	if !ext4.HasMagic(b) {
 		return api.Invalid("%s %s: not an ext4 filesystem (no superblock magic 0xEF53)", flag, path).
 			WithFix("pass a raw ext4 image, e.g. made with mkfs.ext4 -d DIR FILE SIZE")
 	}
@@ -291,13 +288,8 @@ func seedFrom(ctx context.Context, rootfs, out, logPath string) error {
 	}
 	defer os.RemoveAll(home)
 	src := ""
-	if _, err := exec.LookPath("debugfs"); err == nil {
-		cmd := exec.CommandContext(ctx, "debugfs", "-R", "rdump /root "+home, rootfs)
-		if out, err := cmd.CombinedOutput(); err == nil && !bytes.Contains(out, []byte("File not found")) {
-			if fi, err := os.Stat(filepath.Join(home, "root")); err == nil && fi.IsDir() {
-				src = filepath.Join(home, "root")
-			}
-		}
+	if ext4.CopyTreeOut(ctx, rootfs, "/root", home) {
+		src = filepath.Join(home, "root")
 	}
 	log, err := newBuildLog(logPath, progress.Nop{})
 	if err != nil {
@@ -315,19 +307,13 @@ const opencodeUnitPath = "/etc/systemd/system/opencode.service"
 // agent, opencode's service.
 func rootfsFeatures(ctx context.Context, rootfs string) []string {
 	var f []string
-	if rootfsHas(ctx, rootfs, agent.AgentPath) {
+	if ext4.Exists(ctx, rootfs, agent.AgentPath) {
 		f = append(f, FeatureAgent)
 	}
-	if rootfsHas(ctx, rootfs, opencodeUnitPath) {
+	if ext4.Exists(ctx, rootfs, opencodeUnitPath) {
 		f = append(f, FeatureOpencode)
 	}
 	return f
-}
-
-// rootfsHas reports whether an ext4 image holds path (debugfs, no mount).
-func rootfsHas(ctx context.Context, rootfs, path string) bool {
-	out, err := exec.CommandContext(ctx, "debugfs", "-R", "stat "+path, rootfs).CombinedOutput()
-	return err == nil && bytes.Contains(out, []byte("Inode:")) && !bytes.Contains(out, []byte("File not found"))
 }
 
 // kernelVersion reads the version string from a bzImage's setup header

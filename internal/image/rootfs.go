@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"banger/internal/api"
+	"banger/internal/ext4"
 	"banger/internal/image/vmlinux"
 )
 
@@ -78,26 +79,8 @@ func (bd *build) workSeed(ctx context.Context) error {
 // mkfsFromDir creates a sparse file of size bytes holding an ext4
 // filesystem labelled label with dir's contents (dir "" = empty).
 func mkfsFromDir(ctx context.Context, log *buildLog, label, dir, out string, size int64) error {
-	f, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Base(out), err)
-	}
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sizing %s: %w", filepath.Base(out), err)
-	}
-	args := []string{"-q", "-F", "-L", label, "-b", "4096", "-E", "root_owner=0:0"}
-	if dir != "" {
-		args = append(args, "-d", dir)
-	}
-	args = append(args, out)
-	if err := log.run(ctx, nil, "mkfs.ext4", args...); err != nil {
-		return fmt.Errorf("making the %s filesystem (%d MiB): %w", label, size>>20, err)
-	}
-	return nil
+	log.Line(fmt.Sprintf("+ mkfs.ext4 %s (%s, %d MiB)", out, label, size>>20))
+	return ext4.Make(ctx, out, size, label, dir)
 }
 
 // moveContents renames every entry of src into dst (created 0700), leaving
