@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/client"
+	"banger/internal/feature"
 )
 
 func vmCmd(e *env) *cobra.Command {
@@ -25,8 +26,11 @@ func vmCmd(e *env) *cobra.Command {
 		vmActionCmd(e, "stop", "Stop VMs", (*client.Client).StopVM),
 		vmActionCmd(e, "restart", "Restart VMs", (*client.Client).RestartVM),
 		vmActionCmd(e, "delete", "Delete VMs and their disks", (*client.Client).DeleteVM),
-		vmEditCmd(e), vmLogsCmd(e), vmStatsCmd(e), vmSSHCmd(e), vmRunCmd(e), vmExecCmd(e), vmOpencodeCmd(e),
+		vmEditCmd(e), vmLogsCmd(e), vmStatsCmd(e), vmSSHCmd(e), vmRunCmd(e), vmExecCmd(e),
 	)
+	for _, d := range feature.All() { // `banger vm opencode NAME`
+		cmd.AddCommand(vmFeatureCmd(e, d))
+	}
 	return cmd
 }
 
@@ -91,7 +95,7 @@ func vmCreateCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&req.Image, "image", "", "image (default from config)")
 	cmd.Flags().StringVar(&req.Engine, "engine", "", "engine: firecracker or qemu (default from config)")
 	cmd.Flags().StringVar(&req.Wait, "wait", "",
-		"what to wait for: agent (the guest agent only), or opencode (default: every service the image serves)")
+		"what to wait for: agent (the guest agent only), or "+feature.Default.Names(", ")+" (default: every service the image serves)")
 	res.register(cmd)
 	return cmd
 }

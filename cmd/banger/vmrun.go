@@ -18,6 +18,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/feature"
 )
 
 func vmSSHCmd(e *env) *cobra.Command {
@@ -99,7 +100,7 @@ func vmRunCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&req.Image, "image", "", "image (default from config)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the VM after the command ends")
 	cmd.Flags().StringVar(&req.Wait, "wait", api.WaitAgent,
-		"what to wait for before running CMD: agent (the guest agent only), or opencode (its server too)")
+		"what to wait for before running CMD: agent (the guest agent only), or "+feature.Default.Names(", ")+" (its server too)")
 	res.register(cmd)
 	return cmd
 }

@@ -1,9 +1,9 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
-	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/feature"
 	"banger/internal/names"
 	"banger/internal/progress"
 	"banger/internal/revert"
@@ -43,12 +44,6 @@ const (
 	// removed before the capture.
 	guestBuildDir = "/tmp/banger-build"
 )
-
-// OpencodeScript is the shipped build script that `image build --with
-// opencode` runs in the builder VM.
-//
-//go:embed buildscripts/opencode.sh
-var OpencodeScript []byte
 
 // errBuildTimeout is the cause of a build's context when --timeout passes.
 var errBuildTimeout = errors.New("image build timed out")
@@ -164,11 +159,8 @@ func (s *Service) checkBuild(ctx context.Context, req *api.ImageBuildRequest) (a
 	if err != nil {
 		return api.Image{}, err
 	}
-	for _, w := range req.With {
-		if !slices.Contains(knownFeatures, w) {
-			return api.Image{}, api.Invalid("unknown feature %q for --with", w).
-				WithFix("--with " + strings.Join(knownFeatures, "|"))
-		}
+	if err := CheckFeatures(req.With); err != nil {
+		return api.Image{}, err
 	}
 	if req.Script == "" && len(req.Copy) == 0 && len(req.With) == 0 {
 		return api.Image{}, api.Invalid("nothing to build: no script, no files, no features").
@@ -369,14 +361,15 @@ func (b *imageBuild) copyIn(ctx context.Context) error {
 			return err
 		}
 	}
-	if slices.Contains(b.req.With, FeatureOpencode) {
-		if err := guestPut(ctx, b.s.Guests, b.builder, guestBuildDir+"/opencode.sh", 0o755,
-			strings.NewReader(string(OpencodeScript))); err != nil {
+	for _, d := range feature.Default.Of(b.req.With) {
+		if err := guestPut(ctx, b.s.Guests, b.builder, featureScript(d), 0o755, bytes.NewReader(d.Script)); err != nil {
 			return err
 		}
 		n++
-		if _, err := os.Stat(hostCABundle); err == nil {
-			if err := put(hostCABundle, guestBuildDir+"/host-ca.crt", 0o644); err != nil {
+	}
+	if len(b.req.With) > 0 {
+		if _, err := os.Stat(feature.HostCABundle); err == nil {
+			if err := put(feature.HostCABundle, guestBuildDir+"/host-ca.crt", 0o644); err != nil {
 				return err
 			}
 		}
@@ -385,7 +378,10 @@ func (b *imageBuild) copyIn(ctx context.Context) error {
 	return nil
 }
 
-// runScripts runs the script, then the opencode script, as root in /root,
+// featureScript is where a feature's script is put in the builder.
+func featureScript(d feature.Descriptor) string { return guestBuildDir + "/" + d.Name + ".sh" }
+
+// runScripts runs the script, then the features' scripts, as root in /root,
 // each line of output going to the build log and the reporter.
 func (b *imageBuild) runScripts(ctx context.Context) error {
 	env := map[string]string{"DEBIAN_FRONTEND": "noninteractive", "BANGER_IMAGE": b.req.Name,
@@ -398,11 +394,11 @@ func (b *imageBuild) runScripts(ctx context.Context) error {
 	if b.req.Script != "" {
 		scripts = append(scripts, guestBuildDir+"/script")
 	}
-	if slices.Contains(b.req.With, FeatureOpencode) {
-		if _, err := os.Stat(hostCABundle); err == nil {
-			env["BANGER_HOST_CA"] = guestBuildDir + "/host-ca.crt"
+	for _, d := range feature.Default.Of(b.req.With) {
+		if _, err := os.Stat(feature.HostCABundle); err == nil {
+			env[feature.HostCAEnv] = guestBuildDir + "/host-ca.crt"
 		}
-		scripts = append(scripts, guestBuildDir+"/opencode.sh")
+		scripts = append(scripts, featureScript(d))
 	}
 	for _, sc := range scripts {
 		b.log.Line("+ " + sc)
@@ -424,7 +420,8 @@ func (b *imageBuild) scriptName(guest string) string {
 	if guest == guestBuildDir+"/script" {
 		return b.req.Script
 	}
-	return "opencode.sh (--with opencode)"
+	name := strings.TrimSuffix(path.Base(guest), ".sh")
+	return name + ".sh (--with " + name + ")"
 }
 
 // cleanGuest drops the build's files and apt's caches (as image create

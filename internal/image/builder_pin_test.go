@@ -13,12 +13,13 @@ import (
 // the repository root).
 var builderSources = []string{
 	"internal/image/debian.go", "internal/image/bake.go", "internal/image/rootfs.go", "internal/image/run.go",
-	"internal/ext4/ext4.go", // mkfs.ext4's options
+	"internal/ext4/ext4.go",        // mkfs.ext4's options
+	"internal/feature/opencode.sh", // --with opencode
 }
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "ebcf97dab9c5fa408f8db246cd1db55abc48deb2e8297d68246143a4f41f1ddf"
+const builderSourcesSum = "39927e7bac4133178e38ec0d98652195eb38e9c8618a3f455e2617c851014869"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/feature"
 	"banger/internal/progress"
 	"banger/internal/revert"
 )
@@ -40,13 +41,12 @@ const (
 	WorkSeedSize = 64 << 20
 )
 
-// Stage names reported by FromDebian, in order (opencode only with
-// --with opencode).
+// Stage names reported by FromDebian, in order; after StageVmlinux, one
+// stage per --with feature, named after it (e.g. "opencode").
 const (
 	StageDebootstrap = "debootstrap"
 	StageKernel      = "kernel"
 	StageVmlinux     = "vmlinux"
-	StageOpencode    = "opencode"
 	StageBake        = "bake"
 	StageRootfs      = "rootfs"
 	StageWorkSeed    = "work-seed"
@@ -186,27 +186,16 @@ func (bd *build) stage(name string, fn func() error) error {
 }
 
 func (bd *build) run(ctx context.Context) (api.Image, error) {
-	opencode := false
-	for _, w := range bd.req.With {
-		opencode = opencode || w == FeatureOpencode
-	}
-	steps := []struct {
+	type step struct {
 		name string
 		fn   func(context.Context) error
-		skip bool
-	}{
-		{StageDebootstrap, bd.debootstrap, false},
-		{StageKernel, bd.kernel, false},
-		{StageVmlinux, bd.vmlinux, false},
-		{StageOpencode, bd.opencode, !opencode},
-		{StageBake, bd.bake, false},
-		{StageRootfs, bd.rootfs, false},
-		{StageWorkSeed, bd.workSeed, false},
 	}
+	steps := []step{{StageDebootstrap, bd.debootstrap}, {StageKernel, bd.kernel}, {StageVmlinux, bd.vmlinux}}
+	for _, d := range feature.Default.Of(bd.req.With) {
+		steps = append(steps, step{d.Name, func(ctx context.Context) error { return bd.feature(ctx, d) }})
+	}
+	steps = append(steps, step{StageBake, bd.bake}, step{StageRootfs, bd.rootfs}, step{StageWorkSeed, bd.workSeed})
 	for _, s := range steps {
-		if s.skip {
-			continue
-		}
 		if err := ctx.Err(); err != nil {
 			return api.Image{}, err
 		}
@@ -224,7 +213,7 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 	var img api.Image
 	err := bd.stage(StageFingerprint, func() error {
 		var err error
-		img, err = bd.metadata(opencode)
+		img, err = bd.metadata()
 		return err
 	})
 	return img, err
@@ -317,70 +306,28 @@ func (bd *build) vmlinux(context.Context) error {
 	return nil
 }
 
-// opencode installs Node.js from the mirror, opencode from npm, and a
-// service running `opencode serve` on port 4096.
-func (bd *build) opencode(ctx context.Context) error {
-	if err := bd.aptInstall(ctx, "nodejs", "npm"); err != nil {
-		return fmt.Errorf("installing node.js: %w", err)
+// feature runs a feature's script in the chroot as root, the host's CA
+// bundle handed to it (hosts behind a TLS proxy); neither is left in the
+// image.
+func (bd *build) feature(ctx context.Context, d feature.Descriptor) error {
+	script := "tmp/banger-feature-" + d.Name + ".sh"
+	if err := writeFile(bd.root, script, 0o755, d.Script); err != nil {
+		return err
 	}
-	// The download trusts the host's CA bundle too (hosts behind a TLS
-	// proxy); the bundle is not left in the image.
+	defer os.Remove(filepath.Join(bd.root, script))
 	var env []string
-	if ca, err := os.ReadFile(hostCABundle); err == nil {
+	if ca, err := os.ReadFile(feature.HostCABundle); err == nil {
 		if err := writeFile(bd.root, "tmp/banger-host-ca.crt", 0o644, ca); err != nil {
 			return err
 		}
 		defer os.Remove(filepath.Join(bd.root, "tmp/banger-host-ca.crt"))
-		env = append(env, "NODE_EXTRA_CA_CERTS=/tmp/banger-host-ca.crt")
+		env = append(env, feature.HostCAEnv+"=/tmp/banger-host-ca.crt")
 	}
-	if err := bd.ch.run(ctx, env, "npm", "install", "-g", "--no-fund", "--no-audit", "opencode-ai"); err != nil {
-		return api.Unavailable("installing opencode from npm failed: %w", err).
-			WithFix("check that https://registry.npmjs.org is reachable from this host, or build without --with opencode")
+	if err := bd.ch.run(ctx, env, "/bin/sh", "/"+script); err != nil {
+		return api.Unavailable("installing %s failed: %w", d.Name, err).WithFix(d.ScriptFix)
 	}
-	if err := bd.ch.run(ctx, nil, "opencode", "--version"); err != nil {
-		return fmt.Errorf("opencode installed but does not run: %w", err)
-	}
-	if err := writeFile(bd.root, "usr/local/sbin/banger-opencode", 0o755, []byte(opencodeLauncher)); err != nil {
-		return err
-	}
-	if err := writeFile(bd.root, "etc/systemd/system/opencode.service", 0o644, []byte(opencodeUnit)); err != nil {
-		return err
-	}
-	return bd.ch.run(ctx, nil, "systemctl", "enable", "opencode.service")
+	return nil
 }
-
-// opencodeLauncher runs opencode's baseline build on CPUs without AVX2:
-// npm's postinstall picked the binary for the build host's CPU. (Both need
-// SSE4.2: under QEMU TCG the guest needs -cpu max, not the default qemu64.)
-const opencodeLauncher = `#!/bin/sh
-# banger: pick the opencode build this CPU can run.
-mods=/usr/local/lib/node_modules/opencode-ai/node_modules
-bin=/usr/local/bin/opencode
-if ! grep -qw avx2 /proc/cpuinfo && [ -x "$mods/opencode-linux-x64-baseline/bin/opencode" ]; then
-	bin="$mods/opencode-linux-x64-baseline/bin/opencode"
-fi
-exec "$bin" "$@"
-`
-
-// hostCABundle is the host's CA bundle, trusted for the npm download.
-const hostCABundle = "/etc/ssl/certs/ca-certificates.crt"
-
-const opencodeUnit = `[Unit]
-Description=opencode server (banger)
-After=network-online.target local-fs.target
-Wants=network-online.target
-
-[Service]
-User=root
-WorkingDirectory=/root
-Environment=HOME=/root
-ExecStart=/usr/local/sbin/banger-opencode serve --hostname 0.0.0.0 --port 4096
-Restart=on-failure
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-`
 
 // errNoKernel is returned by metadata when the kernel step left nothing.
 var errNoKernel = errors.New("no kernel version recorded")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/feature"
 )
 
 // RecipeVersion is the first part of BuilderVersion.
@@ -116,7 +117,7 @@ func artefactFingerprint(recipe string, dir string) (string, error) {
 
 // metadata fingerprints the finished artefacts and describes the image as
 // it will be once renamed into ImagesDir.
-func (bd *build) metadata(opencode bool) (api.Image, error) {
+func (bd *build) metadata() (api.Image, error) {
 	if bd.kver == "" {
 		return api.Image{}, errNoKernel
 	}
@@ -128,9 +129,9 @@ func (bd *build) metadata(opencode bool) (api.Image, error) {
 	if err != nil {
 		return api.Image{}, err
 	}
-	features := []string{FeatureAgent}
-	if opencode {
-		features = append(features, FeatureOpencode)
+	features := []string{feature.Agent}
+	for _, d := range feature.Default.Of(bd.req.With) {
+		features = append(features, d.Name)
 	}
 	img := describe(filepath.Join(bd.ImagesDir, bd.req.Name), bd.staging)
 	img.Name = bd.req.Name

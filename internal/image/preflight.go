@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/api"
+	"banger/internal/feature"
 	"banger/internal/image/vmlinux"
 	"banger/internal/names"
 )
@@ -36,15 +37,6 @@ const (
 	// debootstrapScripts is where debootstrap keeps one script per suite.
 	debootstrapScripts = "/usr/share/debootstrap/scripts"
 	aptFix             = "apt-get install debootstrap e2fsprogs"
-)
-
-// Features image create can add with --with.
-var knownFeatures = []string{FeatureOpencode}
-
-// Feature names recorded in api.Image.Features.
-const (
-	FeatureAgent    = "agent"
-	FeatureOpencode = "opencode"
 )
 
 var packageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
@@ -72,11 +64,8 @@ func (b *Builder) checkRequest(req *api.ImageCreateRequest) error {
 				WithFix("--packages name1,name2 (lowercase Debian package names)")
 		}
 	}
-	for _, w := range req.With {
-		if !slices.Contains(knownFeatures, w) {
-			return api.Invalid("unknown feature %q for --with", w).
-				WithFix("--with " + strings.Join(knownFeatures, "|"))
-		}
+	if err := CheckFeatures(req.With); err != nil {
+		return err
 	}
 	if req.Size != 0 && req.Size < MinRootfsSize {
 		return api.Invalid("--size %d MiB is too small for a Debian root filesystem", req.Size>>20).
@@ -108,6 +97,16 @@ func (b *Builder) checkTools() error {
 	if err != nil || !vmlinux.IsELF(head) {
 		return api.FailedPrecondition("guest agent %s is not a Linux executable: %v", b.AgentBin, errOrNotELF(err)).
 			WithFix("rebuild it: CGO_ENABLED=0 go build -o banger-agent ./cmd/banger-agent")
+	}
+	return nil
+}
+
+// CheckFeatures needs every --with name to be a shipped feature.
+func CheckFeatures(with []string) error {
+	for _, w := range with {
+		if _, ok := feature.Get(w); !ok {
+			return api.Invalid("unknown feature %q for --with", w).WithFix("--with " + feature.Default.Names("|"))
+		}
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/ext4"
+	"banger/internal/feature"
 	"banger/internal/image/vmlinux"
 	"banger/internal/names"
 	"banger/internal/progress"
@@ -299,19 +300,17 @@ func seedFrom(ctx context.Context, rootfs, out, logPath string) error {
 	return mkfsFromDir(ctx, log, "work", src, out, WorkSeedSize)
 }
 
-// opencodeUnitPath is the opencode service unit both ways of adding the
-// opencode feature install.
-const opencodeUnitPath = "/etc/systemd/system/opencode.service"
-
 // rootfsFeatures detects the features an ext4 rootfs carries: the guest
-// agent, opencode's service.
+// agent, and each shipped feature whose marker file is there.
 func rootfsFeatures(ctx context.Context, rootfs string) []string {
 	var f []string
 	if ext4.Exists(ctx, rootfs, agent.AgentPath) {
-		f = append(f, FeatureAgent)
+		f = append(f, feature.Agent)
 	}
-	if ext4.Exists(ctx, rootfs, opencodeUnitPath) {
-		f = append(f, FeatureOpencode)
+	for _, d := range feature.All() {
+		if ext4.Exists(ctx, rootfs, d.Marker) {
+			f = append(f, d.Name)
+		}
 	}
 	return f
 }

@@ -25,6 +25,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/feature"
 	"banger/internal/image"
 	"banger/internal/progress"
 )
@@ -87,7 +88,7 @@ type variant struct {
 
 var (
 	variantTest     = variant{prefix: "test-"}
-	variantOpencode = variant{prefix: "opencode-", with: []string{image.FeatureOpencode}}
+	variantOpencode = variant{prefix: "opencode-", with: []string{feature.Opencode.Name}}
 )
 
 func ensure(ctx context.Context, cacheDir string, log *slog.Logger, v variant) (api.Image, error) {

@@ -42,7 +42,7 @@ func (m *Manager) readyInBackground(v api.VM, e vmm.Engine, h *Handles, op strin
 		}
 		defer func() { <-m.bootSem }()
 		defer m.forgetReadiness(v.ID, rd)
-		err := m.finishBoot(ctx, &v, e, h, progress.Nop{}, op, false)
+		err := m.finishBoot(ctx, &v, e, h, progress.Nop{}, op, "")
 		if err == nil || ctx.Err() != nil {
 			return
 		}

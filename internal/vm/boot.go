@@ -116,7 +116,7 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 		m.readyInBackground(*v, e, h, op, true)
 		return nil
 	}
-	if err := m.finishBoot(ctx, v, e, h, rep, op, w.agentOnly); err != nil {
+	if err := m.finishBoot(ctx, v, e, h, rep, op, w.wait); err != nil {
 		return err
 	}
 	r.Success()
@@ -124,14 +124,19 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 }
 
 // bootWait says how far boot waits: background hands the boot and readiness
-// stages to a goroutine once the engine runs (create --no-wait); agentOnly
-// stops at "agent ready", skipping the image's feature services (vm run).
-type bootWait struct{ background, agentOnly bool }
+// stages to a goroutine once the engine runs (create --no-wait); wait is
+// api.VMCreateRequest.Wait: "" waits for every feature service of the
+// image, api.WaitAgent stops at "agent ready" (vm run), a feature name
+// waits for that one.
+type bootWait struct {
+	background bool
+	wait       string
+}
 
 // finishBoot runs the boot and agent-ready stages of a VM whose engine runs
-// (and, unless agentOnly, the readiness of its image's feature services) and
+// (and the readiness of its image's feature services that wait asks for) and
 // marks it running. It undoes nothing: its caller owns the engine.
-func (m *Manager) finishBoot(ctx context.Context, v *api.VM, e vmm.Engine, h *Handles, rep progress.Reporter, op string, agentOnly bool) error {
+func (m *Manager) finishBoot(ctx context.Context, v *api.VM, e vmm.Engine, h *Handles, rep progress.Reporter, op string, wait string) error {
 	deadline := time.Now().Add(time.Duration(m.cfg.ReadyTimeout))
 	done := rep.Stage(StageBoot)
 	if err := m.waitConsole(ctx, *v, e, h.VMM, deadline); err != nil {
@@ -149,8 +154,9 @@ func (m *Manager) finishBoot(ctx context.Context, v *api.VM, e vmm.Engine, h *Ha
 		return err
 	}
 	done(nil)
-	if !agentOnly {
-		if err := m.waitOpencode(ctx, *v, e, h, rep); err != nil {
+	if wait != api.WaitAgent {
+		alive := func() bool { return e.Alive(h.VMM) }
+		if err := m.waitFeatures(ctx, *v, wait, alive, rep); err != nil {
 			return err
 		}
 	}

@@ -116,7 +116,7 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 		r.Success()
 		return v, nil
 	}
-	if err := m.boot(ctx, &v, img, h, rep, "create", bootWait{background: req.NoWait, agentOnly: req.Wait == api.WaitAgent}); err != nil {
+	if err := m.boot(ctx, &v, img, h, rep, "create", bootWait{background: req.NoWait, wait: req.Wait}); err != nil {
 		return api.VM{}, err
 	}
 	r.Success()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/feature"
 	"banger/internal/image"
 	"banger/internal/progress"
 	"banger/internal/vmm"
@@ -139,7 +140,7 @@ func TestWaitHTTP(t *testing.T) {
 func TestOpencodeURLs(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	oc := api.Image{Name: "oc", Rootfs: "/x", Features: []string{"agent", FeatureOpencode}, Engines: []string{vmm.QEMU}}
+	oc := api.Image{Name: "oc", Rootfs: "/x", Features: []string{"agent", feature.Opencode.Name}, Engines: []string{vmm.QEMU}}
 	if err := f.st.CreateImage(ctx, &oc); err != nil {
 		t.Fatal(err)
 	}

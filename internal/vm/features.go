@@ -4,27 +4,21 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"slices"
-	"strconv"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/feature"
 	"banger/internal/progress"
-	"banger/internal/vmm"
 )
 
-// Images with the opencode feature run `opencode serve` on OpencodePort; a
-// VM of such an image is ready only once that port accepts connections.
-const (
-	FeatureOpencode = "opencode"
-	OpencodePort    = 4096
-	// StageOpencode follows StageReady for VMs of opencode images.
-	StageOpencode = "opencode ready"
-	// minOpencodeWait bounds the opencode readiness when ready_timeout is
-	// shorter: its first start under software emulation takes a while.
-	minOpencodeWait = 5 * time.Minute
-)
+// features are the image features a VM waits for and lists URLs of: the
+// shipped ones (tests swap in their own registry).
+var features = feature.Default
+
+// StageOpencode follows StageReady for VMs of opencode images (the stage
+// of feature.Opencode).
+var StageOpencode = feature.Opencode.Stage
 
 // ImageHealer brings an image recorded by an older banger up to date (a
 // work-seed, a vmlinux, a fingerprint, the engines list) before a VM is
@@ -53,53 +47,59 @@ func (m *Manager) healImage(ctx context.Context, img api.Image, rep progress.Rep
 	return healed, nil
 }
 
-// checkWait validates VMCreateRequest.Wait against the image's features.
+// checkWait validates VMCreateRequest.Wait against the image's features:
+// "" (every feature), the agent alone, or one feature the image has.
 func checkWait(wait string, img api.Image) error {
-	switch {
-	case wait == "" || wait == api.WaitAgent:
+	if wait == "" || wait == api.WaitAgent {
 		return nil
-	case wait == FeatureOpencode && slices.Contains(img.Features, FeatureOpencode):
-		return nil
-	case wait == FeatureOpencode:
+	}
+	if _, ok := features.Get(wait); ok {
+		if slices.Contains(img.Features, wait) {
+			return nil
+		}
 		return api.Invalid("--wait %s: image %s does not serve %s (its features: %v)", wait, img.Name, wait, img.Features).
 			WithFix("leave --wait out, or use an image built --with " + wait)
 	}
 	return api.Invalid("--wait %q is not something a VM can wait for", wait).
-		WithFix(fmt.Sprintf("use --wait %s (the guest agent only) or --wait %s (its server, on images that have it)", api.WaitAgent, FeatureOpencode))
+		WithFix(fmt.Sprintf("use --wait %s (the guest agent only) or --wait %s (its server, on images that have it)",
+			api.WaitAgent, features.Names("|")))
 }
 
-// hasOpencode reports whether v's image runs opencode.
-func (m *Manager) hasOpencode(ctx context.Context, v api.VM) bool {
+// imageFeatures returns the descriptors of the features v's image has.
+func (m *Manager) imageFeatures(ctx context.Context, v api.VM) []feature.Descriptor {
 	img, err := m.st.GetImage(ctx, v.ImageID)
-	return err == nil && slices.Contains(img.Features, FeatureOpencode)
-}
-
-// waitOpencode is the "opencode ready" stage of VMs whose image has the
-// opencode feature: it waits until the server on the guest's port 4096
-// answers HTTP (its health route; any HTTP answer counts), the engine dies,
-// or max(ready_timeout, 5m) passes. The port accepts connections some
-// seconds before the first answer under software emulation, and requests
-// made meanwhile can stall, so a bare TCP accept is not enough.
-func (m *Manager) waitOpencode(ctx context.Context, v api.VM, e vmm.Engine, h *Handles, rep progress.Reporter) error {
-	if !m.hasOpencode(ctx, v) {
+	if err != nil {
 		return nil
 	}
-	done := rep.Stage(StageOpencode)
-	wait := max(time.Duration(m.cfg.ReadyTimeout), minOpencodeWait)
-	err := waitHTTP(ctx, opencodeURL(v.Runtime.GuestIP)+opencodeHealthPath, wait, func() bool { return e.Alive(h.VMM) })
-	if err == nil {
-		rep.Detail(opencodeURL(v.Runtime.GuestIP))
-	}
-	done(err)
-	if err != nil {
-		return fmt.Errorf("opencode in vm %s: %w", v.Name, err)
+	return features.Of(img.Features)
+}
+
+// waitFeatures runs one readiness stage (the descriptor's Stage, e.g.
+// "opencode ready") for each feature of v's image: it waits until the
+// feature's probe on the guest answers HTTP (any HTTP answer counts), the
+// engine dies, or max(ready_timeout, the feature's MinWait) passes. A
+// service's port can accept connections some seconds before its first
+// answer under software emulation, and requests made meanwhile can stall,
+// so a bare TCP accept is not enough. only, when not "", limits the wait
+// to that feature.
+func (m *Manager) waitFeatures(ctx context.Context, v api.VM, only string, alive func() bool, rep progress.Reporter) error {
+	for _, d := range m.imageFeatures(ctx, v) {
+		if only != "" && d.Name != only {
+			continue
+		}
+		done := rep.Stage(d.Stage)
+		wait := max(time.Duration(m.cfg.ReadyTimeout), d.MinWait)
+		err := waitHTTP(ctx, d.ProbeURL(v.Runtime.GuestIP), wait, alive)
+		if err == nil {
+			rep.Detail(d.URL(v.Runtime.GuestIP))
+		}
+		done(err)
+		if err != nil {
+			return fmt.Errorf("%s in vm %s: %w", d.Name, v.Name, err)
+		}
 	}
 	return nil
 }
-
-// opencodeHealthPath answers without setting up a project (which needs
-// the internet).
-const opencodeHealthPath = "/global/health"
 
 // waitHTTP GETs url (a fresh connection each try, 5 s each) until any HTTP
 // response comes back, alive reports false, or wait passes.
@@ -135,26 +135,22 @@ func waitHTTP(ctx context.Context, url string, wait time.Duration, alive func() 
 	}
 }
 
-func opencodeURL(host string) string {
-	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
-		host = "[" + host + "]"
-	}
-	return "http://" + host + ":" + strconv.Itoa(OpencodePort)
-}
-
-// urls lists the services a running VM offers: for opencode images the
-// server by DNS name and by address.
+// urls lists the services a running VM offers: for each feature of its
+// image, by DNS name and by address.
 func (m *Manager) urls(ctx context.Context, v api.VM) []string {
-	if v.Runtime.State != api.VMRunning || !m.hasOpencode(ctx, v) {
+	if v.Runtime.State != api.VMRunning {
 		return nil
 	}
 	host := v.Runtime.DNSName
 	if host == "" {
 		host = v.Name + ".vm"
 	}
-	out := []string{opencodeURL(host)}
-	if v.Runtime.GuestIP != "" {
-		out = append(out, opencodeURL(v.Runtime.GuestIP))
+	var out []string
+	for _, d := range m.imageFeatures(ctx, v) {
+		out = append(out, d.URL(host))
+		if v.Runtime.GuestIP != "" {
+			out = append(out, d.URL(v.Runtime.GuestIP))
+		}
 	}
 	return out
 }
