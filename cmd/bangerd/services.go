@@ -18,6 +18,7 @@ import (
 	"banger/internal/disk/reflink"
 	"banger/internal/hostcap"
 	"banger/internal/image"
+	"banger/internal/image/debian"
 	"banger/internal/netw"
 	"banger/internal/store"
 	"banger/internal/vm"
@@ -115,8 +116,8 @@ func services(cfg config.Config, st *store.Store, log *slog.Logger) (daemon.VMSe
 		return nil, nil, nil, fmt.Errorf("ssh key: %w", err)
 	}
 	images := &image.Service{
-		Store: st, ImagesDir: imagesDir, Log: log.With("component", "image"),
-		Builder: &image.Builder{
+		Store: st, ImagesDir: imagesDir, StagingDir: filepath.Join(dataDir, "staging"), Log: log.With("component", "image"),
+		Debian: &debian.Builder{
 			ImagesDir: imagesDir, StagingDir: filepath.Join(dataDir, "staging"),
 			AgentBin: agentBin(cfg), SSHPubKey: pub, Log: log.With("component", "image"),
 		},

@@ -64,7 +64,7 @@ type imageBuild struct {
 	req     api.ImageBuildRequest
 	parent  api.Image
 	staging string
-	log     *buildLog
+	log     *BuildLog
 	rep     progress.Reporter
 	builder string // the builder VM's name
 	gone    bool   // the builder VM has been deleted
@@ -103,11 +103,11 @@ func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep prog
 	r := revert.New()
 	defer r.Fail()
 	r.Add(func() {
-		if err := removeStaging(staging); err != nil {
+		if err := RemoveStaging(staging); err != nil {
 			s.logger().Error("removing an aborted build", "dir", staging, "err", err)
 		}
 	})
-	blog, err := newBuildLog(filepath.Join(staging, BuildLogFile), rep)
+	blog, err := NewBuildLog(filepath.Join(staging, BuildLogFile), rep)
 	if err != nil {
 		return api.Image{}, err
 	}
@@ -275,7 +275,7 @@ func (b *imageBuild) run(ctx context.Context) (api.Image, error) {
 	if err != nil {
 		return api.Image{}, err
 	}
-	img.Features = sorted(append(slices.Clone(b.parent.Features), b.req.With...))
+	img.Features = Sorted(append(slices.Clone(b.parent.Features), b.req.With...))
 	img.Recipe, err = b.recipe()
 	if err != nil {
 		return api.Image{}, err
@@ -470,7 +470,7 @@ func (b *imageBuild) capture(ctx context.Context) error {
 	} else if err := fitFS(ctx, rootfs, b.parent.RootfsSize); err != nil {
 		return err
 	}
-	b.rep.Detail(fmt.Sprintf("rootfs %d MiB", fileSize(rootfs)>>20))
+	b.rep.Detail(fmt.Sprintf("rootfs %d MiB", FileSize(rootfs)>>20))
 	return nil
 }
 
@@ -491,7 +491,7 @@ func (b *imageBuild) deleteBuilder() {
 // recipe describes the build (hashes, not contents).
 func (b *imageBuild) recipe() (string, error) {
 	r := buildRecipe{Kind: "build", Parent: b.parent.Name, ParentFingerprint: b.parent.Fingerprint,
-		With: sorted(b.req.With)}
+		With: Sorted(b.req.With)}
 	if b.req.Script != "" {
 		sum, err := FileSHA256(b.req.Script)
 		if err != nil {

@@ -200,8 +200,7 @@ func newBuildFixture(t *testing.T) *buildFixture {
 	}
 	t.Cleanup(func() { st.Close() })
 	imagesDir := filepath.Join(dir, "images")
-	svc := &image.Service{Store: st, ImagesDir: imagesDir,
-		Builder: &image.Builder{ImagesDir: imagesDir, StagingDir: filepath.Join(dir, "staging")}}
+	svc := &image.Service{Store: st, ImagesDir: imagesDir, StagingDir: filepath.Join(dir, "staging")}
 	req.Name = "base"
 	parent, err := svc.Register(ctx, req, nil)
 	if err != nil {

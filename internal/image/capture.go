@@ -86,7 +86,7 @@ func fitFS(ctx context.Context, path string, floor int64) error {
 	if err != nil {
 		return err
 	}
-	return resizeFS(ctx, path, max(floor, roundUp(used+used*headroomPct/100+fsOverhead, sizeAlignment)))
+	return resizeFS(ctx, path, max(floor, RoundUp(used+used*HeadroomPct/100+FSOverhead, SizeAlignment)))
 }
 
 // shrinkWrap shrinks an ext4 image to its minimum (at least WorkSeedSize)
@@ -121,7 +121,7 @@ func bootSet(ctx context.Context, parent api.Image, rootfs, staging string) (str
 			if c[0] == "" {
 				continue
 			}
-			if err := copyFile(c[0], filepath.Join(staging, c[1])); err != nil {
+			if err := CopyFile(c[0], filepath.Join(staging, c[1])); err != nil {
 				return "", nil, fmt.Errorf("copying the parent's boot set: %w", err)
 			}
 		}
@@ -134,7 +134,7 @@ func bootSet(ctx context.Context, parent api.Image, rootfs, staging string) (str
 		return "", nil, fmt.Errorf("reading kernel %s from the rootfs: %w", kver, err)
 	}
 	for _, f := range []string{KernelFile, InitrdFile} {
-		if fileSize(filepath.Join(staging, f)) == 0 {
+		if FileSize(filepath.Join(staging, f)) == 0 {
 			return "", nil, fmt.Errorf("reading kernel %s from the rootfs: %s came out empty", kver, f)
 		}
 		if err := os.Chmod(filepath.Join(staging, f), 0o644); err != nil {
@@ -142,7 +142,7 @@ func bootSet(ctx context.Context, parent api.Image, rootfs, staging string) (str
 		}
 	}
 	engines := []string{vmm.QEMU}
-	if _, err := extractVmlinux(filepath.Join(staging, KernelFile), filepath.Join(staging, VmlinuxFile)); err == nil &&
+	if _, err := ExtractVmlinux(filepath.Join(staging, KernelFile), filepath.Join(staging, VmlinuxFile)); err == nil &&
 		slices.Contains(parent.Engines, vmm.Firecracker) {
 		engines = append(engines, vmm.Firecracker)
 	}
@@ -194,8 +194,8 @@ func compareVersions(a, b string) int {
 // staging dir (on the images' filesystem, cleaned at daemon start).
 func (s *Service) newStaging(name string) (string, error) {
 	dir := filepath.Join(s.ImagesDir, "..", "staging")
-	if s.Builder != nil && s.Builder.StagingDir != "" {
-		dir = s.Builder.StagingDir
+	if s.StagingDir != "" {
+		dir = s.StagingDir
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("creating staging dir: %w", err)
@@ -212,12 +212,12 @@ func (s *Service) newStaging(name string) (string, error) {
 // source, recipe, kernel version, engines and features; paths and sizes
 // are filled here.
 func (s *Service) finish(ctx context.Context, staging string, img api.Image) (api.Image, error) {
-	fp, err := artefactFingerprint(img.Recipe, staging)
+	fp, err := ArtefactFingerprint(img.Recipe, staging)
 	if err != nil {
 		return api.Image{}, err
 	}
 	final := filepath.Join(s.ImagesDir, img.Name)
-	d := describe(final, staging)
+	d := Describe(final, staging)
 	d.Name, d.Fingerprint, d.Parent, d.Source, d.Recipe = img.Name, fp, img.Parent, img.Source, img.Recipe
 	d.KernelVersion, d.Engines, d.Features, d.Managed = img.KernelVersion, img.Engines, img.Features, true
 	d.CreatedAt = img.CreatedAt

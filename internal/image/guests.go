@@ -67,9 +67,9 @@ func guestPut(ctx context.Context, g Guests, name, path string, mode uint32, r i
 	return nil
 }
 
-// lineWriter turns written bytes into lines for a buildLog.
+// lineWriter turns written bytes into lines for a BuildLog.
 type lineWriter struct {
-	log *buildLog
+	log *BuildLog
 	buf []byte
 }
 

@@ -68,7 +68,7 @@ func (s *Service) Heal(ctx context.Context, img api.Image, rep progress.Reporter
 }
 
 func (s *Service) heal(ctx context.Context, img api.Image) (api.Image, error) {
-	if fileSize(img.Rootfs) == 0 {
+	if FileSize(img.Rootfs) == 0 {
 		return api.Image{}, api.FailedPrecondition("image %q: its rootfs %s is missing", img.Name, img.Rootfs).
 			WithFix("re-register it: banger image delete " + img.Name + " && banger image register " + img.Name + " …")
 	}
@@ -80,11 +80,11 @@ func (s *Service) heal(ctx context.Context, img api.Image) (api.Image, error) {
 		return api.Image{}, fmt.Errorf("creating image dir: %w", err)
 	}
 	made := false
-	if img.WorkSeed == "" || fileSize(img.WorkSeed) == 0 {
+	if img.WorkSeed == "" || FileSize(img.WorkSeed) == 0 {
 		out := filepath.Join(dir, WorkSeedFile)
 		tmp := out + ".part"
 		os.Remove(tmp)
-		if err := seedFrom(ctx, img.Rootfs, tmp, os.DevNull); err != nil {
+		if err := seedFrom(ctx, img.Rootfs, tmp); err != nil {
 			os.Remove(tmp)
 			return api.Image{}, fmt.Errorf("making a work-seed from the rootfs: %w", err)
 		}
@@ -94,12 +94,12 @@ func (s *Service) heal(ctx context.Context, img api.Image) (api.Image, error) {
 		img.WorkSeed, made = out, true
 	}
 	bz := false
-	if head, err := readHead(img.Kernel, 4096); err == nil && vmlinux.IsBzImage(head) {
+	if head, err := ReadHead(img.Kernel, 4096); err == nil && vmlinux.IsBzImage(head) {
 		bz = true
 	}
 	if img.Vmlinux == "" && bz {
 		out := filepath.Join(dir, VmlinuxFile)
-		if _, err := extractVmlinux(img.Kernel, out+".part"); err == nil && os.Rename(out+".part", out) == nil {
+		if _, err := ExtractVmlinux(img.Kernel, out+".part"); err == nil && os.Rename(out+".part", out) == nil {
 			img.Vmlinux, made = out, true
 		} else {
 			os.Remove(out + ".part")
@@ -137,7 +137,7 @@ func (s *Service) healMetadata(ctx context.Context, img *api.Image, bz bool) {
 	}{{img.Kernel, &img.KernelSize}, {img.Vmlinux, &img.VmlinuxSize}, {img.Initrd, &img.InitrdSize},
 		{img.Rootfs, &img.RootfsSize}, {img.WorkSeed, &img.WorkSeedSize}} {
 		if f.path != "" {
-			*f.size = fileSize(f.path)
+			*f.size = FileSize(f.path)
 		}
 	}
 	if img.KernelVersion == "" {
@@ -162,7 +162,7 @@ func pathsFingerprint(recipe string, paths ...string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "recipe %s\n", recipe)
 	for _, p := range paths {
-		if p == "" || fileSize(p) == 0 {
+		if p == "" || FileSize(p) == 0 {
 			continue
 		}
 		if err := hashInto(h, p); err != nil {

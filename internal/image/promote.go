@@ -65,7 +65,7 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep 
 	r := revert.New()
 	defer r.Fail()
 	r.Add(func() {
-		if err := removeStaging(staging); err != nil {
+		if err := RemoveStaging(staging); err != nil {
 			s.logger().Error("removing an aborted promote", "dir", staging, "err", err)
 		}
 	})
@@ -105,7 +105,7 @@ func (s *Service) promoteInto(ctx context.Context, req api.ImagePromoteRequest, 
 		if err := resetIdentity(ctx, rootfs); err != nil {
 			return err
 		}
-		rep.Detail(fmt.Sprintf("rootfs %d MiB", fileSize(rootfs)>>20))
+		rep.Detail(fmt.Sprintf("rootfs %d MiB", FileSize(rootfs)>>20))
 		return nil
 	})
 	if err != nil {
@@ -120,7 +120,7 @@ func (s *Service) promoteInto(ctx context.Context, req api.ImagePromoteRequest, 
 			return seedFromRootfs(ctx, staging)
 		}
 		rep.Detail("the parent's")
-		return copyFile(parent.WorkSeed, seed)
+		return CopyFile(parent.WorkSeed, seed)
 	})
 	if err != nil {
 		return api.Image{}, err

@@ -109,7 +109,7 @@ func registerInto(ctx context.Context, staging, final string, req api.ImageRegis
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := copyFile(c[0], c[1]); err != nil {
+			if err := CopyFile(c[0], c[1]); err != nil {
 				return err
 			}
 		}
@@ -120,7 +120,7 @@ func registerInto(ctx context.Context, staging, final string, req api.ImageRegis
 	}
 	if kind == kernelBzImage && req.Vmlinux == "" {
 		err := step(StageVmlinux, func() error {
-			_, err := extractVmlinux(kernelDst, filepath.Join(staging, VmlinuxFile))
+			_, err := ExtractVmlinux(kernelDst, filepath.Join(staging, VmlinuxFile))
 			return err
 		})
 		if err != nil {
@@ -135,11 +135,11 @@ func registerInto(ctx context.Context, staging, final string, req api.ImageRegis
 	}
 	var img api.Image
 	err = step(StageFingerprint, func() error {
-		fp, err := artefactFingerprint("register", staging)
+		fp, err := ArtefactFingerprint("register", staging)
 		if err != nil {
 			return err
 		}
-		img = describe(final, staging)
+		img = Describe(final, staging)
 		img.Name, img.Fingerprint, img.Source, img.Managed = req.Name, fp, "register", true
 		img.KernelVersion = kernelVersion(filepath.Join(staging, KernelFile), filepath.Join(staging, VmlinuxFile))
 		img.CreatedAt = time.Now().UTC()
@@ -211,7 +211,7 @@ func readFlagFile(flag, path string, n int) ([]byte, error) {
 		}
 		return b, nil
 	}
-	b, err := readHead(path, n)
+	b, err := ReadHead(path, n)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, api.Invalid("%s %s: %w", flag, path, err)
 	}
@@ -267,7 +267,7 @@ func checkExt4(flag, path string, minSize int64) error {
 		return api.Invalid("%s %s: not an ext4 filesystem (no superblock magic 0xEF53)", flag, path).
 			WithFix("pass a raw ext4 image, e.g. made with mkfs.ext4 -d DIR FILE SIZE")
 	}
-	if n := fileSize(path); n < minSize {
+	if n := FileSize(path); n < minSize {
 		return api.Invalid("%s %s: %d bytes is too small (at least %d MiB)", flag, path, n, minSize>>20).
 			WithFix("pass a complete filesystem image")
 	}
@@ -277,12 +277,11 @@ func checkExt4(flag, path string, minSize int64) error {
 // seedFromRootfs makes work-seed.ext4 from the rootfs's /root (read with
 // debugfs, no mount), or an empty one when /root cannot be read.
 func seedFromRootfs(ctx context.Context, staging string) error {
-	return seedFrom(ctx, filepath.Join(staging, RootfsFile), filepath.Join(staging, WorkSeedFile),
-		filepath.Join(staging, BuildLogFile))
+	return seedFrom(ctx, filepath.Join(staging, RootfsFile), filepath.Join(staging, WorkSeedFile))
 }
 
-// seedFrom makes the work-seed out from rootfs's /root, logging to logPath.
-func seedFrom(ctx context.Context, rootfs, out, logPath string) error {
+// seedFrom makes the work-seed out from rootfs's /root.
+func seedFrom(ctx context.Context, rootfs, out string) error {
 	home, err := os.MkdirTemp(filepath.Dir(out), ".seed-")
 	if err != nil {
 		return err
@@ -292,12 +291,7 @@ func seedFrom(ctx context.Context, rootfs, out, logPath string) error {
 	if ext4.CopyTreeOut(ctx, rootfs, "/root", home) {
 		src = filepath.Join(home, "root")
 	}
-	log, err := newBuildLog(logPath, progress.Nop{})
-	if err != nil {
-		return err
-	}
-	defer log.Close()
-	return mkfsFromDir(ctx, log, "work", src, out, WorkSeedSize)
+	return ext4.Make(ctx, out, WorkSeedSize, "work", src)
 }
 
 // rootfsFeatures detects the features an ext4 rootfs carries: the guest
@@ -318,7 +312,7 @@ func rootfsFeatures(ctx context.Context, rootfs string) []string {
 // kernelVersion reads the version string from a bzImage's setup header
 // (kernel_version at 0x20e), else from "Linux version " inside the vmlinux.
 func kernelVersion(bzImage, vmlinuxPath string) string {
-	if b, err := readHead(bzImage, 64<<10); err == nil && vmlinux.IsBzImage(b) && len(b) > 0x210 {
+	if b, err := ReadHead(bzImage, 64<<10); err == nil && vmlinux.IsBzImage(b) && len(b) > 0x210 {
 		off := int(binary.LittleEndian.Uint16(b[0x20e:])) + 0x200
 		if off < len(b) {
 			if v := firstField(b[off:min(len(b), off+128)]); v != "" {

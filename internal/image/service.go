@@ -1,3 +1,18 @@
+// Package image is banger's image catalogue. An image is a directory
+// holding a boot set: the kernel as a bzImage (vmlinuz, for QEMU) and as an
+// uncompressed ELF (vmlinux, for Firecracker), the initramfs (initrd.img),
+// the root filesystem (rootfs.ext4, the VM's system disk base), the
+// work-disk seed (work-seed.ext4, cloned into each VM's /root) and the
+// build.log.
+//
+// It owns that layout, the Service (create, register, build, promote,
+// delete, heal — storing what the makers hand back), fingerprints, staging
+// directories and the build log. Images from nothing are made by
+// image/debian (wired in as Service.Debian); images from images (build,
+// promote, capture) still live here, in build.go, promote.go and
+// capture.go. ext4 surgery goes through internal/ext4, features through
+// internal/feature. It must not know the daemon or how VMs boot (builder
+// VMs come through the Guests interface).
 package image
 
 import (
@@ -14,15 +29,26 @@ import (
 	"banger/internal/store"
 )
 
+// FromNothing makes an image from nothing and returns its metadata
+// (implemented by image/debian.Builder); the Service stores it.
+type FromNothing interface {
+	FromDebian(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error)
+}
+
 // Service is the daemon's image service: it builds or registers image
 // directories and records them in the store, and deletes both. It matches
 // daemon.ImageService's method set (asserted in the daemon's wiring, not
 // here, to keep internal/image free of the daemon).
 type Service struct {
-	Store     *store.Store
-	Builder   *Builder
+	Store *store.Store
+	// Debian makes images from nothing (image create); nil makes that
+	// Unavailable.
+	Debian    FromNothing
 	ImagesDir string
-	Log       *slog.Logger
+	// StagingDir holds builds in progress, on ImagesDir's filesystem
+	// ("" = ImagesDir/../staging).
+	StagingDir string
+	Log        *slog.Logger
 	// Guests boots builder VMs and exports VM disks (Build, Promote); nil
 	// makes those Unavailable.
 	Guests Guests
@@ -55,7 +81,11 @@ func (s *Service) Create(ctx context.Context, req api.ImageCreateRequest, rep pr
 	if err := s.refuseTaken(ctx, req.Name); err != nil {
 		return api.Image{}, err
 	}
-	img, err := s.Builder.FromDebian(ctx, req, rep)
+	if s.Debian == nil {
+		return api.Image{}, api.Unavailable("image create needs the Debian builder, which this daemon lacks").
+			WithFix("run image create through bangerd")
+	}
+	img, err := s.Debian.FromDebian(ctx, req, rep)
 	if err != nil {
 		return api.Image{}, err
 	}

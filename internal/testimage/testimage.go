@@ -27,6 +27,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/feature"
 	"banger/internal/image"
+	"banger/internal/image/debian"
 	"banger/internal/progress"
 )
 
@@ -42,7 +43,7 @@ const EnvCacheDir = "BANGER_TEST_CACHE"
 const EnvAgentBin = "BANGER_AGENT_BIN"
 
 // Suite is the Debian suite of the test image.
-const Suite = image.DefaultSuite
+const Suite = debian.DefaultSuite
 
 const (
 	completeFile = "complete"
@@ -114,8 +115,8 @@ func ensure(ctx context.Context, cacheDir string, log *slog.Logger, v variant) (
 	if err != nil {
 		return api.Image{}, fmt.Errorf("test ssh key: %w", err)
 	}
-	req := api.ImageCreateRequest{Suite: Suite, Mirror: image.HostMirror(), With: v.with}
-	recipe, err := image.NewRecipe(req, agentBin, pub)
+	req := api.ImageCreateRequest{Suite: Suite, Mirror: debian.HostMirror(), With: v.with}
+	recipe, err := debian.NewRecipe(req, agentBin, pub)
 	if err != nil {
 		return api.Image{}, err
 	}
@@ -132,7 +133,7 @@ func ensure(ctx context.Context, cacheDir string, log *slog.Logger, v variant) (
 	if err := image.CleanStaging(filepath.Join(cacheDir, "staging")); err != nil {
 		return api.Image{}, err
 	}
-	b := &image.Builder{ImagesDir: filepath.Join(cacheDir, "images"), StagingDir: filepath.Join(cacheDir, "staging"),
+	b := &debian.Builder{ImagesDir: filepath.Join(cacheDir, "images"), StagingDir: filepath.Join(cacheDir, "staging"),
 		AgentBin: agentBin, SSHPubKey: pub, Log: log}
 	start := time.Now()
 	img, err := b.FromDebian(ctx, req, &logReporter{log: log})

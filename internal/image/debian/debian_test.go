@@ -1,4 +1,4 @@
-package image
+package debian
 
 import (
 	"os"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"banger/internal/api"
+	"banger/internal/image"
 )
 
 func TestHostMirror(t *testing.T) {
@@ -52,7 +53,7 @@ func TestRootfsSize(t *testing.T) {
 		want      int64
 		wantErr   bool
 	}{
-		{"small tree gets the minimum", 300 * mib, 0, MinAutoSize, false},
+		{"small tree gets the minimum", 300 * mib, 0, image.MinAutoSize, false},
 		{"large tree gets headroom", 2000 * mib, 0, 2752 * mib, false},
 		{"requested fits", 300 * mib, 2048 * mib, 2048 * mib, false},
 		{"requested too small", 900 * mib, 900 * mib, 0, true},
@@ -151,14 +152,6 @@ func TestWriteFileRefusesSymlinks(t *testing.T) {
 	fi, _ := os.Lstat(filepath.Join(root, "run", "resolv.conf"))
 	if !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v", fi.Mode())
-	}
-}
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{`/a/b`: "/a/b", `/a\040b`: "/a b", `/x\011y\134`: "/x\ty\\"} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
-		}
 	}
 }
 

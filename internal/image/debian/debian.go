@@ -1,16 +1,17 @@
-// Package image builds, registers and deletes banger's managed images. An
-// image is a directory holding a boot set: the kernel as a bzImage
-// (vmlinuz, for QEMU) and as an uncompressed ELF (vmlinux, for Firecracker),
-// the initramfs (initrd.img), the root filesystem (rootfs.ext4, the VM's
-// system disk base), the work-disk seed (work-seed.ext4, cloned into each
-// VM's /root) and the build.log.
+// Package debian makes banger images from nothing: debootstrap into a
+// chroot, Debian's cloud kernel and an initramfs with the virtio drivers,
+// the vmlinux extracted for Firecracker, the features' scripts (--with), the
+// bake (agent, sshd, DNS, fstab, units) and mkfs.ext4 -d for the rootfs and
+// the work-seed — without booting anything. Builder.FromDebian builds in a
+// staging directory renamed into the images dir only when complete, so a
+// failed or cancelled build leaves nothing behind; the caller (image.Service,
+// the test image cache) stores the result. The Recipe and its fingerprint
+// name what went in.
 //
-// Builder.FromDebian makes one from nothing with debootstrap, without
-// booting anything; Register adopts existing artefacts; Service wires both
-// to the store for the daemon. Every build happens in a staging directory
-// that is renamed into the images dir only when complete, so a failed or
-// cancelled build leaves nothing behind.
-package image
+// It owns the chroot and everything about Debian (suites, mirrors,
+// packages). It must not know the store, VMs or images made from images
+// (image/build): it hands back an api.Image.
+package debian
 
 import (
 	"context"
@@ -24,33 +25,18 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/feature"
+	"banger/internal/image"
 	"banger/internal/progress"
 	"banger/internal/revert"
 )
 
-// File names inside an image directory.
-const (
-	KernelFile   = "vmlinuz"
-	VmlinuxFile  = "vmlinux"
-	InitrdFile   = "initrd.img"
-	RootfsFile   = "rootfs.ext4"
-	WorkSeedFile = "work-seed.ext4"
-	BuildLogFile = "build.log"
-	// WorkSeedSize is the size of a generated work-disk seed; VMs grow
-	// their copy to the requested disk size.
-	WorkSeedSize = 64 << 20
-)
-
-// Stage names reported by FromDebian, in order; after StageVmlinux, one
+// Stage names reported by FromDebian, in order; after image.StageVmlinux, one
 // stage per --with feature, named after it (e.g. "opencode").
 const (
 	StageDebootstrap = "debootstrap"
 	StageKernel      = "kernel"
-	StageVmlinux     = "vmlinux"
 	StageBake        = "bake"
 	StageRootfs      = "rootfs"
-	StageWorkSeed    = "work-seed"
-	StageFingerprint = "fingerprint"
 )
 
 // BasePackages are always installed by debootstrap.
@@ -88,7 +74,7 @@ type build struct {
 	staging string // the staging dir: artefacts land here
 	root    string // the chroot tree
 	home    string // root's home, moved out of the tree: the work-seed's contents
-	log     *buildLog
+	log     *image.BuildLog
 	rep     progress.Reporter
 	ch      *chroot
 	kver    string
@@ -127,11 +113,11 @@ func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, re
 	r := revert.New()
 	defer r.Fail()
 	r.Add(func() {
-		if err := removeStaging(staging); err != nil {
+		if err := image.RemoveStaging(staging); err != nil {
 			b.logger().Error("image build cleanup failed", "dir", staging, "err", err)
 		}
 	})
-	blog, err := newBuildLog(filepath.Join(staging, BuildLogFile), rep)
+	blog, err := image.NewBuildLog(filepath.Join(staging, image.BuildLogFile), rep)
 	if err != nil {
 		return api.Image{}, err
 	}
@@ -190,11 +176,11 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 		name string
 		fn   func(context.Context) error
 	}
-	steps := []step{{StageDebootstrap, bd.debootstrap}, {StageKernel, bd.kernel}, {StageVmlinux, bd.vmlinux}}
+	steps := []step{{StageDebootstrap, bd.debootstrap}, {StageKernel, bd.kernel}, {image.StageVmlinux, bd.vmlinux}}
 	for _, d := range feature.Default.Of(bd.req.With) {
 		steps = append(steps, step{d.Name, func(ctx context.Context) error { return bd.feature(ctx, d) }})
 	}
-	steps = append(steps, step{StageBake, bd.bake}, step{StageRootfs, bd.rootfs}, step{StageWorkSeed, bd.workSeed})
+	steps = append(steps, step{StageBake, bd.bake}, step{StageRootfs, bd.rootfs}, step{image.StageWorkSeed, bd.workSeed})
 	for _, s := range steps {
 		if err := ctx.Err(); err != nil {
 			return api.Image{}, err
@@ -206,12 +192,12 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 	// The tree and root's home are in the filesystems now; drop them
 	// before anything is fingerprinted or moved into place.
 	for _, d := range []string{bd.root, bd.home} {
-		if err := removeStaging(d); err != nil {
+		if err := image.RemoveStaging(d); err != nil {
 			return api.Image{}, err
 		}
 	}
 	var img api.Image
-	err := bd.stage(StageFingerprint, func() error {
+	err := bd.stage(image.StageFingerprint, func() error {
 		var err error
 		img, err = bd.metadata()
 		return err
@@ -222,7 +208,7 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 func (bd *build) debootstrap(ctx context.Context) error {
 	pkgs := append(append([]string{}, BasePackages...), bd.req.Packages...)
 	bd.rep.Detail(fmt.Sprintf("%s from %s", bd.req.Suite, bd.req.Mirror))
-	return bd.log.run(ctx, nil, bd.debootstrapBin(), "--variant=minbase",
+	return run(ctx, bd.log, nil, bd.debootstrapBin(), "--variant=minbase",
 		"--include="+strings.Join(pkgs, ","), bd.req.Suite, bd.root, bd.req.Mirror)
 }
 
@@ -256,10 +242,10 @@ func (bd *build) kernel(ctx context.Context) error {
 	}
 	bd.kver = strings.TrimPrefix(filepath.Base(kernels[0]), "vmlinuz-")
 	initrd := filepath.Join(bd.root, "boot", "initrd.img-"+bd.kver)
-	if err := copyFile(kernels[0], filepath.Join(bd.staging, KernelFile)); err != nil {
+	if err := image.CopyFile(kernels[0], filepath.Join(bd.staging, image.KernelFile)); err != nil {
 		return err
 	}
-	if err := copyFile(initrd, filepath.Join(bd.staging, InitrdFile)); err != nil {
+	if err := image.CopyFile(initrd, filepath.Join(bd.staging, image.InitrdFile)); err != nil {
 		return fmt.Errorf("copying the initramfs (was it generated?): %w", err)
 	}
 	mmio, err := bd.initrdHas(ctx, "virtio_mmio.ko")
@@ -298,7 +284,7 @@ func (bd *build) initrdHas(ctx context.Context, name string) (bool, error) {
 }
 
 func (bd *build) vmlinux(context.Context) error {
-	n, err := extractVmlinux(filepath.Join(bd.staging, KernelFile), filepath.Join(bd.staging, VmlinuxFile))
+	n, err := image.ExtractVmlinux(filepath.Join(bd.staging, image.KernelFile), filepath.Join(bd.staging, image.VmlinuxFile))
 	if err != nil {
 		return err
 	}

@@ -1,39 +1,25 @@
-package image
+package debian
 
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 
 	"banger/internal/api"
 	"banger/internal/ext4"
-	"banger/internal/image/vmlinux"
-)
-
-const syscallNoFollow = syscall.O_NOFOLLOW
-
-// Root filesystem sizing: the contents plus headroom, at least MinAutoSize.
-const (
-	MinAutoSize   = 1 << 30
-	headroomPct   = 30
-	sizeAlignment = 64 << 20
-	// fsOverhead covers the journal, inode tables and metadata of a
-	// mkfs.ext4 -b 4096 filesystem of about a gigabyte.
-	fsOverhead = 96 << 20
+	"banger/internal/image"
 )
 
 // rootfs moves root's home out of the tree (it becomes the work-seed; /root
 // stays as an empty mount point) and makes rootfs.ext4 from the tree with
 // mkfs.ext4 -d, without mounting anything.
 func (bd *build) rootfs(ctx context.Context) error {
-	if mps, err := mountsBelow(bd.root); err != nil || len(mps) > 0 {
+	if mps, err := image.MountsBelow(bd.root); err != nil || len(mps) > 0 {
 		return fmt.Errorf("the tree still has mounts (%v, %v): refusing to copy them", mps, err)
 	}
 	if err := moveContents(filepath.Join(bd.root, "root"), bd.home); err != nil {
@@ -48,37 +34,35 @@ func (bd *build) rootfs(ctx context.Context) error {
 		return err
 	}
 	bd.rep.Detail(fmt.Sprintf("%d MiB of files in a %d MiB filesystem", used>>20, size>>20))
-	return mkfsFromDir(ctx, bd.log, "rootfs", bd.root, filepath.Join(bd.staging, RootfsFile), size)
+	return mkfsFromDir(ctx, bd.log, "rootfs", bd.root, filepath.Join(bd.staging, image.RootfsFile), size)
 }
 
 // rootfsSize picks the filesystem size for used bytes of files: requested
-// when it fits, else used plus headroom (at least MinAutoSize).
+// when it fits, else used plus headroom (at least image.MinAutoSize).
 func rootfsSize(used, requested int64) (int64, error) {
-	need := used + used/10 + fsOverhead
+	need := used + used/10 + image.FSOverhead
 	if requested > 0 {
 		if requested < need {
 			return 0, api.Invalid("--size %d MiB is too small: the root filesystem holds %d MiB of files",
-				requested>>20, used>>20).WithFix(fmt.Sprintf("--size %dMiB or more, or leave --size out", roundUp(need, 1<<20)>>20))
+				requested>>20, used>>20).WithFix(fmt.Sprintf("--size %dMiB or more, or leave --size out", image.RoundUp(need, 1<<20)>>20))
 		}
-		return roundUp(requested, 1<<20), nil
+		return image.RoundUp(requested, 1<<20), nil
 	}
-	size := used + used*headroomPct/100 + fsOverhead
-	return max(MinAutoSize, roundUp(size, sizeAlignment)), nil
+	size := used + used*image.HeadroomPct/100 + image.FSOverhead
+	return max(image.MinAutoSize, image.RoundUp(size, image.SizeAlignment)), nil
 }
-
-func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
 
 // workSeed makes work-seed.ext4 from root's home (dotfiles, .ssh).
 func (bd *build) workSeed(ctx context.Context) error {
 	if err := os.Chmod(bd.home, 0o700); err != nil {
 		return err
 	}
-	return mkfsFromDir(ctx, bd.log, "work", bd.home, filepath.Join(bd.staging, WorkSeedFile), WorkSeedSize)
+	return mkfsFromDir(ctx, bd.log, "work", bd.home, filepath.Join(bd.staging, image.WorkSeedFile), image.WorkSeedSize)
 }
 
 // mkfsFromDir creates a sparse file of size bytes holding an ext4
 // filesystem labelled label with dir's contents (dir "" = empty).
-func mkfsFromDir(ctx context.Context, log *buildLog, label, dir, out string, size int64) error {
+func mkfsFromDir(ctx context.Context, log *image.BuildLog, label, dir, out string, size int64) error {
 	log.Line(fmt.Sprintf("+ mkfs.ext4 %s (%s, %d MiB)", out, label, size>>20))
 	return ext4.Make(ctx, out, size, label, dir)
 }
@@ -127,15 +111,6 @@ func diskUsage(dir string) (int64, error) {
 	return total, nil
 }
 
-// copyFile copies src to dst (0644), sparse-aware via cp.
-func copyFile(src, dst string) error {
-	out, err := exec.Command("cp", "--sparse=always", "--reflink=auto", "--", src, dst).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("copying %s: %w: %s", src, err, bytes.TrimSpace(out))
-	}
-	return os.Chmod(dst, 0o644)
-}
-
 // outputOf runs a command and returns its stdout.
 func outputOf(ctx context.Context, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -147,42 +122,4 @@ func outputOf(ctx context.Context, name string, args ...string) (string, error) 
 		return "", fmt.Errorf("%s: %w: %s", name, err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return string(out), nil
-}
-
-// extractVmlinux writes the ELF inside the bzImage at src to dst and
-// returns its size.
-func extractVmlinux(src, dst string) (int64, error) {
-	bz, err := os.ReadFile(src)
-	if err != nil {
-		return 0, err
-	}
-	elf, err := vmlinux.Extract(bz)
-	if err != nil {
-		return 0, err
-	}
-	if err := os.WriteFile(dst, elf, 0o644); err != nil {
-		return 0, fmt.Errorf("writing vmlinux: %w", err)
-	}
-	return int64(len(elf)), nil
-}
-
-// fileSize returns the size of path, 0 when it does not exist.
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// hashInto streams path into w.
-func hashInto(w io.Writer, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fmt.Fprintf(w, "%s %s\n", filepath.Base(path), strconv.FormatInt(fileSize(path), 10))
-	_, err = io.Copy(w, f)
-	return err
 }

@@ -1,4 +1,4 @@
-package image_test
+package debian_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"banger/internal/api"
-	"banger/internal/image"
+	"banger/internal/image/debian"
 	"banger/internal/progress"
 )
 
@@ -25,14 +25,14 @@ func fakeAgent(t *testing.T) string {
 	return p
 }
 
-func newBuilder(t *testing.T) *image.Builder {
+func newBuilder(t *testing.T) *debian.Builder {
 	state := t.TempDir()
-	return &image.Builder{ImagesDir: filepath.Join(state, "images"), StagingDir: filepath.Join(state, "staging"),
+	return &debian.Builder{ImagesDir: filepath.Join(state, "images"), StagingDir: filepath.Join(state, "staging"),
 		AgentBin: fakeAgent(t), SSHPubKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake test"}
 }
 
 // assertNoStaging checks a failed build left nothing in the staging dir.
-func assertNoStaging(t *testing.T, b *image.Builder) {
+func assertNoStaging(t *testing.T, b *debian.Builder) {
 	t.Helper()
 	ents, _ := os.ReadDir(b.StagingDir)
 	if len(ents) > 0 {
@@ -44,27 +44,27 @@ func assertNoStaging(t *testing.T, b *image.Builder) {
 }
 
 func TestFromDebianBadInput(t *testing.T) {
-	if len(image.Suites()) == 0 {
+	if len(debian.Suites()) == 0 {
 		t.Skip("no debootstrap scripts: apt-get install debootstrap")
 	}
 	cases := []struct {
 		name   string
-		setup  func(b *image.Builder, req *api.ImageCreateRequest)
+		setup  func(b *debian.Builder, req *api.ImageCreateRequest)
 		kind   api.Kind
 		want   string
 		within time.Duration
 	}{
-		{"unknown suite", func(b *image.Builder, req *api.ImageCreateRequest) { req.Suite = "narnia" },
+		{"unknown suite", func(b *debian.Builder, req *api.ImageCreateRequest) { req.Suite = "narnia" },
 			api.KindInvalid, "known Debian suites: ", time.Second},
-		{"name clash", func(b *image.Builder, req *api.ImageCreateRequest) {
+		{"name clash", func(b *debian.Builder, req *api.ImageCreateRequest) {
 			os.MkdirAll(filepath.Join(b.ImagesDir, "img"), 0o755)
 		}, api.KindAlreadyExists, "already exists", time.Second},
-		{"missing debootstrap", func(b *image.Builder, req *api.ImageCreateRequest) {
+		{"missing debootstrap", func(b *debian.Builder, req *api.ImageCreateRequest) {
 			b.Debootstrap = "/nonexistent/debootstrap"
 		}, api.KindFailedPrecondition, "apt-get install debootstrap e2fsprogs", time.Second},
-		{"no agent", func(b *image.Builder, req *api.ImageCreateRequest) { b.AgentBin = "/nonexistent/agent" },
+		{"no agent", func(b *debian.Builder, req *api.ImageCreateRequest) { b.AgentBin = "/nonexistent/agent" },
 			api.KindFailedPrecondition, "go build", time.Second},
-		{"unreachable mirror", func(b *image.Builder, req *api.ImageCreateRequest) {
+		{"unreachable mirror", func(b *debian.Builder, req *api.ImageCreateRequest) {
 			req.Mirror = "http://127.0.0.1:1/debian"
 		}, api.KindUnavailable, "--mirror URL", 6 * time.Second},
 	}

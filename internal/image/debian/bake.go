@@ -1,4 +1,4 @@
-package image
+package debian
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"banger/internal/agent"
+	"syscall"
 )
 
 // The bake step configures the debootstrapped tree for a banger guest
@@ -239,7 +240,7 @@ func writeFile(root, rel string, mode os.FileMode, data []byte) error {
 	if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("replacing /%s: %w", rel, err)
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscallNoFollow, mode)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
 	if err != nil {
 		return fmt.Errorf("writing /%s: %w", rel, err)
 	}

@@ -1,4 +1,4 @@
-package image
+package debian
 
 import (
 	"crypto/sha256"
@@ -12,14 +12,15 @@ import (
 // builderSources decide what image create puts into an image (paths from
 // the repository root).
 var builderSources = []string{
-	"internal/image/debian.go", "internal/image/bake.go", "internal/image/rootfs.go", "internal/image/run.go",
+	"internal/image/debian/debian.go", "internal/image/debian/bake.go", "internal/image/debian/rootfs.go",
+	"internal/image/debian/chroot.go", "internal/image/debian/preflight.go", "internal/image/debian/recipe.go",
 	"internal/ext4/ext4.go",        // mkfs.ext4's options
 	"internal/feature/opencode.sh", // --with opencode
 }
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "39927e7bac4133178e38ec0d98652195eb38e9c8618a3f455e2617c851014869"
+const builderSourcesSum = "0e6e999d30af6253db925a7bd6198c676200c73661e74603c89d107a559c4c42"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test
@@ -27,7 +28,7 @@ const builderSourcesSum = "39927e7bac4133178e38ec0d98652195eb38e9c8618a3f455e261
 func TestBuilderSourcesPinned(t *testing.T) {
 	h := sha256.New()
 	for _, p := range builderSources {
-		b, err := os.ReadFile(filepath.Join("..", "..", p))
+		b, err := os.ReadFile(filepath.Join("..", "..", "..", p))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package image
+package debian
 
 import (
 	"bufio"
@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/api"
-	"banger/internal/feature"
+	"banger/internal/image"
 	"banger/internal/image/vmlinux"
 	"banger/internal/names"
 )
@@ -29,9 +29,6 @@ const (
 	DefaultMirror = "http://deb.debian.org/debian"
 	// MinFreeBytes is the free space image create needs in the state dir.
 	MinFreeBytes = 3 << 30
-	// MinRootfsSize is the smallest --size accepted up front; the real
-	// floor is checked once the tree's size is known.
-	MinRootfsSize = 512 << 20
 	// mirrorTimeout bounds the mirror reachability probe.
 	mirrorTimeout = 5 * time.Second
 	// debootstrapScripts is where debootstrap keeps one script per suite.
@@ -64,12 +61,12 @@ func (b *Builder) checkRequest(req *api.ImageCreateRequest) error {
 				WithFix("--packages name1,name2 (lowercase Debian package names)")
 		}
 	}
-	if err := CheckFeatures(req.With); err != nil {
+	if err := image.CheckFeatures(req.With); err != nil {
 		return err
 	}
-	if req.Size != 0 && req.Size < MinRootfsSize {
+	if req.Size != 0 && req.Size < image.MinRootfsSize {
 		return api.Invalid("--size %d MiB is too small for a Debian root filesystem", req.Size>>20).
-			WithFix(fmt.Sprintf("--size %dMiB or more, or leave it out to fit the contents", MinRootfsSize>>20))
+			WithFix(fmt.Sprintf("--size %dMiB or more, or leave it out to fit the contents", image.MinRootfsSize>>20))
 	}
 	if err := b.checkSuite(req.Suite); err != nil {
 		return err
@@ -93,20 +90,10 @@ func (b *Builder) checkTools() error {
 		return api.FailedPrecondition("no guest agent binary configured").
 			WithFix("build it (CGO_ENABLED=0 go build -o banger-agent ./cmd/banger-agent) and set agent_bin in the config")
 	}
-	head, err := readHead(b.AgentBin, 4)
+	head, err := image.ReadHead(b.AgentBin, 4)
 	if err != nil || !vmlinux.IsELF(head) {
 		return api.FailedPrecondition("guest agent %s is not a Linux executable: %v", b.AgentBin, errOrNotELF(err)).
 			WithFix("rebuild it: CGO_ENABLED=0 go build -o banger-agent ./cmd/banger-agent")
-	}
-	return nil
-}
-
-// CheckFeatures needs every --with name to be a shipped feature.
-func CheckFeatures(with []string) error {
-	for _, w := range with {
-		if _, ok := feature.Get(w); !ok {
-			return api.Invalid("unknown feature %q for --with", w).WithFix("--with " + feature.Default.Names("|"))
-		}
 	}
 	return nil
 }
@@ -125,7 +112,7 @@ func (b *Builder) debootstrapBin() string {
 	return "debootstrap"
 }
 
-// Suites lists the suites debootstrap on this host knows, sorted.
+// Suites lists the suites debootstrap on this host knows, image.Sorted.
 func Suites() []string {
 	ents, _ := os.ReadDir(debootstrapScripts)
 	var out []string
@@ -253,19 +240,4 @@ func mirrorIn(path string) string {
 		}
 	}
 	return ""
-}
-
-// readHead reads the first n bytes of a file (fewer if it is shorter).
-func readHead(path string, n int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, n)
-	m, err := f.Read(buf)
-	if m == 0 && err != nil {
-		return nil, err
-	}
-	return buf[:m], nil
 }
