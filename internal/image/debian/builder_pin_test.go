@@ -20,7 +20,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "0e6e999d30af6253db925a7bd6198c676200c73661e74603c89d107a559c4c42"
+const builderSourcesSum = "1b6c004f074a341b24ecf975f8b3aeb9c59f6a7d5823513f425e5b811ea4f2a1"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test
