@@ -84,7 +84,7 @@ func IsNoReflink(err error) bool {
 // the filesystem cannot reflink the error is FailedPrecondition carrying
 // the errno (see IsNoReflink) and ReflinkFix. On failure dst is gone.
 func CloneFile(src, dst string) (err error) {
-	in, out, err := openPair(src, dst)
+	in, out, err := openPair(src, dst, false)
 	if err != nil {
 		return err
 	}
@@ -100,22 +100,22 @@ func CloneFile(src, dst string) (err error) {
 	return nil
 }
 
-// SparseCopy copies src to a new file dst keeping holes: it walks src's
+// SparseCopy copies src (a regular file, or a block device such as an
+// attached dm-snapshot) to a new file dst keeping holes: it walks src's
 // data extents (SEEK_DATA/SEEK_HOLE) and within them skips all-zero
 // blocks, so the copy never uses more blocks than the source. dst is
 // fsynced. On failure dst is gone.
 func SparseCopy(src, dst string) (err error) {
-	in, out, err := openPair(src, dst)
+	in, out, err := openPair(src, dst, true)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
 	defer func() { err = finishPair(out, dst, err) }()
-	st, err := in.Stat()
+	size, err := in.Seek(0, io.SeekEnd) // a block device's Stat size is 0
 	if err != nil {
-		return fmt.Errorf("copying %s: %w", src, err)
+		return fmt.Errorf("sizing %s: %w", src, err)
 	}
-	size := st.Size()
 	if err := out.Truncate(size); err != nil {
 		return fmt.Errorf("sizing %s: %w", dst, err)
 	}
@@ -181,8 +181,10 @@ func copyRange(in, out *os.File, buf []byte, from, to int64) error {
 }
 
 // openPair opens src for reading and creates dst exclusively with src's
-// permission bits, translating the usual failures into error kinds.
-func openPair(src, dst string) (*os.File, *os.File, error) {
+// permission bits (0600 for a device), translating the usual failures into
+// error kinds. src must be a regular file, or a block device when devices
+// is set.
+func openPair(src, dst string, devices bool) (*os.File, *os.File, error) {
 	in, err := os.Open(src)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, api.NotFound("source %s does not exist", src)
@@ -195,11 +197,16 @@ func openPair(src, dst string) (*os.File, *os.File, error) {
 		in.Close()
 		return nil, nil, fmt.Errorf("opening %s: %w", src, err)
 	}
-	if !st.Mode().IsRegular() {
+	perm := st.Mode().Perm()
+	switch {
+	case st.Mode().IsRegular():
+	case devices && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
+		perm = 0o600
+	default:
 		in.Close()
 		return nil, nil, api.Invalid("source %s is not a regular file", src)
 	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, st.Mode().Perm())
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		in.Close()
 		switch {

@@ -2,6 +2,7 @@ package disk_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -10,6 +11,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/disk"
 	"banger/internal/disk/disktest"
+	"banger/internal/disk/internal/blk"
 )
 
 func blocks(t *testing.T, path string) int64 {
@@ -153,5 +155,32 @@ func TestCheckPaths(t *testing.T) {
 				t.Errorf("CheckPaths = %v", err)
 			}
 		})
+	}
+}
+
+// SparseCopy reads a block device (an attached dm-snapshot is one) to its
+// end and keeps its zero runs out of the copy.
+func TestIntegrationSparseCopyFromBlockDevice(t *testing.T) {
+	disktest.RequireRoot(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	disktest.MakeSparseBase(t, img, 32<<20, 4<<20)
+	loop, err := blk.LoopAttach(t.Context(), img, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { blk.LoopDetach(context.Background(), loop, img) })
+	dst := filepath.Join(dir, "copy")
+	if err := disk.SparseCopy(loop, dst); err != nil {
+		t.Fatalf("SparseCopy from %s: %v", loop, err)
+	}
+	if disktest.SHA256(t, dst) != disktest.SHA256(t, img) {
+		t.Errorf("copy of the device differs from its backing file")
+	}
+	if st, _ := os.Stat(dst); st.Mode().Perm() != 0o600 {
+		t.Errorf("copy of a device has mode %v, want 0600", st.Mode().Perm())
+	}
+	if got, src := blocks(t, dst), blocks(t, img); got > src {
+		t.Errorf("copy uses %d blocks, the source %d: zeros were written", got, src)
 	}
 }

@@ -104,3 +104,23 @@ func growFS(ctx context.Context, path string, old, size int64) error {
 	}
 	return ext4.Grow(ctx, path)
 }
+
+// GrowFile extends the raw image at path to size bytes (sparse); a size at
+// or below the file's does nothing. It does not touch the filesystem on it:
+// the raw drivers' Grow.
+func GrowFile(path string, size int64) error {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return api.NotFound("disk %s does not exist", path)
+	}
+	if err != nil {
+		return fmt.Errorf("checking disk %s: %w", path, err)
+	}
+	if size <= st.Size() {
+		return nil
+	}
+	if err := os.Truncate(path, size); err != nil {
+		return fmt.Errorf("growing %s to %d bytes: %w", path, size, err)
+	}
+	return nil
+}

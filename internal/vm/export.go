@@ -52,7 +52,7 @@ func (m *Manager) ExportDisks(ctx context.Context, name, systemDst, workDst stri
 		defer func() {
 			c, cancel := bg()
 			defer cancel()
-			if derr := m.disk.Detach(c, sys); derr != nil {
+			if _, derr := m.disk.Detach(c, sys); derr != nil {
 				m.log.Warn("detaching system disk after export", "vm", v.Name, "err", derr)
 			}
 		}()

@@ -32,9 +32,7 @@ func (h *Handles) API() *api.VMHandles {
 		return nil
 	}
 	return &api.VMHandles{
-		PID: h.VMM.PID, Tap: h.Tap, Loops: h.SystemDisk.Loops,
-		DMName: h.SystemDisk.DMName, DMDevice: h.SystemDisk.DMDevice,
-		Engine: engineExtra(h),
+		PID: h.VMM.PID, Tap: h.Tap, Engine: engineExtra(h),
 	}
 }
 

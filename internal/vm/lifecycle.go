@@ -138,11 +138,11 @@ func (m *Manager) releaseKernelState(ctx context.Context, v *api.VM, h *Handles)
 			m.log.Warn("releasing tap", "vm", v.Name, "tap", h.Tap, "err", err)
 		}
 	}
-	if err := m.disk.Detach(ctx, h.SystemDisk); err != nil {
+	sys, err := m.disk.Detach(ctx, h.SystemDisk)
+	if err != nil {
 		m.log.Warn("detaching system disk", "vm", v.Name, "err", err)
 	}
-	rest := &Handles{Engine: h.Engine, SystemDisk: h.SystemDisk}
-	rest.SystemDisk.Loops, rest.SystemDisk.DMName, rest.SystemDisk.DMDevice = nil, "", ""
+	rest := &Handles{Engine: h.Engine, SystemDisk: sys}
 	if err := writeHandles(v.Runtime.VMDir, rest); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		m.log.Warn("writing handles", "vm", v.Name, "err", err)
 	}

@@ -107,7 +107,7 @@ func (m *Manager) reconcileOne(ctx context.Context, v api.VM) (string, error) {
 		m.releaseKernelState(ctx, &v, h)
 		return "", m.setState(ctx, &v, api.VMFailed, reason)
 	default: // stopped, failed: make sure no kernel state lingers
-		if h != nil && (h.Tap != "" || len(h.SystemDisk.Loops) > 0) {
+		if h != nil && (h.Tap != "" || m.disk.Attached(h.SystemDisk)) {
 			m.releaseKernelState(ctx, &v, h)
 		}
 		return "", nil

@@ -11,6 +11,13 @@
 //     NotFound; over an existing dst is AlreadyExists and leaves it alone.
 //     None of them leaves anything behind.
 //   - Remove is idempotent and accepts a half-made disk (only Files set).
+//   - Detach returns the record to keep (no State, not Attached); a record
+//     that went through JSON (handles.json) detaches and attaches the same.
+//   - Export writes a raw, sparse file with the disk's content that outlives
+//     the disk; over an existing file it is AlreadyExists.
+//   - Grow never shrinks and keeps the data; Snapshot gives an independent
+//     disk of the same driver. A driver whose Info says it cannot grow or
+//     snapshot answers FailedPrecondition with a fix.
 package disktest
 
 import (
@@ -18,6 +25,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -60,6 +68,10 @@ func Run(t *testing.T, newDriver NewDriver) {
 		{"CreateOverMissingBase", testMissingBase},
 		{"CreateOverExistingDst", testExistingDst},
 		{"CreateOverNonExt4Base", testGarbageBase},
+		{"ExportIsRawAndStandalone", testExport},
+		{"ExportOverExistingDst", testExportExisting},
+		{"GrowKeepsData", testGrow},
+		{"SnapshotIsIndependent", testSnapshot},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -161,18 +173,26 @@ func testDetachAttach(t *testing.T, e *env) {
 	base := e.base(t)
 	dk := e.create(t, base, "disk")
 	Write(t, dk, writeOff, 0x5a, writeLen)
-	if err := e.d.Detach(e.ctx, dk); err != nil {
+	if got, want := e.d.Attached(dk), e.d.Info().KernelState; got != want {
+		t.Errorf("Attached after Create = %v, want %v (Info().KernelState)", got, want)
+	}
+	dk = throughJSON(t, dk)
+	detached, err := e.d.Detach(e.ctx, dk)
+	if err != nil {
 		t.Fatalf("Detach: %v", err)
+	}
+	if len(detached.State) != 0 || e.d.Attached(detached) {
+		t.Errorf("after Detach: State %s, Attached %v; want none", detached.State, e.d.Attached(detached))
 	}
 	for _, f := range dk.Files {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("Detach removed a file: %v", err)
 		}
 	}
-	if err := e.d.Detach(e.ctx, dk); err != nil {
+	if _, err := e.d.Detach(e.ctx, dk); err != nil {
 		t.Errorf("second Detach: %v", err)
 	}
-	again, err := e.d.Attach(e.ctx, dk)
+	again, err := e.d.Attach(e.ctx, throughJSON(t, detached))
 	if err != nil {
 		t.Fatalf("Attach: %v", err)
 	}
@@ -283,6 +303,20 @@ func testGarbageBase(t *testing.T, e *env) {
 	if sha256.Sum256(got) != sha256.Sum256(buf) {
 		t.Errorf("disk over a non-ext4 base does not hold the base's bytes")
 	}
+}
+
+// throughJSON returns dk as it reads back from a handles.json.
+func throughJSON(t *testing.T, dk disk.Disk) disk.Disk {
+	t.Helper()
+	b, err := json.Marshal(dk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out disk.Disk
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("decoding %s: %v", b, err)
+	}
+	return out
 }
 
 func allBytes(b []byte, v byte) bool {

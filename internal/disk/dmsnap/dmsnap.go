@@ -7,13 +7,18 @@
 // host reboot.
 //
 // Files: the COW file at dst and dst+".base", which records the base path
-// so that Attach can rebuild the stack.
+// so that Attach can rebuild the stack. State (the Disk's opaque record):
+// the loop devices and the dm target's name and device; nobody above this
+// package reads it. Growing and snapshotting are not supported: the
+// target's size is its base's, and its COW lives in the kernel's format.
+// The package knows nothing of VMs.
 package dmsnap
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -167,8 +172,31 @@ func setup(ctx context.Context, base, cow string, baseSize int64) (disk.Disk, er
 	r.Success()
 	return disk.Disk{
 		Driver: disk.DMSnap, Path: dev, Format: "raw",
-		Loops: []string{baseLoop, cowLoop}, DMName: name, DMDevice: dev,
+		State: state{Loops: []string{baseLoop, cowLoop}, DMName: name, DMDevice: dev}.encode(),
 	}, nil
+}
+
+// state is a dmsnap Disk's State: what setup made. Its keys are those the
+// Disk record had before State existed, so old records load the same.
+type state struct {
+	Loops    []string `json:"loops,omitempty"`
+	DMName   string   `json:"dm_name,omitempty"`
+	DMDevice string   `json:"dm_device,omitempty"`
+}
+
+func (s state) encode() json.RawMessage {
+	b, _ := json.Marshal(s) // strings only: cannot fail
+	return b
+}
+
+// stateOf decodes dk's State; a missing or unreadable one is empty (Detach
+// then finds the target and loops from the COW file alone).
+func stateOf(dk disk.Disk) state {
+	var s state
+	if len(dk.State) > 0 {
+		json.Unmarshal(dk.State, &s)
+	}
+	return s
 }
 
 // Table is the dm table line of a persistent snapshot of baseLoop (size
@@ -253,12 +281,23 @@ func (d *Driver) Attach(ctx context.Context, dk disk.Disk) (disk.Disk, error) {
 	return nd, nil
 }
 
+// Attached reports whether the disk's snapshot target or any of its loop
+// devices exist.
+func (d *Driver) Attached(dk disk.Disk) bool {
+	cow, side, err := files(dk)
+	if err != nil {
+		return false
+	}
+	return dmExists(Name(cow)) || len(ownLoops(dk, cow, side)) > 0
+}
+
 // Detach removes the snapshot target and the loop devices, keeping the
-// files. Parts already gone are fine.
-func (d *Driver) Detach(ctx context.Context, dk disk.Disk) error {
+// files, and returns the disk with its State cleared. Parts already gone
+// are fine.
+func (d *Driver) Detach(ctx context.Context, dk disk.Disk) (disk.Disk, error) {
 	var errs []error
 	cow, side, ferr := files(dk)
-	name := dk.DMName
+	name := stateOf(dk).DMName
 	if name == "" && ferr == nil {
 		name = Name(cow)
 	}
@@ -279,34 +318,85 @@ func (d *Driver) Detach(ctx context.Context, dk disk.Disk) error {
 		}
 	}
 	if ferr == nil {
-		base := ""
-		if b, err := os.ReadFile(side); err == nil {
-			base = strings.TrimSpace(string(b))
-		}
-		for _, l := range dk.Loops {
-			back, _ := blk.LoopBacking(l)
-			if back != "" && (blk.SameFile(back, cow) || (base != "" && blk.SameFile(back, base))) {
-				if err := blk.LoopDetach(ctx, l, back); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
-		cowLoops, _ := blk.LoopsFor(cow)
-		for _, l := range cowLoops {
-			if err := blk.LoopDetach(ctx, l, cow); err != nil {
+		for l, back := range ownLoops(dk, cow, side) {
+			if err := blk.LoopDetach(ctx, l, back); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return dk, err
+	}
+	dk.State = nil
+	return dk, nil
+}
+
+// ownLoops maps the loop devices this disk still holds outside its target
+// to their backing files: the recorded ones still backed by its COW file or
+// base, and any backed by its COW file. A base loop not recorded is never
+// taken: other disks over the same base have their own.
+func ownLoops(dk disk.Disk, cow, side string) map[string]string {
+	out := map[string]string{}
+	base := ""
+	if b, err := os.ReadFile(side); err == nil {
+		base = strings.TrimSpace(string(b))
+	}
+	for _, l := range stateOf(dk).Loops {
+		back, _ := blk.LoopBacking(l)
+		if back != "" && (blk.SameFile(back, cow) || (base != "" && blk.SameFile(back, base))) {
+			out[l] = back
+		}
+	}
+	cowLoops, _ := blk.LoopsFor(cow)
+	for _, l := range cowLoops {
+		out[l] = cow
+	}
+	return out
 }
 
 // Remove detaches the disk and deletes its COW file and base record.
 func (d *Driver) Remove(ctx context.Context, dk disk.Disk) error {
-	if err := d.Detach(ctx, dk); err != nil {
+	if _, err := d.Detach(ctx, dk); err != nil {
 		return err
 	}
 	return disk.RemoveFiles(dk)
+}
+
+// Export copies the snapshot's content to the raw sparse file dst,
+// attaching the disk for the copy when it is not attached (and detaching
+// it again).
+func (d *Driver) Export(ctx context.Context, dk disk.Disk, dst string) (err error) {
+	was := d.Attached(dk)
+	at, err := d.Attach(ctx, dk)
+	if err != nil {
+		return fmt.Errorf("attaching dm-snapshot disk for export: %w", err)
+	}
+	if !was {
+		defer func() {
+			if _, derr := d.Detach(context.WithoutCancel(ctx), at); derr != nil && err == nil {
+				os.Remove(dst)
+				err = fmt.Errorf("detaching dm-snapshot disk after export: %w", derr)
+			}
+		}()
+	}
+	if err := disk.SparseCopy(at.Path, dst); err != nil {
+		return fmt.Errorf("exporting dm-snapshot disk %s: %w", at.Path, err)
+	}
+	return nil
+}
+
+// Grow is not supported: the snapshot target is exactly as large as its
+// base.
+func (d *Driver) Grow(ctx context.Context, dk disk.Disk, size int64) error {
+	return api.FailedPrecondition("a dm-snapshot disk cannot grow: the snapshot target is as large as its base").
+		WithFix("build without a larger --size, or use the reflink or copy disk driver")
+}
+
+// Snapshot is not supported: a persistent snapshot's COW is bound to its
+// target.
+func (d *Driver) Snapshot(ctx context.Context, dk disk.Disk, dst string) (disk.Disk, error) {
+	return disk.Disk{}, api.FailedPrecondition("a dm-snapshot disk cannot be snapshotted").
+		WithFix("set disk_driver to reflink, qcow2 or copy in the config")
 }
 
 // files finds the COW file and the base record among dk.Files.

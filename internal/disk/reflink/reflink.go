@@ -1,7 +1,8 @@
 // Package reflink is the disk driver that makes a system disk a reflink
 // (FICLONE) of the image's rootfs: O(1), raw format, usable by every
 // engine. It needs the base and the disk on one filesystem that shares
-// extents: XFS made with reflink=1, or btrfs (see disk/pool).
+// extents: XFS made with reflink=1, or btrfs (see disk/pool). It holds no
+// kernel state and knows nothing of VMs.
 package reflink
 
 import (
@@ -16,7 +17,7 @@ import (
 var _ disk.Driver = (*Driver)(nil)
 
 // Driver is the reflink disk driver. It holds no state.
-type Driver struct{}
+type Driver struct{ disk.RawFile }
 
 // New returns the reflink driver.
 func New() *Driver { return &Driver{} }
@@ -32,6 +33,8 @@ func (d *Driver) Info() disk.Info {
 		Reason:    "needs base and disks on a reflink filesystem (XFS reflink=1, btrfs); check with reflink.Supported",
 		Instant:   true,
 		Format:    "raw",
+		Grows:     true,
+		Snapshots: true,
 	}
 }
 
@@ -47,16 +50,14 @@ func (d *Driver) Create(ctx context.Context, base, dst string) (disk.Disk, error
 	return disk.Disk{Driver: disk.Reflink, Path: dst, Format: "raw", Files: []string{dst}}, nil
 }
 
-// Attach has nothing to re-create: the disk is a plain file.
-func (d *Driver) Attach(ctx context.Context, dk disk.Disk) (disk.Disk, error) {
-	return dk, nil
+// Snapshot reflinks the disk to dst: O(1), the two share extents until
+// either is written.
+func (d *Driver) Snapshot(ctx context.Context, dk disk.Disk, dst string) (disk.Disk, error) {
+	if err := disk.CloneFile(dk.Path, dst); err != nil {
+		return disk.Disk{}, fmt.Errorf("snapshotting disk %s: %w", dk.Path, err)
+	}
+	return disk.Snapshotted(dk, dst), nil
 }
-
-// Detach has nothing to release.
-func (d *Driver) Detach(ctx context.Context, dk disk.Disk) error { return nil }
-
-// Remove deletes the disk's files; files already gone are fine.
-func (d *Driver) Remove(ctx context.Context, dk disk.Disk) error { return disk.RemoveFiles(dk) }
 
 // Supported reports whether dir's filesystem can reflink, by cloning one
 // temporary file to another in dir; when it cannot, the string says why
