@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/disk"
 	"banger/internal/progress"
 	"banger/internal/vmm"
 )
@@ -26,29 +27,25 @@ const (
 // stopTimeout is how long a guest gets to power off before it is killed.
 const stopTimeout = 15 * time.Second
 
-// Start boots a stopped (or failed) VM.
+// Start boots a stopped (or failed) VM. A VM recorded as running whose
+// engine has exited (its guest powered itself off) is first stopped the
+// way Stop would, then booted.
 func (m *Manager) Start(ctx context.Context, name string, rep progress.Reporter) (api.VM, error) {
 	v, unlock, err := m.lockedVM(ctx, name)
 	if err != nil {
 		return api.VM{}, err
 	}
 	defer unlock()
-	if h, alive := m.vmAlive(v); alive {
-		if err := m.unloadedEngine(v, h); err != nil {
-			return v, err
-		}
-		return v, api.FailedPrecondition("vm %q is already running", v.Name).WithFix("banger vm restart " + v.Name)
+	if err := m.settleExitedLocked(ctx, &v); err != nil {
+		return v, err
 	}
-	if v.Runtime.State == api.VMCreating || v.Runtime.State == api.VMDeleting {
-		return v, api.FailedPrecondition("vm %q is %s", v.Name, v.Runtime.State).WithFix("wait for it, or banger vm delete " + v.Name)
+	h, err := m.stoppedHandlesLocked(v)
+	if err != nil {
+		return v, err
 	}
 	img, err := m.st.GetImage(ctx, v.ImageID)
 	if err != nil {
 		return v, fmt.Errorf("vm %s: its image: %w", v.Name, err)
-	}
-	h, err := m.stoppedHandles(v)
-	if err != nil {
-		return v, err
 	}
 	sys, err := m.disk.Attach(ctx, h.SystemDisk)
 	if err != nil {
@@ -58,16 +55,66 @@ func (m *Manager) Start(ctx context.Context, name string, rep progress.Reporter)
 	if err := m.boot(ctx, &v, img, h, rep, "start", bootWait{}); err != nil {
 		c, cancel := bg()
 		defer cancel()
-		m.disk.Detach(c, sys)
-		m.setState(c, &v, api.VMStopped, err.Error())
+		m.startFailedLocked(c, &v, h, err)
 		return v, err
 	}
 	return v, nil
 }
 
-// stoppedHandles returns the handles file of a stopped VM (it still carries
-// the system disk's record).
-func (m *Manager) stoppedHandles(v api.VM) (*Handles, error) {
+// startFailedLocked settles a VM whose boot failed (boot has already
+// released its tap and engine): the system disk is detached and its record
+// kept, and the VM is stopped with the reason. These failures are logged,
+// not returned: the caller returns the boot's error, which is what the user
+// must see, and whatever is left here is torn down by the next stop,
+// delete or reconcile. The VM's lock must be held.
+func (m *Manager) startFailedLocked(ctx context.Context, v *api.VM, h *Handles, bootErr error) {
+	sys, err := m.disk.Detach(ctx, h.SystemDisk)
+	if err != nil {
+		m.log.Warn("detaching system disk after a failed start", "vm", v.Name, "err", err)
+	}
+	m.keepDiskRecord(v, h.Engine, sys)
+	if err := m.setState(ctx, v, api.VMStopped, bootErr.Error()); err != nil {
+		m.log.Error("recording a failed start", "vm", v.Name, "err", err)
+	}
+}
+
+// keepDiskRecord rewrites handles.json with only what a stopped VM keeps:
+// its engine and its (detached) system disk's record.
+func (m *Manager) keepDiskRecord(v *api.VM, engine string, sys disk.Disk) {
+	rest := &Handles{Engine: engine, SystemDisk: sys}
+	if err := writeHandles(v.Runtime.VMDir, rest); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.log.Warn("writing handles", "vm", v.Name, "err", err)
+	}
+}
+
+// checkStoppedLocked is the one "is this VM stopped" check of the
+// operations that need it stopped (start, edit, disk export and grow): its
+// engine is not alive and its record says neither running, starting,
+// creating nor deleting. Otherwise the error is FailedPrecondition with the
+// fix. The VM's lock must be held.
+func (m *Manager) checkStoppedLocked(v api.VM) error {
+	h, alive := m.vmAlive(v)
+	if alive {
+		if err := m.unloadedEngine(v, h); err != nil {
+			return err
+		}
+	}
+	switch s := v.Runtime.State; {
+	case alive || s == api.VMRunning || s == api.VMStarting:
+		return api.FailedPrecondition("vm %q is running", v.Name).WithFix("banger vm stop " + v.Name + " first")
+	case s == api.VMCreating || s == api.VMDeleting:
+		return api.FailedPrecondition("vm %q is %s", v.Name, s).WithFix("wait for it, or banger vm delete " + v.Name)
+	}
+	return nil
+}
+
+// stoppedHandlesLocked checks that v is stopped (checkStoppedLocked) and
+// returns its handles file, which carries the system disk's record. The
+// VM's lock must be held.
+func (m *Manager) stoppedHandlesLocked(v api.VM) (*Handles, error) {
+	if err := m.checkStoppedLocked(v); err != nil {
+		return nil, err
+	}
 	h, err := readHandles(v.Runtime.VMDir)
 	if err != nil {
 		return nil, err
@@ -77,6 +124,20 @@ func (m *Manager) stoppedHandles(v api.VM) (*Handles, error) {
 			WithFix("banger vm delete " + v.Name)
 	}
 	return h, nil
+}
+
+// settleExitedLocked stops (as Stop would: tap, DNS name, disk state
+// released) a VM recorded as running or starting whose engine is no longer
+// alive; any other VM is left alone. The VM's lock must be held.
+func (m *Manager) settleExitedLocked(ctx context.Context, v *api.VM) error {
+	if s := v.Runtime.State; s != api.VMRunning && s != api.VMStarting {
+		return nil
+	}
+	if _, alive := m.vmAlive(*v); alive {
+		return nil
+	}
+	m.cancelReadiness(v.ID)
+	return m.stopLocked(ctx, v, "the engine process had exited")
 }
 
 // Stop powers a VM off and releases its tap; the disks stay.
@@ -98,7 +159,13 @@ func (m *Manager) Stop(ctx context.Context, name string, rep progress.Reporter) 
 }
 
 // stopLocked stops the engine (if alive) and releases every piece of kernel
-// state; it is also the teardown used by reconcile and delete.
+// state; it is also the teardown used by reconcile and delete. The VM's
+// lock must be held.
+//
+// The "stopping" state is recorded before the engine is touched; when the
+// store cannot record it the error is returned and the VM left running
+// (stopping it anyway would leave a record that says running over a dead
+// engine, with nobody told).
 func (m *Manager) stopLocked(ctx context.Context, v *api.VM, reason string) error {
 	h, alive := m.vmAlive(*v)
 	if alive {
@@ -109,8 +176,12 @@ func (m *Manager) stopLocked(ctx context.Context, v *api.VM, reason string) erro
 		if err != nil {
 			return err
 		}
+		prev := v.Runtime.State
 		v.Runtime.State = api.VMStopping
-		m.st.UpdateVMRuntime(ctx, v.ID, v.Runtime)
+		if err := m.st.UpdateVMRuntime(ctx, v.ID, v.Runtime); err != nil {
+			v.Runtime.State = prev
+			return fmt.Errorf("recording that vm %s is stopping: %w", v.Name, err)
+		}
 		m.guestShutdown(ctx, v, h, e.Info().GuestShutdown)
 		if err := e.Stop(ctx, h.VMM, stopTimeout); err != nil {
 			return fmt.Errorf("stopping vm %s: %w", v.Name, err)
@@ -142,10 +213,7 @@ func (m *Manager) releaseKernelState(ctx context.Context, v *api.VM, h *Handles)
 	if err != nil {
 		m.log.Warn("detaching system disk", "vm", v.Name, "err", err)
 	}
-	rest := &Handles{Engine: h.Engine, SystemDisk: sys}
-	if err := writeHandles(v.Runtime.VMDir, rest); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		m.log.Warn("writing handles", "vm", v.Name, "err", err)
-	}
+	m.keepDiskRecord(v, h.Engine, sys)
 	m.cacheHandles(v.ID, nil)
 }
 
@@ -175,6 +243,10 @@ func (m *Manager) Delete(ctx context.Context, name string, rep progress.Reporter
 	return m.deleteLocked(ctx, &v, rep)
 }
 
+// deleteLocked kills the engine, releases the tap, removes the disks, the
+// VM dir and the record, one stage at a time; state "deleting" is recorded
+// first, so a crash midway is finished by reconcile. The VM's lock must be
+// held.
 func (m *Manager) deleteLocked(ctx context.Context, v *api.VM, rep progress.Reporter) error {
 	h, alive := m.vmAlive(*v)
 	if alive {
@@ -255,8 +327,8 @@ func (m *Manager) Edit(ctx context.Context, name string, req api.VMEditRequest) 
 		return api.VM{}, err
 	}
 	defer unlock()
-	if _, alive := m.vmAlive(v); alive || v.Runtime.State == api.VMRunning {
-		return v, api.FailedPrecondition("vm %q is running", v.Name).WithFix("banger vm stop " + v.Name + " first")
+	if err := m.checkStoppedLocked(v); err != nil {
+		return v, err
 	}
 	img, err := m.st.GetImage(ctx, v.ImageID)
 	if err != nil {

@@ -101,7 +101,7 @@ type Manager struct {
 	mu      sync.Mutex
 	handles map[string]*Handles      // by VM ID; guarded by mu
 	agents  map[string]*agent.Client // by VM ID; guarded by mu
-	vmLocks map[string]*sync.Mutex   // by VM name; guarded by mu
+	vmLocks map[string]*vmLock       // by VM name, while held or awaited; guarded by mu
 	stats   map[string]*statSample   // by VM ID; guarded by mu
 	ready   map[string]*readiness    // background boots by VM ID; guarded by mu
 
@@ -135,7 +135,7 @@ func New(o Options) (*Manager, error) {
 		vmsDir: o.VMsDir, log: log, hook: o.Hook,
 		bootSem: make(chan struct{}, n),
 		handles: map[string]*Handles{}, agents: map[string]*agent.Client{},
-		vmLocks: map[string]*sync.Mutex{}, stats: map[string]*statSample{},
+		vmLocks: map[string]*vmLock{}, stats: map[string]*statSample{},
 		ready: map[string]*readiness{},
 	}, nil
 }
@@ -172,17 +172,35 @@ func (m *Manager) lockedVM(ctx context.Context, name string) (api.VM, func(), er
 	return v, unlock, nil
 }
 
-// lockVM serialises operations on one VM name.
+// vmLock is one VM name's lock. An entry lives in Manager.vmLocks only
+// while someone holds or waits for it, so the map does not grow with every
+// name ever used.
+type vmLock struct {
+	mu   sync.Mutex
+	refs int // holders and waiters; guarded by Manager.mu
+}
+
+// lockVM serialises operations on one VM name ("the VM's lock"; functions
+// that need it held end in Locked). It returns the unlock func, to call
+// once.
 func (m *Manager) lockVM(name string) func() {
 	m.mu.Lock()
 	l, ok := m.vmLocks[name]
 	if !ok {
-		l = &sync.Mutex{}
+		l = &vmLock{}
 		m.vmLocks[name] = l
 	}
+	l.refs++
 	m.mu.Unlock()
-	l.Lock()
-	return l.Unlock
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		m.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(m.vmLocks, name)
+		}
+		m.mu.Unlock()
+	}
 }
 
 func (m *Manager) stageHook(op, stage string) {

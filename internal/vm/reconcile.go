@@ -14,7 +14,8 @@ import (
 // For each VM it reads handles.json and checks the engine process
 // (vmAlive): a live VM is kept (handle cache seeded, tap claimed, DNS name
 // back; one that was still booting is "starting" again and its readiness
-// finishes in the background); a dead one has its kernel state (tap, loops, dm) torn down and is
+// finishes in the background); a dead one has its kernel state (tap, and
+// whatever the disk driver holds: m.disk.Attached / Detach) torn down and is
 // marked stopped — or failed when it died during create — with the reason.
 // Deletes interrupted by a crash are finished. A VM whose engine this
 // daemon has not loaded but whose process still exists is kept exactly as
@@ -58,6 +59,10 @@ func (m *Manager) Reconcile(ctx context.Context, listTaps func() ([]string, erro
 
 // reconcileOne settles one VM and returns the tap it keeps using, if any.
 func (m *Manager) reconcileOne(ctx context.Context, v api.VM) (string, error) {
+	// Nothing else runs yet; the lock is taken for what stopLocked and
+	// deleteLocked require all the same.
+	unlock := m.lockVM(v.Name)
+	defer unlock()
 	log := m.log.With("vm", v.Name)
 	h, alive := m.vmAlive(v)
 	if err := m.unloadedEngine(v, h); alive && err != nil {
