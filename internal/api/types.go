@@ -6,18 +6,31 @@ package api
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
-// Version is the API version carried in the X-Banger-API header and in the
-// path prefix (/v1/...). Only additive changes are made within a version.
+// APIVersion is the API version carried in the X-Banger-API header; its
+// major number is the path prefix (/v1/...). Peers with the same major
+// number talk (SameMajor); a minor bump marks a change old peers survive:
+//
+//	1.1: VMHandles no longer carries loops, dm_name and dm_device (a disk
+//	     driver's state is its own); old clients see them empty.
 const (
-	APIVersion    = "1"
+	APIVersion    = "1.1"
 	VersionHeader = "X-Banger-API"
 	// BuildHeader carries the daemon's build version so the client can report
 	// a client/daemon mismatch.
 	BuildHeader = "X-Banger-Version"
 )
+
+// SameMajor reports whether API versions a and b ("1", "1.1") share their
+// major number, i.e. whether a client and a daemon speaking them can talk.
+func SameMajor(a, b string) bool {
+	ma, _, _ := strings.Cut(a, ".")
+	mb, _, _ := strings.Cut(b, ".")
+	return ma == mb
+}
 
 // Image is a managed boot set: kernel (bzImage for QEMU, vmlinux for
 // Firecracker), initramfs, root filesystem and work-disk seed.
@@ -99,18 +112,15 @@ type VMRuntime struct {
 	StoppedAt      time.Time `json:"stopped_at,omitzero"`
 }
 
-// VMHandles is what is true only while a VM's engine runs: process id, tap
-// device, loop devices, device-mapper names and engine-specific bits. It
-// never goes into SQLite; the daemon caches it and writes it to handles.json
-// in the VM dir so a restarted daemon can find (or tear down) the kernel
-// state.
+// VMHandles is the API view of what is true only while a VM's engine runs:
+// process id, tap device and engine-specific bits. The disk driver's kernel
+// state is not shown: it is the driver's own (since API 1.1). The daemon's
+// full record (vm.Handles, in handles.json in the VM dir) never goes into
+// SQLite.
 type VMHandles struct {
-	PID      int               `json:"pid"`
-	Tap      string            `json:"tap,omitempty"`
-	Loops    []string          `json:"loops,omitempty"`
-	DMName   string            `json:"dm_name,omitempty"`
-	DMDevice string            `json:"dm_device,omitempty"`
-	Engine   map[string]string `json:"engine,omitempty"`
+	PID    int               `json:"pid"`
+	Tap    string            `json:"tap,omitempty"`
+	Engine map[string]string `json:"engine,omitempty"`
 }
 
 // Operation is a long-running piece of work (create, delete, image create…).

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/client"
 	"banger/internal/daemon"
 	"banger/internal/progress"
 )
@@ -122,7 +123,11 @@ func TestVersionHeaders(t *testing.T) {
 	}{
 		{"no header", "GET", "/v1/status", "", 200},
 		{"same major", "GET", "/v1/status", "1", 200},
+		{"older minor", "GET", "/v1/status", "1.0", 200},
+		{"this version", "GET", "/v1/status", api.APIVersion, 200},
+		{"newer minor", "GET", "/v1/status", "1.9", 200},
 		{"other major", "GET", "/v1/status", "2", 400},
+		{"other major with minor", "GET", "/v1/status", "2.1", 400},
 		{"unknown route", "GET", "/v1/nope", "1", 404},
 		{"wrong method", "PUT", "/v1/status", "1", 404},
 	}
@@ -141,11 +146,25 @@ func TestVersionHeaders(t *testing.T) {
 			}
 			if tt.wantStatus == 400 {
 				b, _ := io.ReadAll(resp.Body)
-				if !strings.Contains(string(b), `"kind":"Invalid"`) || !strings.Contains(string(b), "API version 2") {
+				if !strings.Contains(string(b), `"kind":"Invalid"`) || !strings.Contains(string(b), "API version "+tt.version) ||
+					!strings.Contains(string(b), "this daemon speaks "+api.APIVersion) || !strings.Contains(string(b), `"fix":"use a banger CLI from the same release`) {
 					t.Fatalf("body = %s", b)
 				}
 			}
 		})
+	}
+}
+
+// A client of another build still talks to the daemon (same API major)
+// and learns the daemon's build, which the CLI warns about.
+func TestClientSeesBuildMismatch(t *testing.T) {
+	r := start(t, testConfig(t), daemon.Options{})
+	c := client.New(r.cfg.SocketPath, client.WithBuild("older-build"))
+	if _, err := c.Status(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v, mismatch := c.VersionMismatch(); v != "test-build" || !mismatch {
+		t.Fatalf("VersionMismatch = %q %v, want test-build true", v, mismatch)
 	}
 }
 

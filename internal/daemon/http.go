@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"banger/internal/api"
 )
@@ -41,8 +40,7 @@ func checkAPIVersion(v string) error {
 	if v == "" {
 		return nil
 	}
-	major, _, _ := strings.Cut(v, ".")
-	if major != api.APIVersion {
+	if !api.SameMajor(v, api.APIVersion) {
 		return api.Invalid("client speaks API version %s, this daemon speaks %s", v, api.APIVersion).
 			WithFix("use a banger CLI from the same release as bangerd (restart the daemon after upgrading)")
 	}

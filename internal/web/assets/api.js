@@ -11,7 +11,7 @@ export class ApiError extends Error {
 }
 
 export async function call(method, path, body, signal) {
-  const opts = { method, headers: { 'X-Banger-API': '1' }, credentials: 'same-origin', signal };
+  const opts = { method, headers: { 'X-Banger-API': '1.1' }, credentials: 'same-origin', signal };
   if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
     opts.body = JSON.stringify(body);
@@ -54,7 +54,7 @@ export const output = (id, from, signal) =>
 // streamText reads a streaming text response (the serial log with
 // follow=1) and hands each chunk to onChunk until the signal aborts.
 export async function streamText(path, onChunk, signal) {
-  const res = await fetch(path, { headers: { 'X-Banger-API': '1' }, credentials: 'same-origin', signal });
+  const res = await fetch(path, { headers: { 'X-Banger-API': '1.1' }, credentials: 'same-origin', signal });
   if (!res.ok) {
     let data = null;
     try { data = await res.json(); } catch { /* not JSON */ }
