@@ -1,7 +1,10 @@
 // Package api holds the types shared by the daemon, the CLI and the web UI:
 // the model (Image, VM), operations with their stages, request and response
-// bodies, and the error kinds. Changes here are additive only: the JSON is a
-// stable contract for scripts (--json) and for older clients.
+// bodies, the error kinds and the API version. Changes here are additive
+// only (a removal bumps APIVersion's minor number and says so): the JSON is
+// a stable contract for scripts (--json) and for older clients. It must not
+// know how the daemon works: no driver's internals (a disk driver's kernel
+// state, an engine's sockets beyond VMHandles.Engine) belong on the wire.
 package api
 
 import (

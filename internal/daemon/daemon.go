@@ -14,6 +14,10 @@
 // shut it down cleanly: stop accepting, give in-flight requests and
 // operations a short grace period, close the store, release the lock and
 // remove the socket.
+//
+// It must not know how VMs, disks or images work: it maps requests to the
+// services and errors to statuses, and checks the client's API version
+// (api.SameMajor).
 package daemon
 
 import (

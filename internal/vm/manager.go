@@ -1,17 +1,26 @@
 // Package vm orchestrates a VM's life: create (allocate → system disk → work
 // disk → network → engine → boot → agent ready), start, stop, restart,
-// delete, edit, exec, logs, stats, and the reconcile that runs when the daemon
-// starts.
+// delete, edit, exec, logs, stats, disk export and grow for the image
+// builder, and the reconcile that runs when the daemon starts.
 //
 // Terms:
 //   - The durable record (api.VM with api.VMRuntime) lives in the store; what
-//     is only true while the engine runs (pid, tap, loop devices, dm names,
-//     sockets) is the VM's handles: cached in memory and written to
-//     handles.json in the VM dir, never to SQLite.
+//     is only true while the engine runs (pid, tap, sockets, and the system
+//     disk's record with whatever kernel state its driver holds) is the VM's
+//     handles: cached in memory and written to handles.json in the VM dir,
+//     never to SQLite.
 //   - vmAlive is the one liveness check: the handles exist and the engine
-//     says the process is alive.
+//     says the process is alive. checkStoppedLocked is the one "is it
+//     stopped" check of the operations that need a stopped VM.
+//   - "The VM's lock" is lockVM's per-name lock; every function whose name
+//     ends in Locked must be called with it held.
 //   - Every multi-step operation records intent in the store first and keeps a
 //     reverter, so a failure leaves no tap, disk, process or file behind.
+//
+// What it must not know: how a disk driver works (formats, loop devices, dm
+// targets, qemu-img, copying) — it calls disk.Driver and keeps disk.Disk
+// records whose State it never reads — nor how an engine runs a guest
+// (vmm.Engine, vmm.Handles.Extra).
 package vm
 
 import (

@@ -2,6 +2,8 @@
 // (containerd's snapshots/testsuite is the model): real ext4 bases made
 // with mkfs.ext4, real reads and writes through the disk's format, and a
 // leak check for loop devices, mounts and dm targets after every case.
+// Fake is a driver with pretend kernel state for the tests of callers (it
+// passes the suite); it knows nothing of VMs either.
 //
 // Decided behaviour the suite pins down:
 //   - Create never inspects the base's content: a base that is not ext4
