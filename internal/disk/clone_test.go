@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"banger/internal/api"
@@ -13,15 +12,6 @@ import (
 	"banger/internal/disk/disktest"
 	"banger/internal/disk/internal/blk"
 )
-
-func blocks(t *testing.T, path string) int64 {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Sys().(*syscall.Stat_t).Blocks
-}
 
 // SparseCopy keeps holes (explicit ones and all-zero runs written as
 // data) and copies every byte.
@@ -42,7 +32,7 @@ func TestSparseCopyKeepsHoles(t *testing.T) {
 	if err := disk.SparseCopy(src, dst); err != nil {
 		t.Fatal(err)
 	}
-	if s, d := blocks(t, src), blocks(t, dst); d > s {
+	if s, d := disktest.Allocated(t, src), disktest.Allocated(t, dst); d > s {
 		t.Errorf("copy uses %d blocks, source %d: holes were filled", d, s)
 	}
 	if a, b := disktest.SHA256(t, src), disktest.SHA256(t, dst); a != b {
@@ -180,7 +170,7 @@ func TestIntegrationSparseCopyFromBlockDevice(t *testing.T) {
 	if st, _ := os.Stat(dst); st.Mode().Perm() != 0o600 {
 		t.Errorf("copy of a device has mode %v, want 0600", st.Mode().Perm())
 	}
-	if got, src := blocks(t, dst), blocks(t, img); got > src {
+	if got, src := disktest.Allocated(t, dst), disktest.Allocated(t, img); got > src {
 		t.Errorf("copy uses %d blocks, the source %d: zeros were written", got, src)
 	}
 }

@@ -28,10 +28,7 @@ func TestReconcileOldHandlesFile(t *testing.T) {
 			fake := &disktest.Fake{}
 			f.m.disk = fake
 			ctx := context.Background()
-			v, err := f.m.Create(ctx, api.VMCreateRequest{Name: "old", NoStart: true}, progress.Nop{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			v, _ := f.stoppedVM(t, "old")
 			fixture, err := os.ReadFile("testdata/handles-before-disk-state.json")
 			if err != nil {
 				t.Fatal(err)

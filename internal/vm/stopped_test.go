@@ -17,10 +17,7 @@ import (
 func TestOneStoppedCheck(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	v, err := f.m.Create(ctx, api.VMCreateRequest{Name: "s", NoStart: true}, progress.Nop{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, h := f.stoppedVM(t, "s")
 	out := t.TempDir()
 	ops := map[string]func() error{
 		"start": func() error { _, err := f.m.Start(ctx, "s", progress.Nop{}); return err },
@@ -52,10 +49,6 @@ func TestOneStoppedCheck(t *testing.T) {
 	f.eng.mu.Lock()
 	f.eng.procs = append(f.eng.procs, cmd.Process)
 	f.eng.mu.Unlock()
-	h, err := readHandles(v.Runtime.VMDir)
-	if err != nil || h == nil {
-		t.Fatalf("handles: %v %v", h, err)
-	}
 	h.Engine, h.VMM.PID = vmm.QEMU, cmd.Process.Pid
 	f.m.cacheHandles(v.ID, h)
 	check("runs", `vm "s" is running`, "banger vm stop s first")
@@ -82,14 +75,7 @@ func TestOneStoppedCheck(t *testing.T) {
 func TestStartOverAnExitedEngine(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	v, err := f.m.Create(ctx, api.VMCreateRequest{Name: "x", NoStart: true}, progress.Nop{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := readHandles(v.Runtime.VMDir)
-	if err != nil || h == nil {
-		t.Fatalf("handles: %v %v", h, err)
-	}
+	v, h := f.stoppedVM(t, "x")
 	h.Tap, h.VMM.PID = "tap-pool-3", 999999
 	writeHandles(v.Runtime.VMDir, h)
 	f.net.MarkInUse("tap-pool-3")

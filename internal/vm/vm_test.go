@@ -184,6 +184,20 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// stoppedVM creates a stopped VM and returns it with its handles file.
+func (f *fixture) stoppedVM(t *testing.T, name string) (api.VM, *Handles) {
+	t.Helper()
+	v, err := f.m.Create(context.Background(), api.VMCreateRequest{Name: name, NoStart: true}, progress.Nop{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := readHandles(v.Runtime.VMDir)
+	if err != nil || h == nil {
+		t.Fatalf("handles.json: %v %v", h, err)
+	}
+	return v, h
+}
+
 // assertEmpty checks that no VM row, VM dir, tap or DNS name is left.
 func (f *fixture) assertEmpty(t *testing.T) {
 	t.Helper()
@@ -291,14 +305,7 @@ func TestCreateRejectsBadInput(t *testing.T) {
 func TestReconcileStopsDeadVMs(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	v, err := f.m.Create(ctx, api.VMCreateRequest{Name: "dead", NoStart: true}, progress.Nop{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := readHandles(v.Runtime.VMDir)
-	if err != nil || h == nil {
-		t.Fatalf("handles.json: %v %v", h, err)
-	}
+	v, h := f.stoppedVM(t, "dead")
 	h.Tap, h.VMM.PID, h.VMM.APISocket = "tap-pool-9", 999999, v.Runtime.APISocket
 	writeHandles(v.Runtime.VMDir, h)
 	f.net.MarkInUse("tap-pool-9")

@@ -65,7 +65,7 @@ func checkExport(t *testing.T, dst, base string) {
 	if got := ReadRaw(t, dst, writeOff, writeLen); !allBytes(got, 0x6e) {
 		t.Errorf("the export lacks the disk's write")
 	}
-	if used, limit := allocated(t, dst), allocated(t, base)+writeLen+1<<20; used > limit {
+	if used, limit := Allocated(t, dst), Allocated(t, base)+writeLen+1<<20; used > limit {
 		t.Errorf("export uses %d bytes on disk, more than the base's data plus the write (%d): not sparse", used, limit)
 	}
 }
@@ -179,8 +179,8 @@ func exported(t *testing.T, e *env, dk disk.Disk) string {
 	return dst
 }
 
-// allocated is the bytes the file at path uses on disk.
-func allocated(t *testing.T, path string) int64 {
+// Allocated is the bytes the file at path uses on disk.
+func Allocated(t testing.TB, path string) int64 {
 	t.Helper()
 	st, err := os.Stat(path)
 	if err != nil {
