@@ -3,14 +3,14 @@ package api
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 )
 
 // Kind classifies an error so that the daemon, the CLI and the web UI agree on
 // what went wrong without matching error strings. The daemon turns a Kind into
-// an HTTP status with HTTPStatus; the client turns the status back with
-// KindForStatus. That table is the only place the mapping lives.
+// an HTTP status and the client turns the status back with the one table in
+// internal/api/httpstatus (kept out of api so that the static guest agent,
+// which links api, does not link net/http).
 type Kind string
 
 const (
@@ -21,35 +21,6 @@ const (
 	KindUnavailable        Kind = "Unavailable"
 	KindInternal           Kind = "Internal"
 )
-
-// kindStatus is the one table from error kind to HTTP status.
-var kindStatus = map[Kind]int{
-	KindNotFound:           http.StatusNotFound,
-	KindAlreadyExists:      http.StatusConflict,
-	KindInvalid:            http.StatusBadRequest,
-	KindFailedPrecondition: http.StatusPreconditionFailed,
-	KindUnavailable:        http.StatusServiceUnavailable,
-	KindInternal:           http.StatusInternalServerError,
-}
-
-// HTTPStatus returns the status code the daemon answers with for kind.
-func HTTPStatus(k Kind) int {
-	if s, ok := kindStatus[k]; ok {
-		return s
-	}
-	return http.StatusInternalServerError
-}
-
-// KindForStatus maps an HTTP status back to its error kind (the inverse of
-// HTTPStatus). Unknown statuses are Internal.
-func KindForStatus(status int) Kind {
-	for k, s := range kindStatus {
-		if s == status {
-			return k
-		}
-	}
-	return KindInternal
-}
 
 // Error is an error with a kind, a message and optionally the exact fix a user
 // can apply. It is also the JSON body of every failed API call.

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/api/httpstatus"
 	"banger/internal/buildinfo"
 )
 
@@ -149,7 +150,7 @@ func decodeError(resp *http.Response) error {
 	if msg == "" {
 		msg = resp.Status
 	}
-	return &api.Error{Kind: api.KindForStatus(resp.StatusCode), Message: "bangerd: " + msg}
+	return &api.Error{Kind: httpstatus.KindOf(resp.StatusCode), Message: "bangerd: " + msg}
 }
 
 // call does a request and decodes a JSON response into out (when non-nil).
@@ -313,17 +314,14 @@ func (c *Client) Operation(ctx context.Context, id string, version uint64, wait 
 	if err := json.NewDecoder(resp.Body).Decode(&op); err != nil {
 		return api.Operation{}, 0, api.Internal("decoding operation %s: %w", id, err)
 	}
-	v, _ := strconv.ParseUint(resp.Header.Get("X-Banger-Op-Version"), 10, 64)
+	v, _ := strconv.ParseUint(resp.Header.Get(api.OpVersionHeader), 10, 64)
 	return op, v, nil
 }
 
 // OperationOutput returns an operation's output lines from index from on and
 // the index to ask for next.
 func (c *Client) OperationOutput(ctx context.Context, id string, from int) ([]string, int, error) {
-	var out struct {
-		Lines []string `json:"lines"`
-		Next  int      `json:"next"`
-	}
+	var out api.OperationOutput
 	q := url.Values{"from": {strconv.Itoa(from)}}
 	if err := c.call(ctx, http.MethodGet, "/v1/operations/"+esc(id)+"/output", q, nil, &out); err != nil {
 		return nil, from, err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"banger/internal/api"
+	"banger/internal/api/httpstatus"
 )
 
 // MaxRequestBody bounds a request body.
@@ -49,7 +50,7 @@ func checkAPIVersion(v string) error {
 
 func (d *Daemon) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := api.AsError(err)
-	status := api.HTTPStatus(e.Kind)
+	status := httpstatus.Of(e.Kind)
 	if e.Kind == api.KindInternal {
 		d.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else {

@@ -12,13 +12,6 @@ import (
 	"banger/internal/progress"
 )
 
-// OpVersionHeader carries an operation's version on GET /v1/operations/{id};
-// pass it back as ?version= to wait for the next change.
-const OpVersionHeader = "X-Banger-Op-Version"
-
-// MaxWait bounds an operation long-poll.
-const MaxWait = 60 * time.Second
-
 // routes is the one route table.
 func (d *Daemon) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -153,7 +146,7 @@ func (d *Daemon) getOperation(w http.ResponseWriter, r *http.Request) error {
 		if err != nil || dur < 0 {
 			return api.Invalid("wait %q is not a duration like 30s", v)
 		}
-		wait = min(dur, MaxWait)
+		wait = min(dur, api.MaxOpWait)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
@@ -161,15 +154,9 @@ func (d *Daemon) getOperation(w http.ResponseWriter, r *http.Request) error {
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	w.Header().Set(OpVersionHeader, strconv.FormatUint(ver, 10))
+	w.Header().Set(api.OpVersionHeader, strconv.FormatUint(ver, 10))
 	writeJSON(w, http.StatusOK, op)
 	return nil
-}
-
-// OperationOutput is the body of GET /v1/operations/{id}/output.
-type OperationOutput struct {
-	Lines []string `json:"lines"`
-	Next  int      `json:"next"`
 }
 
 func (d *Daemon) operationOutput(w http.ResponseWriter, r *http.Request) error {
@@ -189,7 +176,7 @@ func (d *Daemon) operationOutput(w http.ResponseWriter, r *http.Request) error {
 	if lines == nil {
 		lines = []string{}
 	}
-	writeJSON(w, http.StatusOK, OperationOutput{Lines: lines, Next: next})
+	writeJSON(w, http.StatusOK, api.OperationOutput{Lines: lines, Next: next})
 	return nil
 }
 
