@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,79 +15,17 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/daemon"
-	"banger/internal/progress"
+	"banger/internal/daemon/daemontest"
 	"banger/internal/store"
 )
-
-// fakeVMs creates VMs in the real store, reporting stages.
-type fakeVMs struct {
-	st     *store.Store
-	exec   func(ctx context.Context, name string) (net.Conn, error)
-	create func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error)
-}
-
-var _ daemon.VMService = (*fakeVMs)(nil)
-
-func (f *fakeVMs) Create(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
-	if f.create != nil {
-		return f.create(ctx, req, rep)
-	}
-	done := rep.Stage("allocate")
-	if req.Name == "" {
-		req.Name = "generated-name"
-	}
-	vm := api.VM{Name: req.Name, VCPUs: max(req.VCPUs, 1), MemoryMiB: max(req.MemoryMiB, 512), DiskBytes: req.DiskBytes}
-	vm.Runtime.State = api.VMRunning
-	err := f.st.CreateVM(ctx, &vm, store.Alloc{Subnet: config.Default().Subnet})
-	done(err)
-	if err != nil {
-		return api.VM{}, err
-	}
-	rep.Stage("boot")(nil)
-	return vm, nil
-}
-func (f *fakeVMs) Start(context.Context, string, progress.Reporter) (api.VM, error) {
-	return api.VM{}, nil
-}
-func (f *fakeVMs) Stop(context.Context, string, progress.Reporter) (api.VM, error) {
-	return api.VM{}, nil
-}
-func (f *fakeVMs) Restart(context.Context, string, progress.Reporter) (api.VM, error) {
-	return api.VM{}, nil
-}
-func (f *fakeVMs) Delete(ctx context.Context, name string, rep progress.Reporter) error {
-	defer rep.Stage("remove")(nil)
-	vm, err := f.st.GetVM(ctx, name)
-	if err != nil {
-		return err
-	}
-	return f.st.DeleteVM(ctx, vm.ID)
-}
-func (f *fakeVMs) Edit(context.Context, string, api.VMEditRequest) (api.VM, error) {
-	return api.VM{}, api.FailedPrecondition("vm is running")
-}
-func (f *fakeVMs) Detail(ctx context.Context, name string) (api.VMDetail, error) {
-	vm, err := f.st.GetVM(ctx, name)
-	return api.VMDetail{VM: vm}, err
-}
-func (f *fakeVMs) Exec(ctx context.Context, name string) (net.Conn, error) {
-	if f.exec == nil {
-		return nil, api.Unavailable("no agent")
-	}
-	return f.exec(ctx, name)
-}
-func (f *fakeVMs) Logs(context.Context, string, bool, io.Writer) error { return nil }
-func (f *fakeVMs) Stats(_ context.Context, name string) (api.VMStats, error) {
-	return api.VMStats{Name: name}, nil
-}
 
 // startDaemon runs a real daemon on a temp socket and returns the config
 // file that points the CLI at it.
 func startDaemon(t *testing.T) (configPath string, st *store.Store) {
-	return startDaemonWith(t, &fakeVMs{})
+	return startDaemonWith(t, &daemontest.VMs{})
 }
 
-func startDaemonWith(t *testing.T, fake *fakeVMs) (configPath string, st *store.Store) {
+func startDaemonWith(t *testing.T, fake *daemontest.VMs) (configPath string, st *store.Store) {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -101,10 +37,9 @@ func startDaemonWith(t *testing.T, fake *fakeVMs) (configPath string, st *store.
 		t.Fatal(err)
 	}
 	d, err := daemon.New(cfg, daemon.Options{Version: "dev", ShutdownGrace: 3 * time.Second,
-		Services: func(s *store.Store, _ *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
+		Services: func(s *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
 			st = s
-			fake.st = s
-			return fake, nil, nil, nil
+			return daemontest.Services(fake, nil)(s, log)
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -254,14 +189,6 @@ func TestCLIUnknownVerb(t *testing.T) {
 	if code := execute(context.Background(), []string{"vm"}, strings.NewReader(""), &out, &errOut); code != 0 ||
 		!strings.Contains(out.String(), "Available Commands") {
 		t.Errorf("banger vm: code %d stdout %q stderr %q, want its help", code, out.String(), errOut.String())
-	}
-}
-
-func TestCLIImageCreateUnavailable(t *testing.T) {
-	cfgPath, _ := startDaemon(t)
-	code, _, errOut := cli(t, cfgPath, "image", "create", "x", "--from-debian")
-	if code != 1 || !strings.Contains(errOut, "not available in this build") {
-		t.Fatalf("code %d stderr %q", code, errOut)
 	}
 }
 

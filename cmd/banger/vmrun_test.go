@@ -13,6 +13,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/daemon/daemontest"
 	"banger/internal/progress"
 )
 
@@ -22,7 +23,7 @@ import (
 func TestCLIVMRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	fake := &fakeVMs{exec: func(_ context.Context, name string) (net.Conn, error) {
+	fake := &daemontest.VMs{ExecFunc: func(_ context.Context, name string) (net.Conn, error) {
 		guest, host := net.Pipe()
 		go agent.NewServer(nil, "test").ServeConn(ctx, guest)
 		c, err := agent.NewClient(host)
@@ -79,7 +80,7 @@ func TestCLICtrlCCancels(t *testing.T) {
 
 	started := make(chan struct{})
 	reverted := make(chan struct{})
-	fake := &fakeVMs{create: func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
+	fake := &daemontest.VMs{CreateFunc: func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
 		done := rep.Stage("boot")
 		close(started)
 		<-ctx.Done()

@@ -174,5 +174,6 @@ func agentBin(cfg config.Config) string {
 var (
 	_ image.Guests        = (*vm.Manager)(nil)
 	_ vm.ImageHealer      = (*image.Service)(nil)
-	_ daemon.ImageBuilder = (*image.Service)(nil)
+	_ daemon.ImageService = (*image.Service)(nil)
+	_ daemon.VMService    = (*vm.Manager)(nil)
 )

@@ -25,10 +25,7 @@ func webUI(cfg config.Config) daemon.WebFunc {
 		opts := web.Options{
 			Listen: cfg.WebListen, AllowRemote: cfg.WebAllowRemote,
 			TokenPath: filepath.Join(cfg.StateDir, WebTokenFile),
-			API:       apiHandler, Log: log,
-		}
-		if vms != nil {
-			opts.Exec = vms.Exec
+			API:       apiHandler, Log: log, Exec: vms.Exec,
 		}
 		s, err := web.New(opts)
 		if err != nil {

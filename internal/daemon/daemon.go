@@ -47,11 +47,10 @@ import (
 // nil) runs at shutdown before the store closes.
 type ServicesFunc func(st *store.Store, log *slog.Logger) (VMService, ImageService, func(), error)
 
-// Options configures a Daemon. Every field is optional.
+// Options configures a Daemon. The services are required: either VMs and
+// Images, or Services (called after the store opens; its non-nil results
+// replace them). New fails when either service is missing.
 type Options struct {
-	// VMs and Images are used as given; Services, when set, is called after
-	// the store opens and its non-nil results replace them. A nil service
-	// makes its routes answer Unavailable "not available in this build".
 	VMs      VMService
 	Images   ImageService
 	Services ServicesFunc
@@ -111,8 +110,8 @@ type Daemon struct {
 // New acquires the daemon's resources in order: state dir (0700), exclusive
 // lock on cfg.LockPath() (a second daemon fails naming the holder's pid and
 // changes nothing), store, log file (0600), the Unix socket (before the
-// services, so a daemon that cannot serve touches nothing), then services.
-// On error everything acquired so far is released.
+// services, so a daemon that cannot serve touches nothing), then services
+// (both required). On error everything acquired so far is released.
 func New(cfg config.Config, opts Options) (*Daemon, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
@@ -173,8 +172,11 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 			r.Add(cleanup)
 		}
 	}
+	if d.vms == nil || d.images == nil {
+		return nil, errors.New("starting daemon: a VM service and an image service are required")
+	}
 
-	d.initMetrics(st)
+	d.initMetrics()
 	if d.metricsLn != nil {
 		r.Add(func() { d.stopMetrics(context.Background()) })
 	}

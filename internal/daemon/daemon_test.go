@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -19,15 +20,17 @@ import (
 	"banger/internal/api"
 	"banger/internal/client"
 	"banger/internal/daemon"
+	"banger/internal/daemon/daemontest"
 	"banger/internal/progress"
+	"banger/internal/store"
 )
 
 func TestErrorKindsRoundTrip(t *testing.T) {
 	kinds := []api.Kind{api.KindNotFound, api.KindAlreadyExists, api.KindInvalid,
 		api.KindFailedPrecondition, api.KindUnavailable, api.KindInternal}
 	var next error
-	fake := &fakeVMs{edit: func(context.Context, string, api.VMEditRequest) (api.VM, error) { return api.VM{}, next }}
-	r := start(t, testConfig(t), daemon.Options{VMs: fake})
+	fake := &daemontest.VMs{EditFunc: func(context.Context, string, api.VMEditRequest) (api.VM, error) { return api.VM{}, next }}
+	r := start(t, testConfig(t), daemon.Options{Services: daemontest.Services(fake, nil)})
 	for _, k := range kinds {
 		t.Run(string(k), func(t *testing.T) {
 			next = fmt.Errorf("editing vm a: %w", (&api.Error{Kind: k, Message: "boom " + string(k)}).WithFix("do "+string(k)))
@@ -53,21 +56,31 @@ func TestErrorKindsRoundTrip(t *testing.T) {
 	}
 }
 
-func TestUnavailableWithoutServices(t *testing.T) {
-	r := start(t, testConfig(t), daemon.Options{})
-	ctx := context.Background()
-	if _, err := r.c.CreateVM(ctx, api.VMCreateRequest{}); !api.IsUnavailable(err) || !strings.Contains(err.Error(), "not available in this build") {
-		t.Fatalf("create vm: %v", err)
+// New refuses to start without both services, and leaves nothing behind:
+// no socket, and the lock is free for the next daemon.
+func TestNewRequiresServices(t *testing.T) {
+	cfg := testConfig(t)
+	for name, opts := range map[string]daemon.Options{
+		"none":        {},
+		"vms only":    {VMs: &daemontest.VMs{}},
+		"images only": {Images: &daemontest.Images{}},
+		"services without images": {Services: func(*store.Store, *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
+			return &daemontest.VMs{}, nil, nil, nil
+		}},
+	} {
+		if d, err := daemon.New(cfg, opts); err == nil || !strings.Contains(err.Error(), "required") {
+			if d != nil {
+				d.Close()
+			}
+			t.Fatalf("%s: New = %v, want a required-services error", name, err)
+		}
+		if _, err := os.Stat(cfg.SocketPath); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s: a refused daemon left its socket: %v", name, err)
+		}
 	}
-	if _, err := r.c.CreateImage(ctx, api.ImageCreateRequest{Name: "x"}); !api.IsUnavailable(err) {
-		t.Fatalf("create image: %v", err)
-	}
-	if _, err := r.c.GetVM(ctx, "nope"); !api.IsNotFound(err) {
-		t.Fatalf("get vm from store: %v", err)
-	}
-	vms, err := r.c.ListVMs(ctx)
-	if err != nil || vms == nil || len(vms) != 0 {
-		t.Fatalf("list vms = %v, %v", vms, err)
+	r := start(t, cfg, daemon.Options{})
+	if _, err := r.c.Status(context.Background()); err != nil {
+		t.Fatalf("a daemon with services after refused ones: %v", err)
 	}
 }
 
@@ -169,8 +182,8 @@ func TestClientSeesBuildMismatch(t *testing.T) {
 }
 
 func TestBadBodies(t *testing.T) {
-	fake := &fakeVMs{edit: func(context.Context, string, api.VMEditRequest) (api.VM, error) { return api.VM{}, nil }}
-	r := start(t, testConfig(t), daemon.Options{VMs: fake})
+	fake := &daemontest.VMs{EditFunc: func(context.Context, string, api.VMEditRequest) (api.VM, error) { return api.VM{}, nil }}
+	r := start(t, testConfig(t), daemon.Options{Services: daemontest.Services(fake, nil)})
 	for _, body := range []string{`{"vcpus":"two"}`, `{"nope":1}`, `{"vcpus":1}{}`, `{`, strings.Repeat(" ", daemon.MaxRequestBody+1)} {
 		resp := rawRequest(t, r.cfg.SocketPath, "PATCH", "/v1/vms/a", nil, body)
 		b, _ := io.ReadAll(resp.Body)
@@ -302,7 +315,7 @@ func TestShutdownLeavesNoSocket(t *testing.T) {
 
 func TestOperationStagesInOrder(t *testing.T) {
 	release := make(chan struct{})
-	fake := &fakeVMs{create: func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
+	fake := &daemontest.VMs{CreateFunc: func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
 		for _, s := range []string{"allocate", "disks", "network", "boot"} {
 			done := rep.Stage(s)
 			rep.Output("doing " + s)
@@ -313,7 +326,7 @@ func TestOperationStagesInOrder(t *testing.T) {
 		}
 		return api.VM{Name: req.Name, VCPUs: 2}, nil
 	}}
-	r := start(t, testConfig(t), daemon.Options{VMs: fake})
+	r := start(t, testConfig(t), daemon.Options{Services: daemontest.Services(fake, nil)})
 	ctx := context.Background()
 	op, err := r.c.CreateVM(ctx, api.VMCreateRequest{Name: "a"})
 	if err != nil {
@@ -361,7 +374,7 @@ func TestOperationStagesInOrder(t *testing.T) {
 func TestOperationCancel(t *testing.T) {
 	started := make(chan struct{})
 	reverted := make(chan struct{})
-	fake := &fakeVMs{create: func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
+	fake := &daemontest.VMs{CreateFunc: func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
 		done := rep.Stage("boot")
 		close(started)
 		<-ctx.Done()
@@ -369,7 +382,7 @@ func TestOperationCancel(t *testing.T) {
 		close(reverted)
 		return api.VM{}, fmt.Errorf("booting: %w", ctx.Err())
 	}}
-	r := start(t, testConfig(t), daemon.Options{VMs: fake})
+	r := start(t, testConfig(t), daemon.Options{Services: daemontest.Services(fake, nil)})
 	ctx := context.Background()
 	op, err := r.c.CreateVM(ctx, api.VMCreateRequest{Name: "a"})
 	if err != nil {
@@ -396,7 +409,7 @@ func TestOperationCancel(t *testing.T) {
 func TestOperationSurvivesRequest(t *testing.T) {
 	// The op's context is the daemon's, not the request's: a client that
 	// disconnects right after beginning does not cancel the work.
-	fake := &fakeVMs{create: func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
+	fake := &daemontest.VMs{CreateFunc: func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
 		select {
 		case <-time.After(200 * time.Millisecond):
 			return api.VM{Name: "a"}, nil
@@ -404,7 +417,7 @@ func TestOperationSurvivesRequest(t *testing.T) {
 			return api.VM{}, ctx.Err()
 		}
 	}}
-	r := start(t, testConfig(t), daemon.Options{VMs: fake})
+	r := start(t, testConfig(t), daemon.Options{Services: daemontest.Services(fake, nil)})
 	ctx, cancel := context.WithCancel(context.Background())
 	op, err := r.c.CreateVM(ctx, api.VMCreateRequest{})
 	cancel()
@@ -418,7 +431,7 @@ func TestOperationSurvivesRequest(t *testing.T) {
 }
 
 func TestExecHijackPipe(t *testing.T) {
-	fake := &fakeVMs{exec: func(ctx context.Context, name string) (net.Conn, error) {
+	fake := &daemontest.VMs{ExecFunc: func(ctx context.Context, name string) (net.Conn, error) {
 		if name != "a" {
 			return nil, api.NotFound("vm %q not found", name)
 		}
@@ -436,7 +449,7 @@ func TestExecHijackPipe(t *testing.T) {
 		}()
 		return daemonSide, nil
 	}}
-	r := start(t, testConfig(t), daemon.Options{VMs: fake})
+	r := start(t, testConfig(t), daemon.Options{Services: daemontest.Services(fake, nil)})
 	ctx := context.Background()
 	if _, err := r.c.Exec(ctx, "nope"); !api.IsNotFound(err) {
 		t.Fatalf("exec on missing vm: %v", err)
@@ -458,7 +471,7 @@ func TestExecHijackPipe(t *testing.T) {
 }
 
 func TestLogsStream(t *testing.T) {
-	fake := &fakeVMs{logs: func(ctx context.Context, name string, follow bool, w io.Writer) error {
+	fake := &daemontest.VMs{LogsFunc: func(ctx context.Context, name string, follow bool, w io.Writer) error {
 		if name != "a" {
 			return api.NotFound("vm %q not found", name)
 		}
@@ -470,7 +483,7 @@ func TestLogsStream(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}}
-	r := start(t, testConfig(t), daemon.Options{VMs: fake})
+	r := start(t, testConfig(t), daemon.Options{Services: daemontest.Services(fake, nil)})
 	var buf bytes.Buffer
 	if err := r.c.Logs(context.Background(), "a", false, &buf); err != nil || buf.String() != "line 1\n" {
 		t.Fatalf("logs = %q, %v", buf.String(), err)

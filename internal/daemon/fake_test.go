@@ -2,57 +2,16 @@ package daemon_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
-	"banger/internal/api"
 	"banger/internal/client"
 	"banger/internal/config"
 	"banger/internal/daemon"
-	"banger/internal/progress"
+	"banger/internal/daemon/daemontest"
 	"banger/internal/store"
 )
-
-// fakeVMs is a hand-written VMService whose behaviour each test sets.
-type fakeVMs struct {
-	create func(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error)
-	edit   func(ctx context.Context, name string, req api.VMEditRequest) (api.VM, error)
-	exec   func(ctx context.Context, name string) (net.Conn, error)
-	logs   func(ctx context.Context, name string, follow bool, w io.Writer) error
-}
-
-var _ daemon.VMService = (*fakeVMs)(nil)
-
-func (f *fakeVMs) Create(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
-	return f.create(ctx, req, rep)
-}
-func (f *fakeVMs) Start(ctx context.Context, name string, rep progress.Reporter) (api.VM, error) {
-	defer rep.Stage("boot")(nil)
-	return api.VM{Name: name}, nil
-}
-func (f *fakeVMs) Stop(ctx context.Context, name string, rep progress.Reporter) (api.VM, error) {
-	return api.VM{Name: name}, nil
-}
-func (f *fakeVMs) Restart(ctx context.Context, name string, rep progress.Reporter) (api.VM, error) {
-	return api.VM{Name: name}, nil
-}
-func (f *fakeVMs) Delete(ctx context.Context, name string, rep progress.Reporter) error { return nil }
-func (f *fakeVMs) Edit(ctx context.Context, name string, req api.VMEditRequest) (api.VM, error) {
-	return f.edit(ctx, name, req)
-}
-func (f *fakeVMs) Detail(ctx context.Context, name string) (api.VMDetail, error) {
-	return api.VMDetail{}, api.NotFound("vm %q not found", name)
-}
-func (f *fakeVMs) Exec(ctx context.Context, name string) (net.Conn, error) { return f.exec(ctx, name) }
-func (f *fakeVMs) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
-	return f.logs(ctx, name, follow, w)
-}
-func (f *fakeVMs) Stats(ctx context.Context, name string) (api.VMStats, error) {
-	return api.VMStats{Name: name, CPUPercent: 1.5}, nil
-}
 
 // testConfig returns a config whose state and socket live in a temp dir.
 func testConfig(t *testing.T) config.Config {
@@ -80,12 +39,12 @@ func start(t *testing.T, cfg config.Config, opts daemon.Options) *running {
 	t.Helper()
 	r := &running{cfg: cfg, done: make(chan error, 1)}
 	inner := opts.Services
+	if inner == nil {
+		inner = daemontest.Services(nil, nil)
+	}
 	opts.Services = func(st *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
 		r.st = st
-		if inner != nil {
-			return inner(st, log)
-		}
-		return nil, nil, nil, nil
+		return inner(st, log)
 	}
 	if opts.Version == "" {
 		opts.Version = "test-build"

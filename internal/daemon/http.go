@@ -114,8 +114,3 @@ func describeJSONError(err error) string {
 func decodeBody(r *http.Request, v any) error {
 	return DecodeRequest(r.Body, v)
 }
-
-func unavailable(what string) error {
-	return api.Unavailable("%s not available in this build", what).
-		WithFix("install a bangerd built with " + what + " support")
-}

@@ -7,21 +7,22 @@ import (
 	"net/http"
 	"time"
 
+	"banger/internal/api"
 	"banger/internal/metrics"
-	"banger/internal/store"
 )
 
-// initMetrics builds the Prometheus registry (VMs by state from the store,
-// per-VM counters from the VM service's stats loop when it has one) and,
+// vmLister reads VMs for the metrics scrape through the VM service.
+type vmLister struct{ vms VMService }
+
+func (l vmLister) ListVMs(ctx context.Context) ([]api.VM, error) { return l.vms.List(ctx) }
+
+// initMetrics builds the Prometheus registry (VMs by state and per-VM
+// counters, both from the VM service) and,
 // when metrics_listen is set, opens its listener. A listener that cannot
 // open does not stop the daemon: it is logged, and GET /v1/metrics on the
 // socket and /metrics on the web UI still answer.
-func (d *Daemon) initMetrics(st *store.Store) {
-	opts := metrics.Options{VMs: st, Version: d.opts.Version}
-	if s, ok := d.vms.(metrics.StatsSource); ok {
-		opts.Stats = s
-	}
-	d.metrics = metrics.New(opts)
+func (d *Daemon) initMetrics() {
+	d.metrics = metrics.New(metrics.Options{VMs: vmLister{d.vms}, Stats: d.vms, Version: d.opts.Version})
 	if d.cfg.MetricsListen == "" {
 		return
 	}

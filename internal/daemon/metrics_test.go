@@ -20,6 +20,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/daemon"
+	"banger/internal/daemon/daemontest"
 	"banger/internal/progress"
 	"banger/internal/store"
 	"banger/internal/web"
@@ -29,8 +30,7 @@ import (
 // store (so the by-state gauge sees them) and a stats sample per VM (as the
 // vm.Manager's stats loop does).
 type storeVMs struct {
-	*fakeVMs
-	st *store.Store
+	*daemontest.VMs
 	mu sync.Mutex
 	// stats by VM name; guarded by mu
 	stats map[string]api.VMStats
@@ -38,20 +38,20 @@ type storeVMs struct {
 
 func newStoreVMs() *storeVMs {
 	f := &storeVMs{stats: map[string]api.VMStats{}}
-	f.fakeVMs = &fakeVMs{create: f.create}
+	f.VMs = &daemontest.VMs{CreateFunc: f.create}
 	return f
 }
 
 // create runs the real create's first stages; a VM named "bad" fails at boot.
 func (f *storeVMs) create(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
 	done := rep.Stage("allocate")
-	img, err := f.st.GetImage(ctx, "img")
+	img, err := f.Store.GetImage(ctx, "img")
 	if err != nil {
 		done(err)
 		return api.VM{}, err
 	}
 	v := api.VM{Name: req.Name, ImageID: img.ID, ImageName: img.Name, VCPUs: 1, MemoryMiB: 256}
-	err = f.st.CreateVM(ctx, &v, store.Alloc{Subnet: config.Default().Subnet})
+	err = f.Store.CreateVM(ctx, &v, store.Alloc{Subnet: config.Default().Subnet})
 	done(err)
 	if err != nil {
 		return api.VM{}, err
@@ -61,12 +61,12 @@ func (f *storeVMs) create(ctx context.Context, req api.VMCreateRequest, rep prog
 	if req.Name == "bad" {
 		err := errors.New("no console")
 		done(err)
-		_ = f.st.DeleteVM(ctx, v.ID)
+		_ = f.Store.DeleteVM(ctx, v.ID)
 		return api.VM{}, err
 	}
 	done(nil)
 	v.Runtime.State = api.VMRunning
-	if err := f.st.UpdateVM(ctx, v); err != nil {
+	if err := f.Store.UpdateVM(ctx, v); err != nil {
 		return api.VM{}, err
 	}
 	f.mu.Lock()
@@ -77,9 +77,9 @@ func (f *storeVMs) create(ctx context.Context, req api.VMCreateRequest, rep prog
 
 func (f *storeVMs) Delete(ctx context.Context, name string, rep progress.Reporter) error {
 	done := rep.Stage("record")
-	v, err := f.st.GetVM(ctx, name)
+	v, err := f.Store.GetVM(ctx, name)
 	if err == nil {
-		err = f.st.DeleteVM(ctx, v.ID)
+		err = f.Store.DeleteVM(ctx, v.ID)
 	}
 	done(err)
 	f.mu.Lock()
@@ -148,8 +148,8 @@ func TestMetricsFollowVMs(t *testing.T) {
 	var ui *web.Server
 	r := start(t, cfg, daemon.Options{
 		Services: func(st *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
-			fake.st = st
-			return fake, nil, nil, nil
+			fake.Store = st
+			return fake, &daemontest.Images{Store: st}, nil, nil
 		},
 		Web: func(apiHandler http.Handler, vms daemon.VMService, log *slog.Logger) (daemon.WebUI, error) {
 			s, err := web.New(web.Options{Listen: "127.0.0.1:0", TokenPath: tokenPath, API: apiHandler, Log: log})

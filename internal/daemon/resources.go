@@ -9,7 +9,7 @@ import (
 )
 
 func (d *Daemon) listImages(w http.ResponseWriter, r *http.Request) error {
-	imgs, err := d.store.ListImages(r.Context())
+	imgs, err := d.images.List(r.Context())
 	if err != nil {
 		return err
 	}
@@ -21,7 +21,7 @@ func (d *Daemon) listImages(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) getImage(w http.ResponseWriter, r *http.Request) error {
-	img, err := d.store.GetImage(r.Context(), r.PathValue("name"))
+	img, err := d.images.Get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
@@ -30,9 +30,6 @@ func (d *Daemon) getImage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) createImage(w http.ResponseWriter, r *http.Request) error {
-	if d.images == nil {
-		return unavailable("image building")
-	}
 	var req api.ImageCreateRequest
 	if err := decodeBody(r, &req); err != nil {
 		return err
@@ -43,9 +40,6 @@ func (d *Daemon) createImage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) registerImage(w http.ResponseWriter, r *http.Request) error {
-	if d.images == nil {
-		return unavailable("image registration")
-	}
 	var req api.ImageRegisterRequest
 	if err := decodeBody(r, &req); err != nil {
 		return err
@@ -56,9 +50,6 @@ func (d *Daemon) registerImage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) deleteImage(w http.ResponseWriter, r *http.Request) error {
-	if d.images == nil {
-		return unavailable("image management")
-	}
 	force := queryBool(r, "force")
 	if err := d.images.Delete(r.Context(), r.PathValue("name"), force); err != nil {
 		return err
@@ -68,7 +59,7 @@ func (d *Daemon) deleteImage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) listVMs(w http.ResponseWriter, r *http.Request) error {
-	vms, err := d.store.ListVMs(r.Context())
+	vms, err := d.vms.List(r.Context())
 	if err != nil {
 		return err
 	}
@@ -80,27 +71,15 @@ func (d *Daemon) listVMs(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) getVM(w http.ResponseWriter, r *http.Request) error {
-	name := r.PathValue("name")
-	if d.vms != nil {
-		det, err := d.vms.Detail(r.Context(), name)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, det)
-		return nil
-	}
-	vm, err := d.store.GetVM(r.Context(), name)
+	det, err := d.vms.Detail(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.VMDetail{VM: vm})
+	writeJSON(w, http.StatusOK, det)
 	return nil
 }
 
 func (d *Daemon) createVM(w http.ResponseWriter, r *http.Request) error {
-	if d.vms == nil {
-		return unavailable("VM management")
-	}
 	var req api.VMCreateRequest
 	if err := decodeBody(r, &req); err != nil {
 		return err
@@ -113,9 +92,6 @@ func (d *Daemon) createVM(w http.ResponseWriter, r *http.Request) error {
 // vmAction serves start/stop/restart, which share a shape.
 func (d *Daemon) vmAction(kind string, call func(VMService, context.Context, string, progress.Reporter) (api.VM, error)) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		if d.vms == nil {
-			return unavailable("VM management")
-		}
 		name := r.PathValue("name")
 		return d.begin(w, kind, name, func(ctx context.Context, rep progress.Reporter) (any, error) {
 			return call(d.vms, ctx, name, rep)
@@ -124,9 +100,6 @@ func (d *Daemon) vmAction(kind string, call func(VMService, context.Context, str
 }
 
 func (d *Daemon) deleteVM(w http.ResponseWriter, r *http.Request) error {
-	if d.vms == nil {
-		return unavailable("VM management")
-	}
 	name := r.PathValue("name")
 	return d.begin(w, "vm.delete", name, func(ctx context.Context, rep progress.Reporter) (any, error) {
 		return nil, d.vms.Delete(ctx, name, rep)
@@ -134,9 +107,6 @@ func (d *Daemon) deleteVM(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) editVM(w http.ResponseWriter, r *http.Request) error {
-	if d.vms == nil {
-		return unavailable("VM management")
-	}
 	var req api.VMEditRequest
 	if err := decodeBody(r, &req); err != nil {
 		return err
@@ -150,9 +120,6 @@ func (d *Daemon) editVM(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) vmStats(w http.ResponseWriter, r *http.Request) error {
-	if d.vms == nil {
-		return unavailable("VM stats")
-	}
 	st, err := d.vms.Stats(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
@@ -167,4 +134,24 @@ func queryBool(r *http.Request, key string) bool {
 		return true
 	}
 	return false
+}
+
+func (d *Daemon) buildImage(w http.ResponseWriter, r *http.Request) error {
+	var req api.ImageBuildRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	return d.begin(w, "image.build", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
+		return d.images.Build(ctx, req, rep)
+	})
+}
+
+func (d *Daemon) promoteImage(w http.ResponseWriter, r *http.Request) error {
+	var req api.ImagePromoteRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	return d.begin(w, "image.promote", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
+		return d.images.Promote(ctx, req, rep)
+	})
 }

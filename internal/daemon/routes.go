@@ -84,11 +84,11 @@ func (d *Daemon) begin(w http.ResponseWriter, kind, target string, work func(ctx
 
 func (d *Daemon) status(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	vms, err := d.store.ListVMs(ctx)
+	vms, err := d.vms.List(ctx)
 	if err != nil {
 		return err
 	}
-	images, err := d.store.ListImages(ctx)
+	images, err := d.images.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -96,11 +96,9 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) error {
 		Version: d.opts.Version, APIVersion: api.APIVersion, PID: os.Getpid(),
 		StateDir: d.cfg.StateDir, SocketPath: d.cfg.SocketPath, ConfigPath: d.cfg.Path,
 		StartedAt: d.started, VMs: len(vms), Images: len(images),
-		Engine: d.cfg.Engine, Accel: d.cfg.Accel, DiskDriver: d.cfg.DiskDriver,
 	}
-	if si, ok := d.vms.(StatusInfo); ok {
-		st.Engine, st.Accel, st.DiskDriver = si.StatusInfo()
-	}
+	info := d.vms.Info()
+	st.Engine, st.Accel, st.DiskDriver = info.Engine, info.Accel, info.DiskDriver
 	for _, vm := range vms {
 		if vm.Runtime.State == api.VMRunning {
 			st.Running++

@@ -9,16 +9,19 @@ import (
 	"banger/internal/progress"
 )
 
-// VMService does the VM work behind the API. The daemon calls the long
-// methods (Create, Start, Stop, Restart, Delete) from an operation's
-// goroutine with a context tied to the daemon's lifetime, not the request's:
-// the context ends when the user cancels the operation or the daemon shuts
-// down, and the implementation must then revert what it half-did. Progress
-// goes to rep. name is a VM name or ID. Errors carry api kinds (NotFound,
-// FailedPrecondition, …), which reach the CLI unchanged.
+// VMService does the VM work behind the API, and is the daemon's only way
+// to read VMs (the daemon never reads the store for them). The daemon calls
+// the long methods (Create, Start, Stop, Restart, Delete) from an
+// operation's goroutine with a context tied to the daemon's lifetime, not
+// the request's: the context ends when the user cancels the operation or
+// the daemon shuts down, and the implementation must then revert what it
+// half-did. Progress goes to rep. name is a VM name or ID. Errors carry api
+// kinds (NotFound, FailedPrecondition, …), which reach the CLI unchanged.
 //
 // Engine processes must not be children that die with the daemon: they are
 // started detached (setsid) so VMs outlive daemon restarts.
+//
+// Implemented by vm.Manager; daemontest.VMs is the fake for tests.
 type VMService interface {
 	Create(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error)
 	Start(ctx context.Context, name string, rep progress.Reporter) (api.VM, error)
@@ -26,6 +29,8 @@ type VMService interface {
 	Restart(ctx context.Context, name string, rep progress.Reporter) (api.VM, error)
 	Delete(ctx context.Context, name string, rep progress.Reporter) error
 	Edit(ctx context.Context, name string, req api.VMEditRequest) (api.VM, error)
+	// List returns every VM's record; Detail one VM with what is live.
+	List(ctx context.Context) ([]api.VM, error)
 	Detail(ctx context.Context, name string) (api.VMDetail, error)
 	// Exec returns a raw stream to the guest agent speaking the agent's exec
 	// protocol; the daemon pipes it to the client's hijacked connection and
@@ -34,22 +39,31 @@ type VMService interface {
 	// Logs writes the VM's serial console to w; with follow it keeps writing
 	// until ctx ends.
 	Logs(ctx context.Context, name string, follow bool, w io.Writer) error
+	// Stats returns one VM's counters; LatestStats the stats loop's latest
+	// sample of every VM it sampled, without sampling on the caller's time
+	// (for the metrics scrape).
 	Stats(ctx context.Context, name string) (api.VMStats, error)
+	LatestStats() []api.VMStats
+	// Info reports what VMs run with on this host (engine, accel, disk
+	// driver), shown by GET /v1/status.
+	Info() api.HostInfo
 }
 
-// ImageService does the image work behind the API. Create and Register are
-// long operations run like VMService.Create (daemon-lifetime context,
-// progress to rep, revert on failure); Delete is synchronous and refuses
+// ImageService does the image work behind the API, and is the daemon's
+// only way to read images. Create, Register, Build and Promote are long
+// operations run like VMService.Create (daemon-lifetime context, progress
+// and script output to rep, nothing left behind on failure or cancel):
+// Build boots a builder VM, runs a script in it and captures it; Promote
+// captures a stopped VM. Delete is synchronous and refuses
 // (FailedPrecondition) an image VMs still use unless force is set.
+//
+// Implemented by image.Service; daemontest.Images is the fake for tests.
 type ImageService interface {
+	List(ctx context.Context) ([]api.Image, error)
+	Get(ctx context.Context, name string) (api.Image, error)
 	Create(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error)
 	Register(ctx context.Context, req api.ImageRegisterRequest, rep progress.Reporter) (api.Image, error)
+	Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error)
+	Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error)
 	Delete(ctx context.Context, name string, force bool) error
-}
-
-// StatusInfo is optionally implemented by a VMService to report what the
-// daemon chose at startup; GET /v1/status then shows it instead of the
-// config's "auto" values.
-type StatusInfo interface {
-	StatusInfo() (engine, accel, diskDriver string)
 }

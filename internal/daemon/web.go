@@ -22,7 +22,7 @@ type WebUI interface {
 }
 
 // WebFunc builds the web UI around the daemon's own API handler (the one
-// the socket serves) and VM service (nil when unavailable). It is called
+// the socket serves) and VM service. It is called
 // once the services exist. An error does not stop the daemon: it is
 // logged and GET /v1/web reports it.
 type WebFunc func(apiHandler http.Handler, vms VMService, log *slog.Logger) (WebUI, error)
@@ -31,8 +31,7 @@ type WebFunc func(apiHandler http.Handler, vms VMService, log *slog.Logger) (Web
 // for GET /v1/web.
 func (d *Daemon) startWeb() {
 	if d.opts.Web == nil {
-		d.webErr = api.Unavailable("web UI not available in this build").
-			WithFix("run the bangerd binary (cmd/bangerd), which serves it on web_listen")
+		d.webErr = api.FailedPrecondition("this daemon serves no web UI")
 		return
 	}
 	ui, err := d.opts.Web(d.srv.Handler, d.vms, d.log.With("component", "web"))

@@ -115,6 +115,14 @@ func (s *Service) store(ctx context.Context, img api.Image) (api.Image, error) {
 	return img, nil
 }
 
+// List returns every image's record.
+func (s *Service) List(ctx context.Context) ([]api.Image, error) { return s.Store.ListImages(ctx) }
+
+// Get returns one image's record by name or ID.
+func (s *Service) Get(ctx context.Context, name string) (api.Image, error) {
+	return s.Store.GetImage(ctx, name)
+}
+
 // Delete removes an image's record and directory. It refuses while VMs use
 // the image, and (unless force) while other images name it as their parent.
 func (s *Service) Delete(ctx context.Context, name string, force bool) error {

@@ -259,9 +259,12 @@ func bg() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 60*time.Second)
 }
 
-// StatusInfo reports the default engine, its accel and the disk driver for
-// the daemon's status.
-func (m *Manager) StatusInfo() (engine, accel, diskDriver string) {
+// Info reports the default engine, its accel and the disk driver for the
+// daemon's status.
+func (m *Manager) Info() api.HostInfo {
 	info := m.engines[m.defEngine].Info()
-	return info.Name, info.Accel, m.disk.Info().Name
+	return api.HostInfo{Engine: info.Name, Accel: info.Accel, DiskDriver: m.disk.Info().Name}
 }
+
+// List returns every VM's record.
+func (m *Manager) List(ctx context.Context) ([]api.VM, error) { return m.st.ListVMs(ctx) }

@@ -49,7 +49,7 @@ func (s *Server) terminal(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 
 	if s.opts.Exec == nil {
-		sendTermError(ctx, c, api.Unavailable("terminal not available in this build"))
+		sendTermError(ctx, c, api.Unavailable("this web UI has no terminal (web.Options.Exec is nil)"))
 		return
 	}
 	stream, err := s.opts.Exec(ctx, name)
