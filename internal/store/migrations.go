@@ -23,6 +23,7 @@ var migrations = []migration{
 	{1, "baseline", migrateBaseline},
 	{2, "agent transport and metrics", migrateAgentMetrics},
 	{3, "handles out of sqlite", migrateHandlesOut},
+	{4, "data patches", migratePatches},
 }
 
 // latestID is the highest migration id this binary knows.
@@ -117,6 +118,18 @@ func migrateHandlesOut(ctx context.Context, tx *sql.Tx) error {
 		}
 	}
 	return nil
+}
+
+// migratePatches adds the table that records data patches: work on the
+// rows (not the schema) that runs once, at daemon start, after the
+// migrations (see Store.PatchApplied).
+func migratePatches(ctx context.Context, tx *sql.Tx) error {
+	return execAll(ctx, tx,
+		`CREATE TABLE IF NOT EXISTS patches (
+			name TEXT PRIMARY KEY,
+			applied_at TEXT NOT NULL
+		)`,
+	)
 }
 
 func execAll(ctx context.Context, tx *sql.Tx, stmts ...string) error {
