@@ -123,7 +123,10 @@ func services(cfg config.Config, st *store.Store, log *slog.Logger) (daemon.VMSe
 		},
 		Guests: mgr, // builder VMs and VM disk exports for image build/promote
 	}
-	mgr.SetImageHealer(images) // images from older bangers get what they lack on first use
+	// The data patch: images from older bangers get what they lack, once.
+	if err := images.HealAll(ctx); err != nil {
+		log.Error("bringing old images up to date", "err", err)
+	}
 	cleanup := func() {
 		mgr.Close()
 		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -173,7 +176,6 @@ func agentBin(cfg config.Config) string {
 // The wiring between the VM and image services, checked at compile time.
 var (
 	_ image.Guests        = (*vm.Manager)(nil)
-	_ vm.ImageHealer      = (*image.Service)(nil)
 	_ daemon.ImageService = (*image.Service)(nil)
 	_ daemon.VMService    = (*vm.Manager)(nil)
 )

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,6 +19,37 @@ import (
 // StageUpgrade is the stage Heal reports when an image needs work.
 const StageUpgrade = "image upgrade"
 
+// PatchHealImages is the data patch HealAll records in the store.
+const PatchHealImages = "heal images from older bangers"
+
+// HealAll is a data patch, run by the daemon's wiring at start-up before
+// anything is served: every image an older banger recorded gets what it
+// lacks (Heal), so that VM create never has to. It runs once per database:
+// when every image is complete it records PatchHealImages and later starts
+// skip it. An image that cannot be healed (its rootfs is gone) is named in
+// the error, nothing is recorded, and the next start tries again; its VMs
+// are refused at create with the reason.
+func (s *Service) HealAll(ctx context.Context) error {
+	done, err := s.Store.PatchApplied(ctx, PatchHealImages)
+	if err != nil || done {
+		return err
+	}
+	imgs, err := s.Store.ListImages(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, img := range imgs {
+		if _, err := s.Heal(ctx, img, nil); err != nil {
+			errs = append(errs, fmt.Errorf("bringing image %s up to date: %w", img.Name, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return s.Store.RecordPatch(ctx, PatchHealImages)
+}
+
 // NeedsHeal reports whether an image lacks something newer banger records
 // for every image: a work-seed, a fingerprint, the engines list, or the
 // vmlinux an engine it lists needs.
@@ -26,8 +58,8 @@ func NeedsHeal(img api.Image) bool {
 		(img.Vmlinux == "" && slices.Contains(img.Engines, vmm.Firecracker))
 }
 
-// Heal brings an image recorded by an older banger up to date before a VM
-// is made from it: a work-seed from the rootfs's /root, the vmlinux
+// Heal brings an image recorded by an older banger up to date (HealAll
+// runs it over every image at daemon start): a work-seed from the rootfs's /root, the vmlinux
 // extracted from the bzImage, the engines list, the features found in the
 // rootfs, the sizes, the kernel version and a fingerprint. New files go
 // into the image's directory (ImagesDir/<name> for images without one).

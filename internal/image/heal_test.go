@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -15,8 +16,8 @@ import (
 )
 
 // An image row from an early banger (kernel, initrd and rootfs only) gets
-// a work-seed, a vmlinux, engines, features, sizes and a fingerprint on
-// its first use, exactly once even when several creates race.
+// a work-seed, a vmlinux, engines, features, sizes and a fingerprint,
+// exactly once even when several heals race.
 func TestHealOldImage(t *testing.T) {
 	files := registerFiles(t)
 	dir := t.TempDir()
@@ -123,6 +124,61 @@ func TestHealMissingRootfs(t *testing.T) {
 	got, _ := st.GetImage(ctx, "gone")
 	if got.Fingerprint != "" {
 		t.Error("a failed heal was stored")
+	}
+}
+
+// The start-up data patch: an old-format image record gets what it lacks,
+// the patch is recorded, and a later start does nothing. An image that
+// cannot be healed fails the patch, which stays unrecorded (the next start
+// tries again) while the other images are healed.
+func TestHealAllAtStartup(t *testing.T) {
+	files := registerFiles(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	old := api.Image{Name: "old", Kernel: files.Kernel, Initrd: files.Initrd, Rootfs: files.Rootfs}
+	gone := api.Image{Name: "gone", Kernel: "/nonexistent/vmlinuz", Rootfs: "/nonexistent/rootfs.ext4"}
+	for _, img := range []*api.Image{&old, &gone} {
+		if err := st.CreateImage(ctx, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc := &image.Service{Store: st, ImagesDir: filepath.Join(dir, "images")}
+
+	err = svc.HealAll(ctx)
+	if err == nil || !strings.Contains(err.Error(), "image gone") {
+		t.Fatalf("HealAll with a lost rootfs = %v, want an error naming it", err)
+	}
+	if got, _ := st.GetImage(ctx, "old"); image.NeedsHeal(got) {
+		t.Errorf("the healable image was not healed: %+v", got)
+	}
+	if ok, _ := st.PatchApplied(ctx, image.PatchHealImages); ok {
+		t.Error("a failed patch was recorded")
+	}
+
+	if err := svc.Delete(ctx, "gone", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.HealAll(ctx); err != nil {
+		t.Fatalf("HealAll: %v", err)
+	}
+	if ok, err := st.PatchApplied(ctx, image.PatchHealImages); !ok || err != nil {
+		t.Fatalf("patch not recorded: %v %v", ok, err)
+	}
+	// Recorded: a later start leaves even an old-format record alone.
+	later := api.Image{Name: "later", Kernel: files.Kernel, Initrd: files.Initrd, Rootfs: files.Rootfs}
+	if err := st.CreateImage(ctx, &later); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.HealAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.GetImage(ctx, "later"); !image.NeedsHeal(got) {
+		t.Error("HealAll ran again after it was recorded")
 	}
 }
 

@@ -153,9 +153,6 @@ func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest, re
 		}
 		return api.VM{}, api.Image{}, err
 	}
-	if img, err = m.healImage(ctx, img, rep); err != nil {
-		return api.VM{}, api.Image{}, err
-	}
 	if err := checkWait(req.Wait, img); err != nil {
 		return api.VM{}, api.Image{}, err
 	}

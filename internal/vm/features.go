@@ -20,33 +20,6 @@ var features = feature.Default
 // of feature.Opencode).
 var StageOpencode = feature.Opencode.Stage
 
-// ImageHealer brings an image recorded by an older banger up to date (a
-// work-seed, a vmlinux, a fingerprint, the engines list) before a VM is
-// made from it. Heal returns img unchanged when nothing is missing; it does
-// the work at most once per image (under a lock, recording the result in
-// the store), reporting it as a stage on rep only when there is work.
-// Implemented by image.Service.
-type ImageHealer interface {
-	Heal(ctx context.Context, img api.Image, rep progress.Reporter) (api.Image, error)
-}
-
-// SetImageHealer wires the image service in after both exist (the image
-// service also needs the Manager, to boot builder VMs). Call it before
-// serving requests.
-func (m *Manager) SetImageHealer(h ImageHealer) { m.healer = h }
-
-// healImage runs the healer when one is wired.
-func (m *Manager) healImage(ctx context.Context, img api.Image, rep progress.Reporter) (api.Image, error) {
-	if m.healer == nil {
-		return img, nil
-	}
-	healed, err := m.healer.Heal(ctx, img, rep)
-	if err != nil {
-		return img, fmt.Errorf("bringing image %s up to date: %w", img.Name, err)
-	}
-	return healed, nil
-}
-
 // checkWait validates VMCreateRequest.Wait against the image's features:
 // "" (every feature), the agent alone, or one feature the image has.
 func checkWait(wait string, img api.Image) error {

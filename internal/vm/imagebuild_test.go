@@ -22,8 +22,10 @@ import (
 )
 
 // A create from an image an older banger recorded (no work-seed, no
-// fingerprint) upgrades it through the real image service first, once.
-func TestCreateHealsAnOldImageOnce(t *testing.T) {
+// fingerprint) is refused until the start-up data patch (image.HealAll,
+// through the real image service) has brought it up to date; after it,
+// creates never upgrade anything.
+func TestCreateAfterStartupHeal(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	old := api.Image{Name: "old", Kernel: filepath.Join(f.dir, "vmlinuz"), Initrd: filepath.Join(f.dir, "initrd"),
@@ -32,25 +34,25 @@ func TestCreateHealsAnOldImageOnce(t *testing.T) {
 	if err := f.st.CreateImage(ctx, &old); err != nil {
 		t.Fatal(err)
 	}
-	f.m.SetImageHealer(&image.Service{Store: f.st, ImagesDir: filepath.Join(f.dir, "images")})
-
-	rec := &progress.Recorder{}
-	if _, err := f.m.Create(ctx, api.VMCreateRequest{Name: "a", Image: "old", NoStart: true}, rec); err != nil {
-		t.Fatal(err)
+	if _, err := f.m.Create(ctx, api.VMCreateRequest{Name: "a", Image: "old", NoStart: true}, progress.Nop{}); !api.IsFailedPrecondition(err) {
+		t.Fatalf("create from an image not yet upgraded: %v, want FailedPrecondition", err)
 	}
-	if names := rec.Names(); len(names) == 0 || names[0] != image.StageUpgrade {
-		t.Fatalf("stages = %v, want %q first", names, image.StageUpgrade)
+	svc := &image.Service{Store: f.st, ImagesDir: filepath.Join(f.dir, "images")}
+	if err := svc.HealAll(ctx); err != nil {
+		t.Fatal(err)
 	}
 	got, err := f.st.GetImage(ctx, "old")
 	if err != nil || got.WorkSeed == "" || got.Fingerprint == "" || image.NeedsHeal(got) {
-		t.Fatalf("image after the first create: %+v %v", got, err)
+		t.Fatalf("image after the start-up heal: %+v %v", got, err)
 	}
-	rec = &progress.Recorder{}
-	if _, err := f.m.Create(ctx, api.VMCreateRequest{Name: "b", Image: "old", NoStart: true}, rec); err != nil {
-		t.Fatal(err)
-	}
-	if slices.Contains(rec.Names(), image.StageUpgrade) {
-		t.Errorf("the second create upgraded the image again: %v", rec.Names())
+	for _, n := range []string{"a", "b"} {
+		rec := &progress.Recorder{}
+		if _, err := f.m.Create(ctx, api.VMCreateRequest{Name: n, Image: "old", NoStart: true}, rec); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(rec.Names(), image.StageUpgrade) {
+			t.Errorf("create %s upgraded the image: %v", n, rec.Names())
+		}
 	}
 	for _, n := range []string{"a", "b"} {
 		if err := f.m.Delete(ctx, n, progress.Nop{}); err != nil {

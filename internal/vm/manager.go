@@ -105,7 +105,6 @@ type Manager struct {
 	log         *slog.Logger
 	hook        func(op, stage string)
 	bootSem     chan struct{}
-	healer      ImageHealer // set once by SetImageHealer before serving
 
 	mu      sync.Mutex
 	handles map[string]*Handles      // by VM ID; guarded by mu

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/image"
 	"banger/internal/store"
 	"banger/internal/testimage"
 )
@@ -146,9 +147,9 @@ func (e *env) assertNoBuildLeftovers(t *testing.T, images []string) {
 }
 
 // image promote of a VM whose image was recorded by an older banger (no
-// work-seed, vmlinux, fingerprint, engines or features): the first create
-// upgrades the image once, and the promoted image's VMs see the file the
-// VM wrote to /root.
+// work-seed, vmlinux, fingerprint, engines or features): the daemon's next
+// start upgrades the image (the data patch), and the promoted image's VMs
+// see the file the VM wrote to /root.
 func TestIntegrationLivePromote(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -158,8 +159,8 @@ func TestIntegrationLivePromote(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("vm create on an old image: exit %d\n%s", r.code, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "image upgrade") {
-		t.Errorf("the first create did not upgrade the old image:\n%s", r.stderr)
+	if strings.Contains(r.stderr, "image upgrade") {
+		t.Errorf("the create upgraded the image (the daemon's start should have):\n%s", r.stderr)
 	}
 	var healed api.Image
 	e.mustJSON(&healed, "image", "show", "test")
@@ -228,6 +229,10 @@ func (e *env) makeImageOld(t *testing.T, name string) {
 	img.WorkSeed, img.WorkSeedSize, img.Vmlinux, img.VmlinuxSize = "", 0, "", 0
 	img.Fingerprint, img.Engines, img.Features = "", nil, nil
 	if err := st.UpdateImage(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	// A database an older banger wrote has not run the data patch either.
+	if err := st.ForgetPatch(ctx, image.PatchHealImages); err != nil {
 		t.Fatal(err)
 	}
 }
