@@ -19,6 +19,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/daemon"
 	"banger/internal/store"
+	"banger/internal/wiring"
 )
 
 func main() {
@@ -55,9 +56,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	opts := daemon.Options{
 		Version: buildinfo.Version,
 		Services: func(st *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
-			return services(cfg, st, log)
+			return wiring.Func(cfg, wiring.Options{Hook: crashHook(log)})(st, log)
 		},
-		Web: webUI(cfg),
+		Web: wiring.WebUI(cfg),
 	}
 	if *foreground {
 		opts.LogOutput = stderr

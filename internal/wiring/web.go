@@ -1,4 +1,4 @@
-package main
+package wiring
 
 import (
 	"log/slog"
@@ -14,9 +14,9 @@ import (
 // WebTokenFile is the web UI's login token in the state dir (0600).
 const WebTokenFile = "web.token"
 
-// webUI is daemon.Options.Web: the browser UI on web_listen, mounting the
+// WebUI is daemon.Options.Web: the browser UI on web_listen, mounting the
 // daemon's own API handler. An empty web_listen turns it off.
-func webUI(cfg config.Config) daemon.WebFunc {
+func WebUI(cfg config.Config) daemon.WebFunc {
 	return func(apiHandler http.Handler, vms daemon.VMService, log *slog.Logger) (daemon.WebUI, error) {
 		if cfg.WebListen == "" {
 			return nil, api.FailedPrecondition("the web UI is off (web_listen is empty)").
