@@ -207,3 +207,12 @@ func TestCLIDaemonStop(t *testing.T) {
 		t.Fatalf("version = %d %q", code, out)
 	}
 }
+
+// A daemon error's fix action reaches the CLI as the command to run.
+func TestCLIPrintsFixAction(t *testing.T) {
+	cfgPath, _ := startDaemon(t)
+	code, _, errOut := cli(t, cfgPath, "vm", "show", "nope")
+	if code != 1 || !strings.Contains(errOut, `vm "nope" not found`) || !strings.Contains(errOut, "  fix: banger vm list\n") {
+		t.Fatalf("code %d stderr %q", code, errOut)
+	}
+}

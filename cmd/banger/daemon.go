@@ -89,7 +89,7 @@ func (e *env) daemonStop(ctx context.Context) error {
 		}
 		if time.Now().After(deadline) {
 			return api.Unavailable("bangerd did not remove %s within 15s", cfg.SocketPath).
-				WithFix("see `banger daemon logs`")
+				WithFix("see its log").WithAction("daemon logs")
 		}
 		select {
 		case <-ctx.Done():
@@ -107,7 +107,7 @@ func (e *env) daemonLogs(ctx context.Context, follow bool) error {
 	}
 	f, err := os.Open(cfg.LogPath())
 	if err != nil {
-		return api.NotFound("opening daemon log: %w", err).WithFix("start the daemon: banger daemon start")
+		return api.NotFound("opening daemon log: %w", err).WithFix("start the daemon").WithAction("daemon start")
 	}
 	defer f.Close()
 	for {

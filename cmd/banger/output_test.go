@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -89,7 +90,12 @@ func TestPrintError(t *testing.T) {
 	var buf bytes.Buffer
 	printError(&buf, api.NotFound("vm %q not found", "a").WithFix("banger vm list"))
 	printError(&buf, errors.New("plain"))
-	want := "banger: vm \"a\" not found\n  fix: banger vm list\nbanger: plain\n"
+	printError(&buf, fmt.Errorf("starting: %w", api.FailedPrecondition("vm %q is stopped", "my vm").
+		WithFix("start it first").WithAction("vm start", "my vm")))
+	printError(&buf, api.Unavailable("daemon down").WithAction("daemon start"))
+	want := "banger: vm \"a\" not found\n  fix: banger vm list\nbanger: plain\n" +
+		"banger: starting: vm \"my vm\" is stopped\n  fix: start it first: banger vm start 'my vm'\n" +
+		"banger: daemon down\n  fix: banger daemon start\n"
 	if buf.String() != want {
 		t.Fatalf("got %q", buf.String())
 	}

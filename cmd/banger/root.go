@@ -160,8 +160,8 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 
 func printError(w io.Writer, err error) {
 	var ae *api.Error
-	if errors.As(err, &ae) && ae.Fix != "" {
-		fmt.Fprintf(w, "banger: %s\n  fix: %s\n", api.AsError(err).Message, ae.Fix)
+	if errors.As(err, &ae) && ae.FixLine() != "" {
+		fmt.Fprintf(w, "banger: %s\n  fix: %s\n", api.AsError(err).Message, ae.FixLine())
 		return
 	}
 	fmt.Fprintf(w, "banger: %v\n", err)

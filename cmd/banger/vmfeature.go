@@ -51,7 +51,7 @@ func (e *env) vmFeatureURLs(ctx context.Context, d feature.Descriptor, name stri
 	if len(urls) == 0 {
 		if !vm.Alive || vm.VM.Runtime.State != api.VMRunning {
 			return api.FailedPrecondition("vm %q is %s, not running", name, vm.VM.Runtime.State).
-				WithFix("banger vm start " + name)
+				WithAction("vm start", name)
 		}
 		img := vm.VM.ImageName
 		return api.FailedPrecondition("vm %q runs image %q, which has no %s", name, img, d.Name).

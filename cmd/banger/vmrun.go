@@ -61,7 +61,7 @@ func (e *env) vmSSH(ctx context.Context, name string, command []string) error {
 	}
 	if d.VM.Runtime.State != api.VMRunning || d.VM.Runtime.GuestIP == "" {
 		return api.FailedPrecondition("vm %s is %s, not running", name, d.VM.Runtime.State).
-			WithFix("banger vm start " + name)
+			WithAction("vm start", name)
 	}
 	bin, err := exec.LookPath("ssh")
 	if err != nil {
@@ -69,7 +69,7 @@ func (e *env) vmSSH(ctx context.Context, name string, command []string) error {
 	}
 	if err := waitPort(ctx, d.VM.Runtime.GuestIP, "22", sshWait, e.stderr); err != nil {
 		return api.Unavailable("sshd in vm %s did not answer on %s:22 within %s: %w", name, d.VM.Runtime.GuestIP, sshWait, err).
-			WithFix("banger vm logs " + name + " shows the guest's console")
+			WithFix("see the guest's console").WithAction("vm logs", name)
 	}
 	argv := sshArgv(cfg, d.VM, command)
 	if err := syscall.Exec(bin, argv, os.Environ()); err != nil {

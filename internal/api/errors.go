@@ -22,22 +22,38 @@ const (
 	KindInternal           Kind = "Internal"
 )
 
-// Error is an error with a kind, a message and optionally the exact fix a user
-// can apply. It is also the JSON body of every failed API call.
+// Error is an error with a kind, a message and optionally the fix a user can
+// apply: in words (Fix), and when the fix is a banger command, that command
+// as data (Action), which the CLI prints as a command line and the web UI
+// offers in its own words. It is also the JSON body of every failed API
+// call.
 type Error struct {
-	Kind    Kind   `json:"kind"`
-	Message string `json:"message"`
-	Fix     string `json:"fix,omitempty"`
+	Kind    Kind    `json:"kind"`
+	Message string  `json:"message"`
+	Fix     string  `json:"fix,omitempty"`
+	Action  *Action `json:"action,omitempty"`
 	// cause is kept for errors.Is/As on the side that created the error; it
 	// does not cross the API.
 	cause error
 }
 
 func (e *Error) Error() string {
-	if e.Fix != "" {
-		return e.Message + " (fix: " + e.Fix + ")"
+	if f := e.FixLine(); f != "" {
+		return e.Message + " (fix: " + f + ")"
 	}
 	return e.Message
+}
+
+// FixLine is the fix as the CLI prints it: the words, then the action's
+// command line ("stop it first: banger vm stop dev").
+func (e *Error) FixLine() string {
+	switch {
+	case e.Action == nil:
+		return e.Fix
+	case e.Fix == "":
+		return e.Action.CommandLine()
+	}
+	return e.Fix + ": " + e.Action.CommandLine()
 }
 
 func (e *Error) Unwrap() error { return e.cause }
@@ -46,6 +62,14 @@ func (e *Error) Unwrap() error { return e.cause }
 func (e *Error) WithFix(fix string) *Error {
 	c := *e
 	c.Fix = fix
+	return &c
+}
+
+// WithAction returns a copy of e whose fix is the banger command verb
+// (e.g. "vm start") with args; the words in Fix, if any, are kept.
+func (e *Error) WithAction(verb string, args ...string) *Error {
+	c := *e
+	c.Action = &Action{Verb: verb, Args: args}
 	return &c
 }
 
@@ -96,7 +120,7 @@ func AsError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		// keep the outer context ("creating vm x: …") in the message, the fix once
-		return &Error{Kind: e.Kind, Message: trimFix(err.Error(), e.Fix), Fix: e.Fix}
+		return &Error{Kind: e.Kind, Message: trimFix(err.Error(), e.FixLine()), Fix: e.Fix, Action: e.Action}
 	}
 	return &Error{Kind: KindInternal, Message: err.Error()}
 }

@@ -87,12 +87,12 @@ func (c *Client) unreachable(err error) error {
 	}
 	e := api.Unavailable("bangerd is not answering on %s: %w", c.socket, err)
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOENT) {
-		return e.WithFix("banger daemon start")
+		return e.WithAction("daemon start")
 	}
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, fs.ErrPermission) {
 		return e.WithFix("add yourself to the banger group (sudo usermod -aG banger $USER) and log in again")
 	}
-	return e.WithFix("banger daemon start")
+	return e.WithAction("daemon start")
 }
 
 // do sends a request and returns the response when it is 2xx; otherwise it

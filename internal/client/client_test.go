@@ -23,8 +23,8 @@ func TestUnreachableIsUnavailableWithFix(t *testing.T) {
 	if !api.IsUnavailable(err) {
 		t.Fatalf("err = %v, want Unavailable", err)
 	}
-	if ae := api.AsError(err); ae.Fix != "banger daemon start" {
-		t.Fatalf("fix = %q", ae.Fix)
+	if ae := api.AsError(err); ae.FixLine() != "banger daemon start" || ae.Action == nil || ae.Action.Verb != "daemon start" {
+		t.Fatalf("fix = %q, action %+v", ae.FixLine(), ae.Action)
 	}
 	if _, err := c.Exec(context.Background(), "a"); !api.IsUnavailable(err) {
 		t.Fatalf("exec err = %v", err)

@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/config"
 	"banger/internal/daemon"
+	"banger/internal/daemon/daemontest"
 )
 
 // testDaemonEnv makes this test binary act as bangerd (for EnsureDaemon).
@@ -38,7 +39,7 @@ func runTestDaemon() int {
 	signal.Ignore(syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d, err := daemon.New(cfg, daemon.Options{Version: "test-daemon"})
+	d, err := daemon.New(cfg, daemon.Options{Version: "test-daemon", Services: daemontest.Services(nil, nil)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -504,3 +504,19 @@ func TestLogsStream(t *testing.T) {
 	cancel()
 	io.Copy(io.Discard, pr)
 }
+
+// A fix that is a banger command crosses the wire as a structured action
+// beside the words.
+func TestErrorActionOnTheWire(t *testing.T) {
+	r := start(t, testConfig(t), daemon.Options{})
+	resp := rawRequest(t, r.cfg.SocketPath, "GET", "/v1/vms/nope", nil, "")
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 404 || !strings.Contains(string(b), `"action":{"verb":"vm list"}`) {
+		t.Fatalf("status %d body %s", resp.StatusCode, b)
+	}
+	_, err := r.c.GetVM(context.Background(), "nope")
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Action == nil || ae.Action.CommandLine() != "banger vm list" {
+		t.Fatalf("client error %#v", err)
+	}
+}

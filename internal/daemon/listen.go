@@ -41,7 +41,7 @@ func acquireLock(path string) (*flock.Flock, error) {
 		}
 		return nil, api.FailedPrecondition("another bangerd (%s) already owns state dir %s (lock %s)",
 			holder, filepath.Dir(path), path).
-			WithFix("stop it with `banger daemon stop`, or give this one another state_dir")
+			WithFix("stop it, or give this one another state_dir").WithAction("daemon stop")
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err == nil {
@@ -101,7 +101,7 @@ func clearStaleSocket(path string) error {
 	if err == nil {
 		_ = c.Close()
 		return api.FailedPrecondition("another daemon is answering on %s", path).
-			WithFix("stop it with `banger daemon stop`, or set socket_path elsewhere")
+			WithFix("stop it, or set socket_path elsewhere").WithAction("daemon stop")
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing stale socket %s: %w", path, err)

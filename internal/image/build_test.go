@@ -98,7 +98,7 @@ func (f *fakeGuests) ExportDisks(ctx context.Context, name, sysDst, workDst stri
 	running := f.running[name]
 	f.mu.Unlock()
 	if running {
-		return api.FailedPrecondition("vm %q is running", name).WithFix("banger vm stop " + name + " first")
+		return api.FailedPrecondition("vm %q is running", name).WithFix("stop it first").WithAction("vm stop", name)
 	}
 	if f.exportErr != nil {
 		return f.exportErr
@@ -425,7 +425,7 @@ func TestBuildBadInput(t *testing.T) {
 				t.Fatalf("err = %v (kind %s), want %s", err, api.KindOf(err), c.kind)
 			}
 			var ae *api.Error
-			if errors.As(err, &ae) && ae.Fix == "" {
+			if errors.As(err, &ae) && ae.FixLine() == "" {
 				t.Errorf("no fix in %v", err)
 			}
 		})
@@ -485,7 +485,7 @@ func TestPromote(t *testing.T) {
 	f.st.UpdateVMRuntime(ctx, v.ID, v.Runtime)
 	_, err = f.svc.Promote(ctx, api.ImagePromoteRequest{VM: "dev", Name: "again"}, nil)
 	var ae *api.Error
-	if api.KindOf(err) != api.KindFailedPrecondition || !errors.As(err, &ae) || ae.Fix != "banger vm stop dev first" {
+	if api.KindOf(err) != api.KindFailedPrecondition || !errors.As(err, &ae) || ae.FixLine() != "stop it first: banger vm stop dev" {
 		t.Errorf("promote of a running VM: %v", err)
 	}
 	for _, req := range []api.ImagePromoteRequest{{VM: "dev", Name: "golden"}, {VM: "nope", Name: "x"}, {VM: "dev", Name: "Bad_Name"}} {

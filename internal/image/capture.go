@@ -223,7 +223,7 @@ func (s *Service) finish(ctx context.Context, staging string, img api.Image) (ap
 	d.CreatedAt = img.CreatedAt
 	if _, err := os.Stat(final); err == nil {
 		return api.Image{}, api.AlreadyExists("image directory %s already exists", final).
-			WithFix("pick another name, or delete the image first: banger image delete " + img.Name)
+			WithFix("pick another name, or delete the image first").WithAction("image delete", img.Name)
 	}
 	if err := os.Chmod(staging, 0o755); err != nil {
 		return api.Image{}, err

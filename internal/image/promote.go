@@ -52,7 +52,7 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep 
 	}
 	if v.Runtime.State == api.VMRunning || v.Runtime.State == api.VMStarting {
 		return api.Image{}, api.FailedPrecondition("vm %q is running: its disks change while it runs", v.Name).
-			WithFix("banger vm stop " + v.Name + " first")
+			WithFix("stop it first").WithAction("vm stop", v.Name)
 	}
 	parent, err := s.Store.GetImage(ctx, v.ImageID)
 	if err != nil {

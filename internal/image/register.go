@@ -161,7 +161,7 @@ func validateRegister(imagesDir string, req api.ImageRegisterRequest) (kernelKin
 	}
 	if _, err := os.Stat(filepath.Join(imagesDir, req.Name)); err == nil {
 		return 0, api.AlreadyExists("image directory %s already exists", filepath.Join(imagesDir, req.Name)).
-			WithFix("pick another name, or delete the image first: banger image delete " + req.Name)
+			WithFix("pick another name, or delete the image first").WithAction("image delete", req.Name)
 	}
 	kind, err := checkKernel(req.Kernel)
 	if err != nil {

@@ -68,7 +68,7 @@ func (s *Service) logger() *slog.Logger {
 func (s *Service) refuseTaken(ctx context.Context, name string) error {
 	if _, err := s.Store.GetImage(ctx, name); err == nil {
 		return api.AlreadyExists("image %q already exists", name).
-			WithFix("pick another name, or delete it first: banger image delete " + name)
+			WithFix("pick another name, or delete it first").WithAction("image delete", name)
 	} else if !api.IsNotFound(err) {
 		return err
 	}
@@ -136,7 +136,7 @@ func (s *Service) Delete(ctx context.Context, name string, force bool) error {
 	}
 	if len(vms) > 0 {
 		return api.FailedPrecondition("image %q is in use by vm(s) %s", img.Name, strings.Join(vms, ", ")).
-			WithFix("delete those vms first: banger vm delete " + strings.Join(vms, " "))
+			WithFix("delete those vms first").WithAction("vm delete", vms...)
 	}
 	children, err := s.Store.ImageChildren(ctx, img.Name)
 	if err != nil {
@@ -144,7 +144,7 @@ func (s *Service) Delete(ctx context.Context, name string, force bool) error {
 	}
 	if len(children) > 0 && !force {
 		return api.FailedPrecondition("image %q is the parent of image(s) %s", img.Name, strings.Join(children, ", ")).
-			WithFix("delete those first, or pass --force: banger image delete --force " + img.Name)
+			WithFix("delete those first, or pass --force").WithAction("image delete", "--force", img.Name)
 	}
 	if err := s.Store.DeleteImage(ctx, img.ID); err != nil {
 		return err

@@ -55,11 +55,11 @@ func (s *Store) CreateImage(ctx context.Context, img *api.Image) error {
 
 func imageExists(name string) error {
 	return api.AlreadyExists("image %q already exists", name).
-		WithFix(fmt.Sprintf("pick another name, or delete it first: banger image delete %s", name))
+		WithFix("pick another name, or delete it first").WithAction("image delete", name)
 }
 
 func imageNotFound(nameOrID string) error {
-	return api.NotFound("image %q not found", nameOrID).WithFix("banger image list")
+	return api.NotFound("image %q not found", nameOrID).WithAction("image list")
 }
 
 // GetImage returns the image with that name or ID.
@@ -145,7 +145,7 @@ func (s *Store) DeleteImage(ctx context.Context, nameOrID string) error {
 		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM images WHERE id = ?`, id)
 		if isForeignKeyViolation(err) {
-			return api.FailedPrecondition("image %q is in use by a vm: %w", name, err).WithFix("banger vm list")
+			return api.FailedPrecondition("image %q is in use by a vm: %w", name, err).WithAction("vm list")
 		}
 		if err != nil {
 			return fmt.Errorf("deleting image %s: %w", name, err)
@@ -156,7 +156,7 @@ func (s *Store) DeleteImage(ctx context.Context, nameOrID string) error {
 
 func imageInUse(name string, vms []string) error {
 	return api.FailedPrecondition("image %q is in use by vm(s) %s", name, strings.Join(vms, ", ")).
-		WithFix("delete those vms first: banger vm delete " + strings.Join(vms, " "))
+		WithFix("delete those vms first").WithAction("vm delete", vms...)
 }
 
 // VMsUsingImage returns the names of the VMs built from imageID, sorted.

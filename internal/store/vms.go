@@ -75,10 +75,10 @@ func (s *Store) CreateVM(ctx context.Context, vm *api.VM, alloc Alloc) error {
 		rec.Runtime.VsockCID = cid
 		_, err = tx.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`) VALUES (`+placeholders(29)+`)`, vmArgs(rec)...)
 		if isForeignKeyViolation(err) {
-			return api.NotFound("image %q (id %s) not found: %w", rec.ImageName, rec.ImageID, err).WithFix("banger image list")
+			return api.NotFound("image %q (id %s) not found: %w", rec.ImageName, rec.ImageID, err).WithAction("image list")
 		}
 		if isUniqueViolation(err) {
-			return api.AlreadyExists("vm %s conflicts with an existing vm: %w", rec.Name, err).WithFix("banger vm list")
+			return api.AlreadyExists("vm %s conflicts with an existing vm: %w", rec.Name, err).WithAction("vm list")
 		}
 		return err
 	})
@@ -91,11 +91,11 @@ func (s *Store) CreateVM(ctx context.Context, vm *api.VM, alloc Alloc) error {
 
 func vmExists(name string) error {
 	return api.AlreadyExists("vm %q already exists", name).
-		WithFix(fmt.Sprintf("pick another name, or delete it first: banger vm delete %s", name))
+		WithFix("pick another name, or delete it first").WithAction("vm delete", name)
 }
 
 func vmNotFound(nameOrID string) error {
-	return api.NotFound("vm %q not found", nameOrID).WithFix("banger vm list")
+	return api.NotFound("vm %q not found", nameOrID).WithAction("vm list")
 }
 
 // MACForIP derives a VM's MAC from its guest IPv4 address: locally
@@ -135,7 +135,7 @@ func freeIPLocked(ctx context.Context, tx *sql.Tx, alloc Alloc) (netip.Addr, err
 		}
 	}
 	return netip.Addr{}, api.Unavailable("subnet %s is full", p).
-		WithFix("delete vms you no longer need (banger vm list), or set a larger subnet in the config")
+		WithFix("delete vms you no longer need, or set a larger subnet in the config").WithAction("vm list")
 }
 
 // freeCIDLocked returns the lowest vsock CID >= min that no VM holds.
@@ -245,9 +245,9 @@ func vmWriteErr(vm api.VM, err error) error {
 	switch {
 	case isUniqueViolation(err):
 		return api.AlreadyExists("vm name, guest ip, mac or vsock cid of %s is taken by another vm: %w", vm.ID, err).
-			WithFix("banger vm list")
+			WithAction("vm list")
 	case isForeignKeyViolation(err):
-		return api.NotFound("image %s of vm %s not found: %w", vm.ImageID, vm.ID, err).WithFix("banger image list")
+		return api.NotFound("image %s of vm %s not found: %w", vm.ImageID, vm.ID, err).WithAction("image list")
 	}
 	return err
 }

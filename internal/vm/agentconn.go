@@ -117,7 +117,7 @@ func (m *Manager) Exec(ctx context.Context, name string) (net.Conn, error) {
 	h, alive := m.vmAlive(v)
 	if !alive || v.Runtime.State != api.VMRunning {
 		return nil, api.FailedPrecondition("vm %q is %s, not running", v.Name, v.Runtime.State).
-			WithFix("banger vm start " + v.Name)
+			WithAction("vm start", v.Name)
 	}
 	c, err := m.agentFor(ctx, v.ID, h)
 	if err != nil {

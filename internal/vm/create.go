@@ -139,7 +139,7 @@ func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest, re
 	}
 	if _, err := m.st.GetVM(ctx, name); err == nil {
 		return api.VM{}, api.Image{}, api.AlreadyExists("vm %q already exists", name).
-			WithFix("pick another --name, or banger vm delete " + name)
+			WithFix("pick another --name, or delete it").WithAction("vm delete", name)
 	}
 	imgName := req.Image
 	if imgName == "" {
@@ -149,7 +149,7 @@ func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest, re
 	if err != nil {
 		if api.IsNotFound(err) {
 			return api.VM{}, api.Image{}, api.NotFound("image %q not found", imgName).
-				WithFix("banger image list, or banger image create " + imgName + " --from-debian")
+				WithFix("pick an existing image, or create it").WithAction("image create", imgName, "--from-debian")
 		}
 		return api.VM{}, api.Image{}, err
 	}

@@ -93,7 +93,7 @@ func TestExportDisks(t *testing.T) {
 	}
 	err = f.m.ExportDisks(ctx, "e", filepath.Join(out, "s2"), "")
 	var ae *api.Error
-	if !errors.As(err, &ae) || ae.Kind != api.KindFailedPrecondition || ae.Fix != "banger vm stop e first" {
+	if !errors.As(err, &ae) || ae.Kind != api.KindFailedPrecondition || ae.FixLine() != "stop it first: banger vm stop e" || ae.Action.Verb != "vm stop" {
 		t.Errorf("export of a running vm: %v", err)
 	}
 	if _, err := exec.Command("test", "-e", filepath.Join(out, "s2")).Output(); err == nil {

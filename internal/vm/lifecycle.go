@@ -101,9 +101,9 @@ func (m *Manager) checkStoppedLocked(v api.VM) error {
 	}
 	switch s := v.Runtime.State; {
 	case alive || s == api.VMRunning || s == api.VMStarting:
-		return api.FailedPrecondition("vm %q is running", v.Name).WithFix("banger vm stop " + v.Name + " first")
+		return api.FailedPrecondition("vm %q is running", v.Name).WithFix("stop it first").WithAction("vm stop", v.Name)
 	case s == api.VMCreating || s == api.VMDeleting:
-		return api.FailedPrecondition("vm %q is %s", v.Name, s).WithFix("wait for it, or banger vm delete " + v.Name)
+		return api.FailedPrecondition("vm %q is %s", v.Name, s).WithFix("wait for it, or delete it").WithAction("vm delete", v.Name)
 	}
 	return nil
 }
@@ -121,7 +121,7 @@ func (m *Manager) stoppedHandlesLocked(v api.VM) (*Handles, error) {
 	}
 	if h == nil {
 		return nil, api.FailedPrecondition("vm %q has no %s in %s: its disks are missing", v.Name, handlesFileName, v.Runtime.VMDir).
-			WithFix("banger vm delete " + v.Name)
+			WithAction("vm delete", v.Name)
 	}
 	return h, nil
 }

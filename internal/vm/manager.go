@@ -221,7 +221,7 @@ func (m *Manager) engine(name string) (vmm.Engine, error) {
 	e, ok := m.engines[name]
 	if !ok {
 		return nil, api.FailedPrecondition("engine %q is not available on this host", name).
-			WithFix("use --engine " + m.defEngine + " or see banger doctor")
+			WithFix("use --engine " + m.defEngine + ", or see what the host lacks").WithAction("doctor")
 	}
 	return e, nil
 }

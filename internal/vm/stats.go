@@ -121,7 +121,7 @@ func (m *Manager) Stats(ctx context.Context, name string) (api.VMStats, error) {
 	if s == nil {
 		if s, err = m.sample(v); err != nil {
 			return api.VMStats{}, api.FailedPrecondition("vm %q is %s: no stats", v.Name, v.Runtime.State).
-				WithFix("banger vm start " + v.Name)
+				WithAction("vm start", v.Name)
 		}
 		m.mu.Lock()
 		m.stats[v.ID] = s

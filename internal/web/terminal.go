@@ -30,6 +30,9 @@ type TermMessage struct {
 	Code    int    `json:"code"`
 	Message string `json:"message,omitempty"`
 	Fix     string `json:"fix,omitempty"`
+	// Action is the fix as a banger command (api.Error.Action); the page
+	// shows it in words.
+	Action *api.Action `json:"action,omitempty"`
 }
 
 // terminal is GET /v1/vms/{name}/terminal?rows=R&cols=C: a WebSocket to a
@@ -109,7 +112,7 @@ func readTerminal(ctx context.Context, cancel context.CancelFunc, c *websocket.C
 
 func sendTermError(ctx context.Context, c *websocket.Conn, err error) {
 	e := api.AsError(err)
-	b, _ := json.Marshal(TermMessage{Type: "error", Message: e.Message, Fix: e.Fix})
+	b, _ := json.Marshal(TermMessage{Type: "error", Message: e.Message, Fix: e.Fix, Action: e.Action})
 	_ = c.Write(ctx, websocket.MessageText, b)
 	_ = c.Close(websocket.StatusNormalClosure, "terminal failed")
 }

@@ -173,8 +173,8 @@ func TestIntegrationLivePromote(t *testing.T) {
 		"mountpoint -q /root && echo promoted-work > /root/marker && echo promoted-sys > /etc/marker && sync")
 
 	r = e.banger("image", "promote", "p1", "nope")
-	if r.code == 0 || !strings.Contains(r.stderr, "banger vm stop p1 first") {
-		t.Errorf("promote of a running VM: exit %d, want the fix 'banger vm stop p1 first':\n%s", r.code, r.stderr)
+	if r.code == 0 || !strings.Contains(r.stderr, "stop it first: banger vm stop p1") {
+		t.Errorf("promote of a running VM: exit %d, want the fix 'stop it first: banger vm stop p1':\n%s", r.code, r.stderr)
 	}
 	e.must("vm", "stop", "p1")
 	start := time.Now()

@@ -73,7 +73,7 @@ func (b *Builder) checkRequest(req *api.ImageCreateRequest) error {
 	}
 	if _, err := os.Stat(filepath.Join(b.ImagesDir, req.Name)); err == nil {
 		return api.AlreadyExists("image directory %s already exists", filepath.Join(b.ImagesDir, req.Name)).
-			WithFix("pick another name, or delete the image first: banger image delete " + req.Name)
+			WithFix("pick another name, or delete the image first").WithAction("image delete", req.Name)
 	}
 	return nil
 }

@@ -1,11 +1,12 @@
 // api.js — the daemon's /v1 API, called with the login cookie. Errors are
-// the daemon's own: kind, message and fix.
+// the daemon's own: kind, message, fix and the fix's action (see fix.js).
 
 export class ApiError extends Error {
-  constructor(kind, message, fix, status) {
+  constructor(kind, message, fix, status, action) {
     super(message);
     this.kind = kind;
     this.fix = fix || '';
+    this.action = action || null;
     this.status = status;
   }
 }
@@ -21,13 +22,13 @@ export async function call(method, path, body, signal) {
     res = await fetch(path, opts);
   } catch (err) {
     if (err.name === 'AbortError') throw err;
-    throw new ApiError('Unavailable', 'cannot reach bangerd: ' + err.message, 'check that bangerd is running (banger daemon status)', 0);
+    throw new ApiError('Unavailable', 'cannot reach bangerd: ' + err.message, 'check that bangerd is running on the host', 0);
   }
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!res.ok) {
-    throw new ApiError(data?.kind ?? 'Internal', data?.message ?? `${res.status} ${res.statusText}`, data?.fix ?? '', res.status);
+    throw new ApiError(data?.kind ?? 'Internal', data?.message ?? `${res.status} ${res.statusText}`, data?.fix ?? '', res.status, data?.action);
   }
   return { data, headers: res.headers };
 }
@@ -58,7 +59,7 @@ export async function streamText(path, onChunk, signal) {
   if (!res.ok) {
     let data = null;
     try { data = await res.json(); } catch { /* not JSON */ }
-    throw new ApiError(data?.kind ?? 'Internal', data?.message ?? res.statusText, data?.fix ?? '', res.status);
+    throw new ApiError(data?.kind ?? 'Internal', data?.message ?? res.statusText, data?.fix ?? '', res.status, data?.action);
   }
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {

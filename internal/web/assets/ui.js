@@ -1,6 +1,9 @@
 // ui.js — small DOM helpers shared by the pages: element building,
 // formatting, the error box, the live stage list and sparklines.
 
+import { call } from './api.js';
+import { buttonAction, fixText } from './fix.js';
+
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs ?? {})) {
@@ -43,11 +46,33 @@ export function badge(text, kind = text) {
   return h('span', { class: `badge badge-${kind}` }, text);
 }
 
-// errorBox shows an API error in the daemon's words: message, then fix.
+// errorBox shows an API error in the daemon's words: message, then fix —
+// its action in words, never a command line, and a button when this UI can
+// do it (fix.js).
 export function errorBox(err) {
+  const fix = fixText(err);
   return h('div', { class: 'error', role: 'alert' },
     h('strong', {}, err.message || String(err)),
-    err.fix ? h('p', { class: 'fix' }, 'Fix: ', h('span', {}, err.fix)) : null);
+    fix ? h('p', { class: 'fix' }, 'Fix: ', h('span', {}, fix), ' ', actionButton(err.action)) : null);
+}
+
+// actionButton performs a fix action the UI can do itself (null otherwise).
+function actionButton(action) {
+  const a = buttonAction(action);
+  if (!a) return null;
+  const btn = h('button', {
+    type: 'button',
+    onclick: async () => {
+      btn.disabled = true;
+      try {
+        await call(a.method, a.path);
+        btn.textContent = 'Requested';
+      } catch (e) {
+        btn.replaceWith(h('span', {}, e.message));
+      }
+    },
+  }, a.label);
+  return btn;
 }
 
 // showError replaces the contents of el with an error box (or clears it).
