@@ -20,7 +20,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "1b6c004f074a341b24ecf975f8b3aeb9c59f6a7d5823513f425e5b811ea4f2a1"
+const builderSourcesSum = "92639f237a76f1c496eb2daf281f96adbd6c5c40dc49d43f0ecd454fe21818f9"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test
