@@ -29,26 +29,6 @@ func (d *Daemon) getImage(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (d *Daemon) createImage(w http.ResponseWriter, r *http.Request) error {
-	var req api.ImageCreateRequest
-	if err := decodeBody(r, &req); err != nil {
-		return err
-	}
-	return d.begin(w, "image.create", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
-		return d.images.Create(ctx, req, rep)
-	})
-}
-
-func (d *Daemon) registerImage(w http.ResponseWriter, r *http.Request) error {
-	var req api.ImageRegisterRequest
-	if err := decodeBody(r, &req); err != nil {
-		return err
-	}
-	return d.begin(w, "image.register", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
-		return d.images.Register(ctx, req, rep)
-	})
-}
-
 func (d *Daemon) deleteImage(w http.ResponseWriter, r *http.Request) error {
 	force := queryBool(r, "force")
 	if err := d.images.Delete(r.Context(), r.PathValue("name"), force); err != nil {
@@ -77,16 +57,6 @@ func (d *Daemon) getVM(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, det)
 	return nil
-}
-
-func (d *Daemon) createVM(w http.ResponseWriter, r *http.Request) error {
-	var req api.VMCreateRequest
-	if err := decodeBody(r, &req); err != nil {
-		return err
-	}
-	return d.begin(w, "vm.create", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
-		return d.vms.Create(ctx, req, rep)
-	})
 }
 
 // vmAction serves start/stop/restart, which share a shape.
@@ -136,22 +106,37 @@ func queryBool(r *http.Request, key string) bool {
 	return false
 }
 
-func (d *Daemon) buildImage(w http.ResponseWriter, r *http.Request) error {
-	var req api.ImageBuildRequest
-	if err := decodeBody(r, &req); err != nil {
-		return err
-	}
-	return d.begin(w, "image.build", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
-		return d.images.Build(ctx, req, rep)
-	})
+// named is a request naming what it makes (the operation's target).
+type named interface {
+	api.ImageCreateRequest | api.ImageRegisterRequest | api.ImageBuildRequest | api.ImagePromoteRequest | api.VMCreateRequest
 }
 
-func (d *Daemon) promoteImage(w http.ResponseWriter, r *http.Request) error {
-	var req api.ImagePromoteRequest
-	if err := decodeBody(r, &req); err != nil {
-		return err
+// longOp serves a POST whose JSON body is a request R and whose work is a
+// long operation of that kind on the thing R names.
+func longOp[R named, T any](d *Daemon, kind string, work func(context.Context, R, progress.Reporter) (T, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var req R
+		if err := decodeBody(r, &req); err != nil {
+			return err
+		}
+		return d.begin(w, kind, targetOf(req), func(ctx context.Context, rep progress.Reporter) (any, error) {
+			return work(ctx, req, rep)
+		})
 	}
-	return d.begin(w, "image.promote", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
-		return d.images.Promote(ctx, req, rep)
-	})
+}
+
+func targetOf(req any) string {
+	switch r := req.(type) {
+	case api.ImageCreateRequest:
+		return r.Name
+	case api.ImageRegisterRequest:
+		return r.Name
+	case api.ImageBuildRequest:
+		return r.Name
+	case api.ImagePromoteRequest:
+		return r.Name
+	case api.VMCreateRequest:
+		return r.Name
+	}
+	return ""
 }

@@ -19,22 +19,12 @@ import (
 // a work-seed, a vmlinux, engines, features, sizes and a fingerprint,
 // exactly once even when several heals race.
 func TestHealOldImage(t *testing.T) {
-	files := registerFiles(t)
-	dir := t.TempDir()
+	st, svc, dir, old := oldImages(t, "old")
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	old := api.Image{Name: "old", Kernel: files.Kernel, Initrd: files.Initrd, Rootfs: files.Rootfs}
-	if err := st.CreateImage(ctx, &old); err != nil {
-		t.Fatal(err)
-	}
-	if !image.NeedsHeal(old) {
+	files := api.Image{Kernel: old[0].Kernel, Initrd: old[0].Initrd, Rootfs: old[0].Rootfs}
+	if !image.NeedsHeal(old[0]) {
 		t.Fatal("NeedsHeal says an image without work-seed and fingerprint is complete")
 	}
-	svc := &image.Service{Store: st, ImagesDir: filepath.Join(dir, "images")}
 
 	var wg sync.WaitGroup
 	recs := make([]*progress.Recorder, 4)
@@ -44,7 +34,7 @@ func TestHealOldImage(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			img, err := svc.Heal(ctx, old, recs[i])
+			img, err := svc.Heal(ctx, old[0], recs[i])
 			if err != nil {
 				t.Error(err)
 			}
@@ -132,24 +122,14 @@ func TestHealMissingRootfs(t *testing.T) {
 // cannot be healed fails the patch, which stays unrecorded (the next start
 // tries again) while the other images are healed.
 func TestHealAllAtStartup(t *testing.T) {
-	files := registerFiles(t)
-	dir := t.TempDir()
+	st, svc, _, old := oldImages(t, "old")
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
-	if err != nil {
+	gone := api.Image{Name: "gone", Kernel: "/nonexistent/vmlinuz", Rootfs: "/nonexistent/rootfs.ext4"}
+	if err := st.CreateImage(ctx, &gone); err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	old := api.Image{Name: "old", Kernel: files.Kernel, Initrd: files.Initrd, Rootfs: files.Rootfs}
-	gone := api.Image{Name: "gone", Kernel: "/nonexistent/vmlinuz", Rootfs: "/nonexistent/rootfs.ext4"}
-	for _, img := range []*api.Image{&old, &gone} {
-		if err := st.CreateImage(ctx, img); err != nil {
-			t.Fatal(err)
-		}
-	}
-	svc := &image.Service{Store: st, ImagesDir: filepath.Join(dir, "images")}
 
-	err = svc.HealAll(ctx)
+	err := svc.HealAll(ctx)
 	if err == nil || !strings.Contains(err.Error(), "image gone") {
 		t.Fatalf("HealAll with a lost rootfs = %v, want an error naming it", err)
 	}
@@ -170,7 +150,7 @@ func TestHealAllAtStartup(t *testing.T) {
 		t.Fatalf("patch not recorded: %v %v", ok, err)
 	}
 	// Recorded: a later start leaves even an old-format record alone.
-	later := api.Image{Name: "later", Kernel: files.Kernel, Initrd: files.Initrd, Rootfs: files.Rootfs}
+	later := api.Image{Name: "later", Kernel: old[0].Kernel, Initrd: old[0].Initrd, Rootfs: old[0].Rootfs}
 	if err := st.CreateImage(ctx, &later); err != nil {
 		t.Fatal(err)
 	}
@@ -180,6 +160,30 @@ func TestHealAllAtStartup(t *testing.T) {
 	if got, _ := st.GetImage(ctx, "later"); !image.NeedsHeal(got) {
 		t.Error("HealAll ran again after it was recorded")
 	}
+}
+
+// oldImages opens a store in a temp dir holding image records in the
+// format of an early banger (kernel, initrd and rootfs only), one per name,
+// and an image service on it.
+func oldImages(t *testing.T, names ...string) (*store.Store, *image.Service, string, []api.Image) {
+	t.Helper()
+	files := registerFiles(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var imgs []api.Image
+	for _, n := range names {
+		img := api.Image{Name: n, Kernel: files.Kernel, Initrd: files.Initrd, Rootfs: files.Rootfs}
+		if err := st.CreateImage(ctx, &img); err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	return st, &image.Service{Store: st, ImagesDir: filepath.Join(dir, "images")}, dir, imgs
 }
 
 func fileExists(p string) bool {
