@@ -31,7 +31,7 @@ func TestOneStoppedCheck(t *testing.T) {
 		t.Helper()
 		for name, op := range ops {
 			e := api.AsError(op())
-			if e == nil || e.Kind != api.KindFailedPrecondition || e.Message != msg || e.Fix != fix {
+			if e == nil || e.Kind != api.KindFailedPrecondition || e.Message != msg || e.FixLine() != fix {
 				t.Errorf("%s of a vm that %s: %+v, want %q with fix %q", name, why, e, msg, fix)
 			}
 		}
@@ -51,7 +51,7 @@ func TestOneStoppedCheck(t *testing.T) {
 	f.eng.mu.Unlock()
 	h.Engine, h.VMM.PID = vmm.QEMU, cmd.Process.Pid
 	f.m.cacheHandles(v.ID, h)
-	check("runs", `vm "s" is running`, "banger vm stop s first")
+	check("runs", `vm "s" is running`, "stop it first: banger vm stop s")
 
 	f.eng.Kill(ctx, h.VMM)
 	f.m.cacheHandles(v.ID, nil)
@@ -60,7 +60,7 @@ func TestOneStoppedCheck(t *testing.T) {
 		if err := f.st.UpdateVMRuntime(ctx, v.ID, v.Runtime); err != nil {
 			t.Fatal(err)
 		}
-		check("is "+string(s), `vm "s" is `+string(s), "wait for it, or banger vm delete s")
+		check("is "+string(s), `vm "s" is `+string(s), "wait for it, or delete it: banger vm delete s")
 	}
 	v.Runtime.State = api.VMStopped
 	f.st.UpdateVMRuntime(ctx, v.ID, v.Runtime)
