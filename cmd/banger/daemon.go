@@ -13,6 +13,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/client"
+	"banger/internal/vmm/proc"
 )
 
 func daemonCmd(e *env) *cobra.Command {
@@ -74,6 +75,13 @@ func (e *env) daemonStop(ctx context.Context) error {
 		return err
 	}
 	c := client.New(cfg.SocketPath)
+	// The pid, so that "stopped" means the process is gone (and its state-dir
+	// lock free), not only its socket: the socket goes first, while the
+	// daemon still closes its services, store and lock.
+	pid := 0
+	if st, err := c.Status(ctx); err == nil {
+		pid = st.PID
+	}
 	if err := c.Shutdown(ctx); err != nil {
 		if api.IsUnavailable(err) {
 			fmt.Fprintln(e.stderr, "bangerd is not running")
@@ -81,14 +89,15 @@ func (e *env) daemonStop(ctx context.Context) error {
 		}
 		return err
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := os.Stat(cfg.SocketPath); errors.Is(err, fs.ErrNotExist) {
+		_, err := os.Stat(cfg.SocketPath)
+		if errors.Is(err, fs.ErrNotExist) && !proc.Alive(pid, client.DaemonBinary) {
 			fmt.Fprintln(e.stderr, "bangerd stopped")
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return api.Unavailable("bangerd did not remove %s within 15s", cfg.SocketPath).
+			return api.Unavailable("bangerd (pid %d) did not exit and remove %s within 30s", pid, cfg.SocketPath).
 				WithFix("see its log").WithAction("daemon logs")
 		}
 		select {
