@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/client"
+	"banger/internal/termsafe"
 )
 
 // exitInterrupted is the exit code after Ctrl-C (128 + SIGINT).
@@ -48,6 +49,11 @@ func (e *env) follow(ctx context.Context, c *client.Client, op api.Operation) (a
 	}()
 
 	printer := newStagePrinter(e.stderr)
+	// Output lines are guest-written (a build script, a console tail).
+	show := func(l string) string { return l }
+	if termsafe.IsTerminal(e.stderr) {
+		show = termsafe.String
+	}
 	next := 0
 	final, err := c.Follow(fctx, op, func(o api.Operation) {
 		printer.update(o)
@@ -57,7 +63,7 @@ func (e *env) follow(ctx context.Context, c *client.Client, op api.Operation) (a
 		}
 		next = n
 		for _, l := range lines {
-			fmt.Fprintln(e.stderr, "    "+l)
+			fmt.Fprintln(e.stderr, "    "+show(l))
 		}
 	})
 	select {

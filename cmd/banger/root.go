@@ -16,6 +16,7 @@ import (
 	"banger/internal/buildinfo"
 	"banger/internal/client"
 	"banger/internal/config"
+	"banger/internal/termsafe"
 )
 
 // env is what every command shares: streams, global flags, the config and
@@ -158,13 +159,19 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	return 1
 }
 
+// printError prints err; on a terminal its text is neutralised, as it may
+// quote an engine's log or a guest's console.
 func printError(w io.Writer, err error) {
+	show := func(s string) string { return s }
+	if termsafe.IsTerminal(w) {
+		show = termsafe.String
+	}
 	var ae *api.Error
 	if errors.As(err, &ae) && ae.FixLine() != "" {
-		fmt.Fprintf(w, "banger: %s\n  fix: %s\n", api.AsError(err).Message, ae.FixLine())
+		fmt.Fprintf(w, "banger: %s\n  fix: %s\n", show(api.AsError(err).Message), show(ae.FixLine()))
 		return
 	}
-	fmt.Fprintf(w, "banger: %v\n", err)
+	fmt.Fprintf(w, "banger: %s\n", show(err.Error()))
 }
 
 func main() {

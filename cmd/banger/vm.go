@@ -12,6 +12,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/client"
 	"banger/internal/feature"
+	"banger/internal/termsafe"
 )
 
 func vmCmd(e *env) *cobra.Command {
@@ -241,20 +242,31 @@ func vmEditCmd(e *env) *cobra.Command {
 }
 
 func vmLogsCmd(e *env) *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print a VM's serial console",
-		Args:  cobra.ExactArgs(1),
+		Long: "Print a VM's serial console. On a terminal, control characters the guest wrote (escape\n" +
+			"sequences) are shown as visible escapes such as \\x1b; --raw prints them as written.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return c.Logs(cmd.Context(), args[0], follow, e.stdout)
+			if raw || !termsafe.IsTerminal(e.stdout) {
+				return c.Logs(cmd.Context(), args[0], follow, e.stdout)
+			}
+			tw := termsafe.NewWriter(e.stdout)
+			err = c.Logs(cmd.Context(), args[0], follow, tw)
+			if ferr := tw.Flush(); err == nil {
+				err = ferr
+			}
+			return err
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the guest's bytes unchanged, terminal control included")
 	return cmd
 }
 
