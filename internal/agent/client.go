@@ -30,13 +30,38 @@ type Client struct {
 }
 
 // NewClient starts a yamux client session over conn. The Client owns conn.
+//
+// The host never accepts a stream the guest opens: the session refuses them
+// all (yamux GoAway, so each is reset as it arrives) instead of leaving them
+// in its accept backlog, where each would pin a receive window (256 × 256
+// KiB per VM). The session reads nothing from conn until that refusal is in
+// force, so even frames the guest queued before the host connected are
+// refused.
 func NewClient(conn net.Conn) (*Client, error) {
-	sess, err := yamux.Client(conn, sessionConfig(slog.Default()))
+	refusing := make(chan struct{})
+	sess, err := yamux.Client(gatedConn{Conn: conn, open: refusing}, sessionConfig(slog.Default()))
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("starting agent session: %w", err)
 	}
+	go func() {
+		// GoAway marks the session refusing at once, then waits for its
+		// frame to be written; a failed write leaves a dead session.
+		_ = sess.GoAway()
+		close(refusing)
+	}()
 	return &Client{conn: conn, sess: sess}, nil
+}
+
+// gatedConn holds reads until open is closed.
+type gatedConn struct {
+	net.Conn
+	open <-chan struct{}
+}
+
+func (g gatedConn) Read(p []byte) (int, error) {
+	<-g.open
+	return g.Conn.Read(p)
 }
 
 // DialSerial connects to the unix socket QEMU exposes for the guest's

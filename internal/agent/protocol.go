@@ -19,6 +19,12 @@
 // A request the guest cannot parse or does not know is answered with an
 // error line {"ok":false,"error":"…"}, also on exec streams (its first byte,
 // '{', is never a frame type).
+//
+// What the host trusts: nothing the guest sends. Exec frames are
+// length-bounded (readFrame), answers are single lines of bounded length (readLine), and streams are the host's
+// alone: the host session refuses every stream the guest opens (NewClient),
+// so a guest cannot pin host memory in an accept backlog. The guest trusts
+// the host (it is root inside its own VM on the host's behalf).
 package agent
 
 import (
