@@ -7,6 +7,15 @@
 // the op's version, and Tracker.Wait long-polls for a version newer than the
 // one a follower has seen. Finished operations are kept for a bounded history
 // (the newest MaxFinished), then forgotten.
+//
+// What it trusts: not the output lines. They are often guest-written (a
+// build script's output, a console tail), so each line is cut to
+// MaxLineBytes (with a marker saying how much was dropped), an operation
+// keeps at most DefaultMaxLines lines and DefaultMaxOutputBytes bytes (the
+// oldest dropped first), and the output of finished operations together is
+// held to DefaultMaxFinishedBytes (the oldest operations' output dropped
+// first). Lines are stored as given: showing them safely is the reader's
+// business (internal/termsafe on a terminal).
 package ops
 
 import (
@@ -14,8 +23,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"banger/internal/api"
 	"banger/internal/progress"
@@ -25,13 +36,23 @@ import (
 const (
 	DefaultMaxFinished = 200
 	DefaultMaxLines    = 2000
+	// MaxLineBytes is the longest output line kept; longer ones are cut
+	// and marked.
+	MaxLineBytes = 4 << 10
+	// DefaultMaxOutputBytes bounds one operation's kept output.
+	DefaultMaxOutputBytes = 1 << 20
+	// DefaultMaxFinishedBytes bounds the output kept by finished
+	// operations together.
+	DefaultMaxFinishedBytes = 16 << 20
 )
 
 // Tracker holds operations in memory. The zero value is not usable: use
 // NewTracker.
 type Tracker struct {
-	maxFinished int
-	maxLines    int
+	maxFinished      int
+	maxLines         int
+	maxBytes         int
+	maxFinishedBytes int
 
 	mu       sync.Mutex
 	ops      map[string]*Op // guarded by mu
@@ -44,7 +65,8 @@ func NewTracker(maxFinished int) *Tracker {
 	if maxFinished <= 0 {
 		maxFinished = DefaultMaxFinished
 	}
-	return &Tracker{maxFinished: maxFinished, maxLines: DefaultMaxLines, ops: map[string]*Op{}}
+	return &Tracker{maxFinished: maxFinished, maxLines: DefaultMaxLines, maxBytes: DefaultMaxOutputBytes,
+		maxFinishedBytes: DefaultMaxFinishedBytes, ops: map[string]*Op{}}
 }
 
 // Op is one operation. It implements progress.Reporter; all its methods are
@@ -57,7 +79,8 @@ type Op struct {
 	version uint64             // guarded by mu
 	changed chan struct{}      // guarded by mu; closed and replaced on each change
 	running []int              // guarded by mu; indexes of running stages, oldest first
-	lines   []string           // guarded by mu; ring of the newest output lines
+	lines   []string           // guarded by mu; the newest output lines
+	bytes   int                // guarded by mu; the bytes in lines
 	first   int                // guarded by mu; absolute index of lines[0]
 	cancel  context.CancelFunc // guarded by mu
 }
@@ -184,6 +207,9 @@ func (t *Tracker) List() []api.Operation {
 	return out
 }
 
+// retire records id as finished, forgets the oldest finished ops beyond
+// maxFinished and drops the oldest finished ops' output beyond
+// maxFinishedBytes.
 func (t *Tracker) retire(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -191,6 +217,15 @@ func (t *Tracker) retire(id string) {
 	for len(t.finished) > t.maxFinished {
 		delete(t.ops, t.finished[0])
 		t.finished = t.finished[1:]
+	}
+	total := 0
+	for i := len(t.finished) - 1; i >= 0; i-- {
+		op := t.ops[t.finished[i]]
+		op.mu.Lock()
+		if total += op.bytes; total > t.maxFinishedBytes {
+			op.dropLocked(len(op.lines))
+		}
+		op.mu.Unlock()
 	}
 }
 
@@ -282,17 +317,44 @@ func (op *Op) Detail(text string) {
 	op.bumpLocked()
 }
 
-// Output appends one output line to the bounded ring.
+// Output appends one output line, cut to MaxLineBytes, dropping the oldest
+// lines beyond the tracker's line and byte bounds.
 func (op *Op) Output(line string) {
+	line = cutLine(line)
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	op.lines = append(op.lines, line)
-	if max := op.t.maxLines; len(op.lines) > max {
-		drop := len(op.lines) - max
-		op.lines = append([]string(nil), op.lines[drop:]...)
-		op.first += drop
+	op.bytes += len(line)
+	drop := 0
+	for n, b := len(op.lines), op.bytes; n-drop > op.t.maxLines || b > op.t.maxBytes; drop++ {
+		b -= len(op.lines[drop])
 	}
+	op.dropLocked(drop)
 	op.bumpLocked()
+}
+
+// dropLocked forgets the oldest n lines. Slicing keeps appends amortised:
+// the dropped strings are released when append next moves the array.
+func (op *Op) dropLocked(n int) {
+	for _, l := range op.lines[:n] {
+		op.bytes -= len(l)
+	}
+	clear(op.lines[:n])
+	op.lines = op.lines[n:]
+	op.first += n
+}
+
+// cutLine returns line cut to MaxLineBytes on a rune boundary, with a marker
+// saying how many bytes were cut.
+func cutLine(line string) string {
+	if len(line) <= MaxLineBytes {
+		return line
+	}
+	keep := MaxLineBytes - 64 // room for the marker
+	for keep > 0 && !utf8.RuneStart(line[keep]) {
+		keep--
+	}
+	return line[:keep] + fmt.Sprintf(" … [line truncated: %d bytes dropped]", len(line)-keep)
 }
 
 // Finish records the outcome exactly once: err == nil means success with

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"banger/internal/api"
 )
@@ -208,5 +210,33 @@ func TestCancel(t *testing.T) {
 	}
 	if err := tr.Cancel("nope"); !api.IsNotFound(err) {
 		t.Fatalf("unknown id: %v", err)
+	}
+}
+
+// TestFinishedOutputBudget: finished operations keep at most
+// maxFinishedBytes of output together; the oldest lose theirs first.
+func TestFinishedOutputBudget(t *testing.T) {
+	tr := NewTracker(0)
+	tr.maxFinishedBytes = 3000
+	var ids []string
+	for i := 0; i < 5; i++ {
+		op := tr.Begin("image.build", fmt.Sprint(i))
+		op.Output(strings.Repeat("x", 1000))
+		op.Finish(nil, nil)
+		ids = append(ids, op.ID())
+	}
+	for i, id := range ids {
+		lines, next := tr.Output(id, 0)
+		if want := i >= 2; (len(lines) == 1) != want || next != 1 {
+			t.Errorf("op %d: %d lines (next %d), want kept=%v", i, len(lines), next, want)
+		}
+	}
+}
+
+func TestCutLineKeepsRunes(t *testing.T) {
+	line := strings.Repeat("é", MaxLineBytes)
+	got := cutLine(line)
+	if len(got) > MaxLineBytes || !utf8.ValidString(got) || !strings.Contains(got, "truncated") {
+		t.Fatalf("cut line: %d bytes, valid %v: %q", len(got), utf8.ValidString(got), got[len(got)-60:])
 	}
 }
