@@ -65,6 +65,12 @@ type Config struct {
 	AgentBin          string       `toml:"agent_bin"`
 	LogLevel          string       `toml:"log_level"`
 
+	// Byte caps of the logs of guest output (internal/logcap); each keeps
+	// one older copy, "<file>.1".
+	SerialLogMax Size `toml:"serial_log_max"`
+	EngineLogMax Size `toml:"engine_log_max"`
+	BuildLogMax  Size `toml:"build_log_max"`
+
 	// The metrics listener (internal/metrics): off unless set.
 	MetricsListen      string `toml:"metrics_listen"`
 	MetricsAllowRemote bool   `toml:"metrics_allow_remote"`
@@ -93,6 +99,9 @@ func Default() Config {
 		DefaultImage:      "default",
 		WebListen:         "127.0.0.1:7070",
 		LogLevel:          "info",
+		SerialLogMax:      16 * MiB,
+		EngineLogMax:      4 * MiB,
+		BuildLogMax:       16 * MiB,
 	}
 }
 

@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/logcap"
 	"banger/internal/progress"
 )
 
@@ -56,20 +56,8 @@ func (m *Manager) bootFailure(v api.VM, h *Handles, cause error, rep progress.Re
 	return fmt.Errorf("vm %s: %w", v.Name, cause)
 }
 
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	if len(data) > 256<<10 {
-		data = data[len(data)-256<<10:]
-	}
-	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
-}
+// tail is the last n lines of a log, read from its last 256 KiB.
+func tail(path string, n int) string { return logcap.Tail(path, n, 256<<10) }
 
 func tapState(name string) string {
 	base := filepath.Join("/sys/class/net", name)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -24,14 +23,16 @@ type statSample struct {
 
 const clockTicks = 100 // USER_HZ on Linux
 
-// StartStats starts the poll loop that keeps per-VM counters.
+// StartStats starts the poll loop that keeps per-VM counters, and the one
+// that keeps VMs' logs under their caps (capLogsLoop).
 func (m *Manager) StartStats(ctx context.Context) {
 	ctx, m.stopStats = context.WithCancel(ctx)
 	every := time.Duration(m.cfg.StatsPollInterval)
 	if every <= 0 {
 		every = 5 * time.Second
 	}
-	m.wg.Add(1)
+	m.wg.Add(2)
+	go m.capLogsLoop(ctx)
 	go func() {
 		defer m.wg.Done()
 		t := time.NewTicker(every)
@@ -200,71 +201,4 @@ func hostMemMiB() int {
 		}
 	}
 	return 0
-}
-
-// Logs writes the VM's serial console to w; with follow it keeps writing
-// new output until ctx ends or the VM is deleted.
-func (m *Manager) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
-	v, err := m.getVM(ctx, name)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(v.Runtime.SerialLogPath)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) && !follow {
-			return nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-	buf := make([]byte, 32<<10)
-	for {
-		if f != nil {
-			n, rerr := f.Read(buf)
-			if n > 0 {
-				if _, err := w.Write(buf[:n]); err != nil {
-					f.Close()
-					return err
-				}
-				if fl, ok := w.(interface{ Flush() }); ok {
-					fl.Flush()
-				}
-				continue
-			}
-			if rerr != nil && rerr != io.EOF {
-				f.Close()
-				return rerr
-			}
-		}
-		if !follow {
-			if f != nil {
-				f.Close()
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			if f != nil {
-				f.Close()
-			}
-			return nil
-		case <-time.After(200 * time.Millisecond):
-		}
-		if _, err := m.st.GetVM(ctx, v.ID); api.IsNotFound(err) {
-			if f != nil {
-				f.Close()
-			}
-			return nil
-		}
-		if f == nil {
-			f, _ = os.Open(v.Runtime.SerialLogPath)
-		} else if fi, err := os.Stat(v.Runtime.SerialLogPath); err == nil {
-			// the log is recreated on each boot: reopen when it shrank
-			if pos, _ := f.Seek(0, io.SeekCurrent); fi.Size() < pos {
-				f.Close()
-				f, _ = os.Open(v.Runtime.SerialLogPath)
-			}
-		}
-	}
 }
