@@ -107,7 +107,7 @@ func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep prog
 			s.logger().Error("removing an aborted build", "dir", staging, "err", err)
 		}
 	})
-	blog, err := NewBuildLog(filepath.Join(staging, BuildLogFile), rep)
+	blog, err := NewBuildLog(filepath.Join(staging, BuildLogFile), rep, s.BuildLogMax)
 	if err != nil {
 		return api.Image{}, err
 	}

@@ -13,6 +13,11 @@
 // capture.go. ext4 surgery goes through internal/ext4, features through
 // internal/feature. It must not know the daemon or how VMs boot (builder
 // VMs come through the Guests interface).
+//
+// What it trusts: not what a builder guest or a chroot prints (the build
+// log: capped by build_log_max with one build.log.1, lines bounded on their
+// way to the operation and to error messages), nor the filesystems a guest
+// wrote (read through internal/ext4, whose doc names its limits).
 package image
 
 import (
@@ -52,6 +57,8 @@ type Service struct {
 	// Guests boots builder VMs and exports VM disks (Build, Promote); nil
 	// makes those Unavailable.
 	Guests Guests
+	// BuildLogMax caps a build's build.log (build_log_max); <= 0: no cap.
+	BuildLogMax int64
 
 	healMu sync.Mutex // serialises Heal
 }

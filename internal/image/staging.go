@@ -15,22 +15,30 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"banger/internal/logcap"
 	"banger/internal/progress"
 )
 
-// BuildLog tees a build's command output to the build.log file, the
-// reporter (line by line) and keeps the last lines for error messages.
+// BuildLog tees a build's command output (guest- or chroot-written, so
+// untrusted) to the build.log file, capped with one rotated copy
+// (logcap.Writer), the reporter (line by line; internal/ops bounds it) and
+// keeps the last lines, each cut to tailLineBytes, for error messages.
 type BuildLog struct {
 	mu   sync.Mutex
-	f    *os.File          // guarded by mu
+	f    *logcap.Writer    // guarded by mu
 	rep  progress.Reporter // guarded by mu
 	tail []string          // guarded by mu
 }
 
-const tailLines = 15
+const (
+	tailLines     = 15
+	tailLineBytes = 512
+)
 
-func NewBuildLog(path string, rep progress.Reporter) (*BuildLog, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+// NewBuildLog opens the build log at path, kept under max bytes (the
+// build_log_max key; <= 0: no cap) with one older copy at path+".1".
+func NewBuildLog(path string, rep progress.Reporter, max int64) (*BuildLog, error) {
+	f, err := logcap.OpenWriter(path, max)
 	if err != nil {
 		return nil, fmt.Errorf("opening build log: %w", err)
 	}
@@ -43,6 +51,9 @@ func (l *BuildLog) Line(s string) {
 	defer l.mu.Unlock()
 	fmt.Fprintln(l.f, s)
 	l.rep.Output(s)
+	if len(s) > tailLineBytes {
+		s = strings.ToValidUTF8(s[:tailLineBytes], "") + " …"
+	}
 	l.tail = append(l.tail, s)
 	if len(l.tail) > tailLines {
 		l.tail = l.tail[len(l.tail)-tailLines:]

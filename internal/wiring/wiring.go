@@ -12,6 +12,11 @@
 // this start created it). It is the only place that picks drivers. It must
 // not know the API, the routes or HTTP beyond daemon.ServicesFunc and
 // daemon.WebFunc, which it fills in for cmd/bangerd.
+//
+// What it trusts: the config (written by the host's administrator); it
+// handles no guest data, but hands the caps on guest output (build_log_max
+// here; serial_log_max and engine_log_max through the vm manager's config)
+// to the packages that do.
 package wiring
 
 import (
@@ -274,9 +279,11 @@ func (w *wiring) imagesStep(ctx context.Context, _ *revert.Reverter) error {
 	staging := filepath.Join(w.dataDir, "staging")
 	w.images = &image.Service{
 		Store: w.st, ImagesDir: w.imagesDir(), StagingDir: staging, Log: log,
+		BuildLogMax: int64(w.cfg.BuildLogMax),
 		Debian: &debian.Builder{
 			ImagesDir: w.imagesDir(), StagingDir: staging,
 			AgentBin: agentBin(w.cfg), SSHPubKey: w.pub, Log: log,
+			BuildLogMax: int64(w.cfg.BuildLogMax),
 		},
 		Guests: w.mgr, // builder VMs and VM disk exports for image build/promote
 	}

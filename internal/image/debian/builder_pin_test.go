@@ -20,7 +20,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "92639f237a76f1c496eb2daf281f96adbd6c5c40dc49d43f0ecd454fe21818f9"
+const builderSourcesSum = "563e701f85c325ab320677e3393d96801d9e500ca5c40c934f078a2a7ed562fe"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test

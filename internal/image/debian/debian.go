@@ -11,6 +11,11 @@
 // It owns the chroot and everything about Debian (suites, mirrors,
 // packages). It must not know the store, VMs or images made from images
 // (image/build): it hands back an api.Image.
+//
+// What it trusts: the Debian mirror's packages (signed, checked by
+// debootstrap and apt) and the features' scripts banger ships; their output
+// is still treated as data and goes to the capped build log
+// (Builder.BuildLogMax).
 package debian
 
 import (
@@ -65,6 +70,8 @@ type Builder struct {
 	Log *slog.Logger
 	// Debootstrap is the debootstrap binary; "" means "debootstrap" in PATH.
 	Debootstrap string
+	// BuildLogMax caps build.log (build_log_max); <= 0: no cap.
+	BuildLogMax int64
 }
 
 // build is one FromDebian run.
@@ -117,7 +124,7 @@ func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, re
 			b.logger().Error("image build cleanup failed", "dir", staging, "err", err)
 		}
 	})
-	blog, err := image.NewBuildLog(filepath.Join(staging, image.BuildLogFile), rep)
+	blog, err := image.NewBuildLog(filepath.Join(staging, image.BuildLogFile), rep, b.BuildLogMax)
 	if err != nil {
 		return api.Image{}, err
 	}
