@@ -11,28 +11,14 @@ import (
 	"banger/internal/logcap"
 )
 
-// logCapEvery is how often capLogsLoop looks at the VMs' log sizes: a log
-// grows past its cap by at most what the guest writes in this long.
+// logCapEvery is how often capLogs runs (StartStats): a log grows past its
+// cap by at most what the guest writes in this long.
 var logCapEvery = time.Second
 
-// capLogsLoop keeps every VM's serial and engine log under its cap
-// (serial_log_max, engine_log_max) until ctx ends. The engines write those
-// files themselves and outlive the daemon, so they are capped by polling
-// (see internal/logcap); a restarted daemon resumes from the VM records.
-func (m *Manager) capLogsLoop(ctx context.Context) {
-	defer m.wg.Done()
-	t := time.NewTicker(logCapEvery)
-	defer t.Stop()
-	for {
-		m.capLogs(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
+// capLogs keeps every VM's serial and engine log under its cap
+// (serial_log_max, engine_log_max). The engines write those files
+// themselves and outlive the daemon, so they are capped by polling (see
+// internal/logcap); a restarted daemon resumes from the VM records.
 func (m *Manager) capLogs(ctx context.Context) {
 	vms, err := m.st.ListVMs(ctx)
 	if err != nil {

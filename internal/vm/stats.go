@@ -24,21 +24,27 @@ type statSample struct {
 const clockTicks = 100 // USER_HZ on Linux
 
 // StartStats starts the poll loop that keeps per-VM counters, and the one
-// that keeps VMs' logs under their caps (capLogsLoop).
+// that keeps VMs' logs under their caps (capLogs, every logCapEvery).
 func (m *Manager) StartStats(ctx context.Context) {
 	ctx, m.stopStats = context.WithCancel(ctx)
 	every := time.Duration(m.cfg.StatsPollInterval)
 	if every <= 0 {
 		every = 5 * time.Second
 	}
-	m.wg.Add(2)
-	go m.capLogsLoop(ctx)
+	m.every(ctx, every, m.pollStats)
+	m.every(ctx, logCapEvery, m.capLogs)
+}
+
+// every runs f now and then each interval until ctx ends, in a goroutine
+// Close waits for.
+func (m *Manager) every(ctx context.Context, interval time.Duration, f func(context.Context)) {
+	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		t := time.NewTicker(every)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			m.pollStats(ctx)
+			f(ctx)
 			select {
 			case <-ctx.Done():
 				return
