@@ -1,3 +1,11 @@
+// Command banger is the CLI: `banger <noun> <verb>`, thin command files
+// calling the typed client (internal/client) of the daemon's socket.
+//
+// What it trusts: the daemon's answers, but not the guest-written text they
+// carry (a console through vm logs, operation output lines, error messages
+// quoting an engine's log). On a terminal that text is shown through
+// internal/termsafe, its control characters as visible escapes; `vm logs
+// --raw`, pipes and files get the bytes as written.
 package main
 
 import (

@@ -2,6 +2,11 @@
 // by default) and supplies the defaults for every key. The shipped
 // config/config.sample.toml documents every key; tests keep it and Default
 // in step.
+//
+// What it trusts: the config file is the host administrator's; it is still
+// parsed strictly (unknown keys, bad units and out-of-range values are
+// errors). Its keys include the caps on guest output (serial_log_max,
+// engine_log_max, build_log_max).
 package config
 
 import (

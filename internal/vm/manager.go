@@ -21,6 +21,13 @@
 // targets, qemu-img, copying) — it calls disk.Driver and keeps disk.Disk
 // records whose State it never reads — nor how an engine runs a guest
 // (vmm.Engine, vmm.Handles.Extra).
+//
+// What it trusts: not what a guest writes. Its console and engine logs are
+// kept under serial_log_max and engine_log_max by capLogs (see
+// internal/logcap for how and within what slack), diagnostics and error
+// messages read only their ends, `vm logs` streams them in bounded chunks,
+// and the agent channel is internal/agent's (which refuses guest-opened
+// streams). handles.json is the daemon's own file, parsed strictly.
 package vm
 
 import (
