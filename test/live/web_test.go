@@ -118,7 +118,7 @@ func TestIntegrationLiveWebUI(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#vm-memory"), "512"),
 		chromedp.SendKeys(chromedp.CSS("#vm-disk"), "1"),
 		chromedp.Click(chromedp.CSS("#create-submit")),
-		chromedp.WaitVisible(chromedp.CSS(`#create-progress li.stage-running[data-stage="boot"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#create-progress li.stage-running[data-stage="agent ready"]`)),
 		chromedp.Sleep(1500*time.Millisecond),
 		shot("2-create-progress"))
 	step("VM becomes ready",
