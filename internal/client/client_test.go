@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -161,4 +162,37 @@ func TestEnsureDaemonReportsEarlyExit(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	t.Log(err)
+}
+
+// TestEnsureDaemonWaitsForAStartingDaemon: a daemon that holds its socket but
+// answers only after its start-up steps (queued connections wait in the
+// backlog) is waited for, not reported as "context deadline exceeded" and
+// not started a second time (this failed the live promote test: the daemon's
+// start-up image upgrade took a few seconds).
+func TestEnsureDaemonWaitsForAStartingDaemon(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PATH", dir) // no bangerd to start: a second start would fail
+	cfg := config.Default()
+	cfg.StateDir = filepath.Join(dir, "state")
+	cfg.SocketPath = filepath.Join(dir, "bangerd.sock")
+	ln, err := net.Listen("unix", cfg.SocketPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"version":"dev","pid":1}`)
+	})}
+	// Serve only after 3 s: the first probe (2 s) and a poll (1 s) time out.
+	go func() { time.Sleep(3 * time.Second); srv.Serve(ln) }()
+	defer srv.Close()
+	var stderr bytes.Buffer
+	start := time.Now()
+	if _, err := EnsureDaemon(context.Background(), cfg, &stderr); err != nil {
+		t.Fatalf("EnsureDaemon on a starting daemon: %v (after %s)", err, time.Since(start))
+	}
+	if strings.Contains(stderr.String(), "starting bangerd") {
+		t.Errorf("started a second daemon: %q", stderr.String())
+	}
 }

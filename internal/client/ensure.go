@@ -37,7 +37,15 @@ func EnsureDaemon(ctx context.Context, cfg config.Config, stderr io.Writer, opts
 	c := New(cfg.SocketPath, opts...)
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	_, err := c.Status(pctx)
+	timedOut := pctx.Err() != nil && ctx.Err() == nil
 	cancel()
+	if timedOut {
+		// A daemon holds the socket but has not answered yet: it is still
+		// starting (its start-up steps run before it serves, and queued
+		// connections wait in the socket's backlog). Wait for it; starting a
+		// second one could not take its state dir anyway.
+		return c, waitAnswer(ctx, c, cfg, nil)
+	}
 	if err == nil || !api.IsUnavailable(err) {
 		return c, err
 	}
@@ -55,27 +63,38 @@ func EnsureDaemon(ctx context.Context, cfg config.Config, stderr io.Writer, opts
 	if err != nil {
 		return nil, err
 	}
+	if err := waitAnswer(ctx, c, cfg, exited); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// waitAnswer polls the daemon's status until it answers, it exits (exited,
+// when this process started it), or StartTimeout passes. A status call that
+// times out counts as "still starting", like a refused connection.
+func waitAnswer(ctx context.Context, c *Client, cfg config.Config, exited <-chan error) error {
 	deadline := time.Now().Add(StartTimeout)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		_, err := c.Status(pctx)
+		timedOut := pctx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {
-			return c, nil
+			return nil
 		}
-		if !api.IsUnavailable(err) {
-			return nil, err
+		if !api.IsUnavailable(err) && !timedOut {
+			return err
 		}
 		select {
 		case werr := <-exited:
-			return nil, api.Unavailable("bangerd exited while starting (%v):\n%s", werr, tail(cfg, 20)).
+			return api.Unavailable("bangerd exited while starting (%v):\n%s", werr, tail(cfg, 20)).
 				WithFix("fix the problem above, then run `banger daemon start`; `banger doctor` checks the host")
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return nil, api.Unavailable("bangerd did not answer on %s within %s:\n%s", cfg.SocketPath, StartTimeout, tail(cfg, 20)).
+			return api.Unavailable("bangerd did not answer on %s within %s:\n%s", cfg.SocketPath, StartTimeout, tail(cfg, 20)).
 				WithFix("see " + cfg.LogPath() + " and " + OutputFile(cfg))
 		}
 	}
