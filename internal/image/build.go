@@ -79,9 +79,6 @@ type imageBuild struct {
 // cancelled ctx abort the build: the builder VM and every partial file are
 // removed and nothing is registered.
 func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error) {
-	if rep == nil {
-		rep = progress.Nop{}
-	}
 	if s.Guests == nil {
 		return api.Image{}, api.Unavailable("image build needs the VM manager, which this daemon lacks").
 			WithFix("run image builds through bangerd")
@@ -107,6 +104,7 @@ func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep prog
 			s.logger().Error("removing an aborted build", "dir", staging, "err", err)
 		}
 	})
+	rep = progress.Logged(rep, s.logger().With("image", req.Name))
 	blog, err := NewBuildLog(filepath.Join(staging, BuildLogFile), rep)
 	if err != nil {
 		return api.Image{}, err
@@ -230,20 +228,6 @@ func checkCopy(c api.ImageCopy) error {
 	return nil
 }
 
-// stage runs fn as a named stage.
-func (b *imageBuild) stage(name string, fn func() error) error {
-	start := time.Now()
-	done := b.rep.Stage(name)
-	err := fn()
-	done(err)
-	b.s.logger().Info("image build stage", "image", b.req.Name, "stage", name,
-		"duration", time.Since(start).Round(time.Millisecond), "err", err)
-	if err != nil {
-		return fmt.Errorf("%s stage: %w", name, err)
-	}
-	return nil
-}
-
 func (b *imageBuild) run(ctx context.Context) (api.Image, error) {
 	if err := b.boot(ctx); err != nil {
 		return api.Image{}, err
@@ -261,12 +245,12 @@ func (b *imageBuild) run(ctx context.Context) (api.Image, error) {
 		}},
 	}
 	for _, st := range steps {
-		if err := b.stage(st.name, func() error { return st.fn(ctx) }); err != nil {
+		if err := progress.Run(b.rep, st.name, func() error { return st.fn(ctx) }); err != nil {
 			return api.Image{}, err
 		}
 	}
 	img := api.Image{Name: b.req.Name, Parent: b.parent.Name, Source: "build", CreatedAt: time.Now().UTC()}
-	err := b.stage(StageBootSet, func() error {
+	err := progress.Run(b.rep, StageBootSet, func() error {
 		var err error
 		img.KernelVersion, img.Engines, err = bootSet(ctx, b.parent, filepath.Join(b.staging, RootfsFile), b.staging)
 		b.rep.Detail("kernel " + img.KernelVersion)
@@ -280,7 +264,7 @@ func (b *imageBuild) run(ctx context.Context) (api.Image, error) {
 	if err != nil {
 		return api.Image{}, err
 	}
-	err = b.stage(StageFingerprint, func() error {
+	err = progress.Run(b.rep, StageFingerprint, func() error {
 		img, err = b.s.finish(ctx, b.staging, img)
 		if err == nil {
 			b.rep.Detail(img.Fingerprint[:16])

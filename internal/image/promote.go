@@ -30,9 +30,6 @@ type promoteRecipe struct {
 // refused with the fix "banger vm stop VM first". On failure nothing is
 // registered and the staging files are removed.
 func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error) {
-	if rep == nil {
-		rep = progress.Nop{}
-	}
 	if s.Guests == nil {
 		return api.Image{}, api.Unavailable("image promote needs the VM manager, which this daemon lacks").
 			WithFix("run it through bangerd")
@@ -70,7 +67,7 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep 
 		}
 	})
 	start := time.Now()
-	img, err := s.promoteInto(ctx, req, v, parent, staging, rep)
+	img, err := s.promoteInto(ctx, req, v, parent, staging, progress.Logged(rep, s.logger().With("image", req.Name)))
 	if err != nil {
 		if ctx.Err() != nil {
 			return api.Image{}, fmt.Errorf("promoting vm %s: cancelled: %w", v.Name, err)
@@ -84,17 +81,8 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep 
 
 func (s *Service) promoteInto(ctx context.Context, req api.ImagePromoteRequest, v api.VM, parent api.Image,
 	staging string, rep progress.Reporter) (api.Image, error) {
-	step := func(name string, fn func() error) error {
-		done := rep.Stage(name)
-		err := fn()
-		done(err)
-		if err != nil {
-			return fmt.Errorf("%s stage: %w", name, err)
-		}
-		return nil
-	}
 	rootfs, seed := filepath.Join(staging, RootfsFile), filepath.Join(staging, WorkSeedFile)
-	err := step(StageCapture, func() error {
+	err := progress.Run(rep, StageCapture, func() error {
 		work := ""
 		if req.WithWorkDisk {
 			work = seed
@@ -111,7 +99,7 @@ func (s *Service) promoteInto(ctx context.Context, req api.ImagePromoteRequest, 
 	if err != nil {
 		return api.Image{}, err
 	}
-	err = step(StageWorkSeed, func() error {
+	err = progress.Run(rep, StageWorkSeed, func() error {
 		if req.WithWorkDisk {
 			rep.Detail("from the vm's work disk")
 			return shrinkWrap(ctx, seed)
@@ -126,7 +114,7 @@ func (s *Service) promoteInto(ctx context.Context, req api.ImagePromoteRequest, 
 		return api.Image{}, err
 	}
 	img := api.Image{Name: req.Name, Parent: parent.Name, Source: "promote", CreatedAt: time.Now().UTC()}
-	err = step(StageBootSet, func() error {
+	err = progress.Run(rep, StageBootSet, func() error {
 		var err error
 		img.KernelVersion, img.Engines, err = bootSet(ctx, parent, rootfs, staging)
 		rep.Detail("kernel " + img.KernelVersion)
@@ -141,7 +129,7 @@ func (s *Service) promoteInto(ctx context.Context, req api.ImagePromoteRequest, 
 	img.Recipe = string(rec)
 	// seedFromRootfs leaves a build.log; keep the dir to the artefacts.
 	os.Remove(filepath.Join(staging, BuildLogFile))
-	err = step(StageFingerprint, func() error {
+	err = progress.Run(rep, StageFingerprint, func() error {
 		img, err = s.finish(ctx, staging, img)
 		if err == nil {
 			rep.Detail(img.Fingerprint[:16])

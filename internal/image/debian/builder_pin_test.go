@@ -20,7 +20,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "92639f237a76f1c496eb2daf281f96adbd6c5c40dc49d43f0ecd454fe21818f9"
+const builderSourcesSum = "d1b5ded11cf82ff650e64674b1fcbc457fa931df5f7c18ea3e318fd36a203acf"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test

@@ -21,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"banger/internal/api"
 	"banger/internal/feature"
@@ -88,9 +87,6 @@ type build struct {
 // failure or cancellation it unmounts what it mounted and removes the
 // staging directory.
 func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error) {
-	if rep == nil {
-		rep = progress.Nop{}
-	}
 	if err := b.checkRequest(&req); err != nil {
 		return api.Image{}, err
 	}
@@ -117,6 +113,7 @@ func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, re
 			b.logger().Error("image build cleanup failed", "dir", staging, "err", err)
 		}
 	})
+	rep = progress.Logged(rep, b.logger().With("image", req.Name))
 	blog, err := image.NewBuildLog(filepath.Join(staging, image.BuildLogFile), rep)
 	if err != nil {
 		return api.Image{}, err
@@ -157,20 +154,6 @@ func (b *Builder) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// stage runs fn as a named stage, reporting and logging its duration.
-func (bd *build) stage(name string, fn func() error) error {
-	start := time.Now()
-	done := bd.rep.Stage(name)
-	err := fn()
-	done(err)
-	bd.logger().Info("image build stage", "image", bd.req.Name, "stage", name,
-		"duration", time.Since(start).Round(time.Millisecond), "err", err)
-	if err != nil {
-		return fmt.Errorf("%s stage: %w", name, err)
-	}
-	return nil
-}
-
 func (bd *build) run(ctx context.Context) (api.Image, error) {
 	type step struct {
 		name string
@@ -185,7 +168,7 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 		if err := ctx.Err(); err != nil {
 			return api.Image{}, err
 		}
-		if err := bd.stage(s.name, func() error { return s.fn(ctx) }); err != nil {
+		if err := progress.Run(bd.rep, s.name, func() error { return s.fn(ctx) }); err != nil {
 			return api.Image{}, err
 		}
 	}
@@ -197,7 +180,7 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 		}
 	}
 	var img api.Image
-	err := bd.stage(image.StageFingerprint, func() error {
+	err := progress.Run(bd.rep, image.StageFingerprint, func() error {
 		var err error
 		img, err = bd.metadata()
 		return err
