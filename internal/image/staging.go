@@ -2,19 +2,17 @@ package image
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"banger/internal/mountinfo"
 	"banger/internal/progress"
 )
 
@@ -81,56 +79,13 @@ func (l *BuildLog) Pipe() (io.WriteCloser, func()) {
 	return pw, func() { <-done }
 }
 
-// MountsBelow lists the mount points at or below dir from
-// /proc/self/mountinfo, deepest first.
-func MountsBelow(dir string) ([]string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("reading mountinfo: %w", err)
-	}
-	dir = filepath.Clean(dir)
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out, nil
-}
-
-// unescapeMountinfo decodes the octal escapes (\040 for a space) in a
-// mountinfo path.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b bytes.Buffer
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // UnmountBelow unmounts everything at or below dir, deepest first, falling
 // back to a lazy unmount for busy mounts. It fails only when something is
 // still mounted afterwards: removing the tree then would reach into the
 // host's /dev.
 func UnmountBelow(dir string) error {
 	for attempt := 0; attempt < 3; attempt++ {
-		mps, err := MountsBelow(dir)
+		mps, err := mountinfo.Under(dir)
 		if err != nil {
 			return err
 		}
@@ -143,7 +98,7 @@ func UnmountBelow(dir string) error {
 			}
 		}
 	}
-	mps, err := MountsBelow(dir)
+	mps, err := mountinfo.Under(dir)
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "d1b5ded11cf82ff650e64674b1fcbc457fa931df5f7c18ea3e318fd36a203acf"
+const builderSourcesSum = "d44a4b66b80a07b8c340b642309763e2627e75241b5b5c7cc8688afddac398a6"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test

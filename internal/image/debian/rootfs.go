@@ -13,13 +13,14 @@ import (
 	"banger/internal/api"
 	"banger/internal/ext4"
 	"banger/internal/image"
+	"banger/internal/mountinfo"
 )
 
 // rootfs moves root's home out of the tree (it becomes the work-seed; /root
 // stays as an empty mount point) and makes rootfs.ext4 from the tree with
 // mkfs.ext4 -d, without mounting anything.
 func (bd *build) rootfs(ctx context.Context) error {
-	if mps, err := image.MountsBelow(bd.root); err != nil || len(mps) > 0 {
+	if mps, err := mountinfo.Under(bd.root); err != nil || len(mps) > 0 {
 		return fmt.Errorf("the tree still has mounts (%v, %v): refusing to copy them", mps, err)
 	}
 	if err := moveContents(filepath.Join(bd.root, "root"), bd.home); err != nil {
