@@ -299,9 +299,9 @@ func (b *imageBuild) boot(ctx context.Context) error {
 
 // growRoot grows the builder's root filesystem to its (grown) disk, online.
 func (b *imageBuild) growRoot(ctx context.Context) error {
-	w := &lineWriter{log: b.log}
+	w := b.log.Writer()
 	code, err := guestExec(ctx, b.s.Guests, b.builder, []string{"resize2fs", "/dev/vda"}, nil, nil, w)
-	w.Flush()
+	w.Close()
 	if err != nil {
 		return fmt.Errorf("growing the builder's root filesystem: %w", err)
 	}
@@ -386,9 +386,9 @@ func (b *imageBuild) runScripts(ctx context.Context) error {
 	}
 	for _, sc := range scripts {
 		b.log.Line("+ " + sc)
-		w := &lineWriter{log: b.log}
+		w := b.log.Writer()
 		code, err := guestExec(ctx, b.s.Guests, b.builder, []string{sc}, env, nil, w)
-		w.Flush()
+		w.Close()
 		if err != nil {
 			return fmt.Errorf("running %s: %w", sc, err)
 		}
@@ -421,9 +421,9 @@ sync
 // shutdown cleans the guest and powers it off; Stop waits for the engine
 // to exit (and kills it only if the guest hangs).
 func (b *imageBuild) shutdown(ctx context.Context) error {
-	w := &lineWriter{log: b.log}
+	w := b.log.Writer()
 	code, err := guestExec(ctx, b.s.Guests, b.builder, []string{"/bin/sh", "-c", cleanGuest}, nil, nil, w)
-	w.Flush()
+	w.Close()
 	if err != nil {
 		return fmt.Errorf("cleaning the builder: %w", err)
 	}

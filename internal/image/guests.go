@@ -66,33 +66,3 @@ func guestPut(ctx context.Context, g Guests, name, path string, mode uint32, r i
 	}
 	return nil
 }
-
-// lineWriter turns written bytes into lines for a BuildLog.
-type lineWriter struct {
-	log *BuildLog
-	buf []byte
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		w.log.Line(strings.TrimRight(string(w.buf[:i]), "\r"))
-		w.buf = w.buf[i+1:]
-	}
-	if len(w.buf) > 64<<10 { // a very long line without a newline
-		w.Flush()
-	}
-	return len(p), nil
-}
-
-// Flush emits a last partial line.
-func (w *lineWriter) Flush() {
-	if len(w.buf) > 0 {
-		w.log.Line(strings.TrimRight(string(w.buf), "\r"))
-		w.buf = nil
-	}
-}

@@ -1,7 +1,7 @@
 package image
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -62,21 +62,48 @@ func (l *BuildLog) Close() error {
 	return l.f.Close()
 }
 
-// Pipe returns a writer whose lines go to Line, and a wait function that
-// returns when every line has been consumed.
-func (l *BuildLog) Pipe() (io.WriteCloser, func()) {
-	pr, pw := io.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			l.Line(strings.TrimRight(sc.Text(), "\r"))
+// Writer returns a writer whose lines go to Line (a trailing "\r"
+// dropped; a line longer than 64 KiB is cut into pieces) for a command's
+// stdout and stderr; Close emits a last line without a newline.
+func (l *BuildLog) Writer() io.WriteCloser { return &lineWriter{log: l} }
+
+// lineWriter turns written bytes into lines for a BuildLog.
+type lineWriter struct {
+	log *BuildLog
+	mu  sync.Mutex
+	buf []byte // guarded by mu
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
 		}
-		io.Copy(io.Discard, pr)
-	}()
-	return pw, func() { <-done }
+		w.log.Line(strings.TrimRight(string(w.buf[:i]), "\r"))
+		w.buf = w.buf[i+1:]
+	}
+	if len(w.buf) > 64<<10 { // a very long line without a newline
+		w.flushLocked()
+	}
+	return len(p), nil
+}
+
+func (w *lineWriter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flushLocked()
+	return nil
+}
+
+func (w *lineWriter) flushLocked() {
+	if len(w.buf) > 0 {
+		w.log.Line(strings.TrimRight(string(w.buf), "\r"))
+		w.buf = nil
+	}
 }
 
 // UnmountBelow unmounts everything at or below dir, deepest first, falling

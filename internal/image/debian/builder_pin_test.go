@@ -20,7 +20,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "d44a4b66b80a07b8c340b642309763e2627e75241b5b5c7cc8688afddac398a6"
+const builderSourcesSum = "f8ae05d632f91e0fbd6dc0c1d11852ec6fa2e1771ffb549ab44fe0b09356950b"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test
