@@ -126,7 +126,7 @@ func registerInto(ctx context.Context, staging, final string, req api.ImageRegis
 		}
 	}
 	if req.WorkSeed == "" {
-		if err := progress.Run(rep, StageWorkSeed, func() error { return seedFromRootfs(ctx, staging) }); err != nil {
+		if err := progress.Run(rep, StageWorkSeed, func() error { return SeedFromRootfs(ctx, staging) }); err != nil {
 			return api.Image{}, err
 		}
 	}
@@ -271,9 +271,9 @@ func checkExt4(flag, path string, minSize int64) error {
 	return nil
 }
 
-// seedFromRootfs makes work-seed.ext4 from the rootfs's /root (read with
-// debugfs, no mount), or an empty one when /root cannot be read.
-func seedFromRootfs(ctx context.Context, staging string) error {
+// SeedFromRootfs makes staging's work-seed.ext4 from its rootfs's /root
+// (read with debugfs, no mount), or an empty one when /root cannot be read.
+func SeedFromRootfs(ctx context.Context, staging string) error {
 	return seedFrom(ctx, filepath.Join(staging, RootfsFile), filepath.Join(staging, WorkSeedFile))
 }
 

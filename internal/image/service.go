@@ -6,13 +6,14 @@
 // build.log.
 //
 // It owns that layout, the Service (create, register, build, promote,
-// delete, heal — storing what the makers hand back), fingerprints, staging
-// directories and the build log. Images from nothing are made by
-// image/debian (wired in as Service.Debian); images from images (build,
-// promote, capture) still live here, in build.go, promote.go and
-// capture.go. ext4 surgery goes through internal/ext4, features through
-// internal/feature. It must not know the daemon or how VMs boot (builder
-// VMs come through the Guests interface).
+// delete, heal — storing what the makers hand back), register, heal,
+// fingerprints, staging directories and the build log. The makers live
+// below it and hand back an api.Image the Service stores: image/debian
+// makes images from nothing (Service.Debian, a FromNothing), image/build
+// makes images from images — a builder VM running a script, or a stopped
+// VM promoted (Service.Builds, a FromImages). ext4 surgery goes through
+// internal/ext4, features through internal/feature. It must not know the
+// daemon, VMs or how images are made from Debian or from other images.
 package image
 
 import (
@@ -30,9 +31,19 @@ import (
 )
 
 // FromNothing makes an image from nothing and returns its metadata
-// (implemented by image/debian.Builder); the Service stores it.
+// (implemented by image/debian.Maker); the Service stores it.
 type FromNothing interface {
 	FromDebian(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error)
+}
+
+// FromImages makes images from images (implemented by image/build.Builder):
+// Build from a parent image through a builder VM running a script,
+// Promote from a stopped VM's disks. Each leaves the finished image in
+// ImagesDir/<name> (image.Finish) and returns its metadata, or on failure
+// leaves nothing; the Service stores it.
+type FromImages interface {
+	Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error)
+	Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error)
 }
 
 // Service is the daemon's image service: it builds or registers image
@@ -49,9 +60,9 @@ type Service struct {
 	// ("" = ImagesDir/../staging).
 	StagingDir string
 	Log        *slog.Logger
-	// Guests boots builder VMs and exports VM disks (Build, Promote); nil
+	// Builds makes images from images (image build, image promote); nil
 	// makes those Unavailable.
-	Guests Guests
+	Builds FromImages
 
 	healMu sync.Mutex // serialises Heal
 }
@@ -98,6 +109,40 @@ func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, re
 		return api.Image{}, err
 	}
 	img, err := Register(ctx, s.ImagesDir, req, rep)
+	if err != nil {
+		return api.Image{}, err
+	}
+	return s.store(ctx, img)
+}
+
+// Build makes image req.Name from image req.From through a builder VM
+// (see image/build) and stores it.
+func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error) {
+	if s.Builds == nil {
+		return api.Image{}, api.Unavailable("image build needs the VM manager, which this daemon lacks").
+			WithFix("run image builds through bangerd")
+	}
+	if err := s.refuseTaken(ctx, req.Name); err != nil {
+		return api.Image{}, err
+	}
+	img, err := s.Builds.Build(ctx, req, rep)
+	if err != nil {
+		return api.Image{}, err
+	}
+	return s.store(ctx, img)
+}
+
+// Promote makes image req.Name from stopped VM req.VM's disks (see
+// image/build) and stores it.
+func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error) {
+	if s.Builds == nil {
+		return api.Image{}, api.Unavailable("image promote needs the VM manager, which this daemon lacks").
+			WithFix("run it through bangerd")
+	}
+	if err := s.refuseTaken(ctx, req.Name); err != nil {
+		return api.Image{}, err
+	}
+	img, err := s.Builds.Promote(ctx, req, rep)
 	if err != nil {
 		return api.Image{}, err
 	}

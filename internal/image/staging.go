@@ -135,6 +135,24 @@ func UnmountBelow(dir string) error {
 	return nil
 }
 
+// NewStaging makes a staging dir for image name under StagingDir (""
+// = ImagesDir/../staging: on the images' filesystem, cleaned at daemon
+// start), for the makers of images from images.
+func (s *Service) NewStaging(name string) (string, error) {
+	dir := filepath.Join(s.ImagesDir, "..", "staging")
+	if s.StagingDir != "" {
+		dir = s.StagingDir
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating staging dir: %w", err)
+	}
+	st, err := os.MkdirTemp(dir, name+"-")
+	if err != nil {
+		return "", fmt.Errorf("creating staging dir: %w", err)
+	}
+	return st, nil
+}
+
 // RemoveStaging unmounts everything below dir and removes it. It refuses to
 // remove a tree that still has mounts in it.
 func RemoveStaging(dir string) error {

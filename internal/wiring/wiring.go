@@ -27,6 +27,7 @@ import (
 	"banger/internal/disk/pool"
 	"banger/internal/hostcap"
 	"banger/internal/image"
+	"banger/internal/image/build"
 	"banger/internal/image/debian"
 	"banger/internal/netw"
 	"banger/internal/revert"
@@ -278,8 +279,9 @@ func (w *wiring) imagesStep(ctx context.Context, _ *revert.Reverter) error {
 			ImagesDir: w.imagesDir(), StagingDir: staging,
 			AgentBin: agentBin(w.cfg), SSHPubKey: w.pub, Log: log,
 		},
-		Guests: w.mgr, // builder VMs and VM disk exports for image build/promote
 	}
+	// Images from images: builder VMs and VM disk exports through the VM manager.
+	w.images.Builds = &build.Builder{Images: w.images, Guests: w.mgr, Log: log}
 	if err := w.images.HealAll(ctx); err != nil {
 		w.log.Error("bringing images from older bangers up to date", "err", err)
 	}

@@ -1,4 +1,4 @@
-package image
+package build
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 )
 
 // Guests is what image build and promote need from the VM orchestrator
-// (implemented by vm.Manager, injected in cmd/bangerd/services.go).
+// (implemented by vm.Manager, wired in by the daemon).
 //
 // Lifecycle of a builder VM: Create makes it (NoStart: disks only, the VM
 // stopped); GrowSystemDisk enlarges its stopped system disk (the guest
