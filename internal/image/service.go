@@ -93,7 +93,7 @@ func (s *Service) Create(ctx context.Context, req api.ImageCreateRequest, rep pr
 		return api.Image{}, err
 	}
 	if s.Debian == nil {
-		return api.Image{}, api.Unavailable("image create needs the Debian builder, which this daemon lacks").
+		return api.Image{}, api.Unavailable("image create needs the Debian image maker, which this daemon lacks").
 			WithFix("run image create through bangerd")
 	}
 	img, err := s.Debian.FromDebian(ctx, req, rep)

@@ -132,7 +132,7 @@ func ensure(ctx context.Context, cacheDir string, log *slog.Logger, v variant) (
 	if err := image.CleanStaging(filepath.Join(cacheDir, "staging")); err != nil {
 		return api.Image{}, err
 	}
-	b := &debian.Builder{ImagesDir: filepath.Join(cacheDir, "images"), StagingDir: filepath.Join(cacheDir, "staging"),
+	b := &debian.Maker{ImagesDir: filepath.Join(cacheDir, "images"), StagingDir: filepath.Join(cacheDir, "staging"),
 		AgentBin: agentBin, SSHPubKey: pub, Log: log}
 	start := time.Now()
 	img, err := b.FromDebian(ctx, req, nil) // the builder logs its stages to log

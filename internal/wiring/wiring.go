@@ -275,7 +275,7 @@ func (w *wiring) imagesStep(ctx context.Context, _ *revert.Reverter) error {
 	staging := filepath.Join(w.dataDir, "staging")
 	w.images = &image.Service{
 		Store: w.st, ImagesDir: w.imagesDir(), StagingDir: staging, Log: log,
-		Debian: &debian.Builder{
+		Debian: &debian.Maker{
 			ImagesDir: w.imagesDir(), StagingDir: staging,
 			AgentBin: agentBin(w.cfg), SSHPubKey: w.pub, Log: log,
 		},

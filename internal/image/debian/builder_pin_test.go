@@ -20,7 +20,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "f8ae05d632f91e0fbd6dc0c1d11852ec6fa2e1771ffb549ab44fe0b09356950b"
+const builderSourcesSum = "b96db5520921766e55c3396bffadd8215631dcf977383752988e9b6a89b26219"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test

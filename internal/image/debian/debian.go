@@ -2,7 +2,7 @@
 // chroot, Debian's cloud kernel and an initramfs with the virtio drivers,
 // the vmlinux extracted for Firecracker, the features' scripts (--with), the
 // bake (agent, sshd, DNS, fstab, units) and mkfs.ext4 -d for the rootfs and
-// the work-seed — without booting anything. Builder.FromDebian builds in a
+// the work-seed — without booting anything. Maker.FromDebian builds in a
 // staging directory renamed into the images dir only when complete, so a
 // failed or cancelled build leaves nothing behind; the caller (image.Service,
 // the test image cache) stores the result. The Recipe and its fingerprint
@@ -10,7 +10,7 @@
 //
 // It owns the chroot and everything about Debian (suites, mirrors,
 // packages). It must not know the store, VMs or images made from images
-// (image/build): it hands back an api.Image.
+// (image/build and its builder VMs): it hands back an api.Image.
 package debian
 
 import (
@@ -48,9 +48,9 @@ var BasePackages = []string{
 // kernel has the virtio drivers as modules and boots under both engines.
 const KernelPackage = "linux-image-cloud-amd64"
 
-// Builder builds images from nothing. All fields but Log and Debootstrap
-// are required.
-type Builder struct {
+// Maker makes images from nothing (image.FromNothing). All fields but Log
+// and Debootstrap are required.
+type Maker struct {
 	// ImagesDir receives finished images as ImagesDir/<name>.
 	ImagesDir string
 	// StagingDir holds builds in progress; it must be on the same
@@ -66,9 +66,9 @@ type Builder struct {
 	Debootstrap string
 }
 
-// build is one FromDebian run.
-type build struct {
-	*Builder
+// makeRun is one FromDebian run.
+type makeRun struct {
+	*Maker
 	req     api.ImageCreateRequest
 	staging string // the staging dir: artefacts land here
 	root    string // the chroot tree
@@ -86,7 +86,7 @@ type build struct {
 // ImagesDir/<name>. It returns the metadata; the caller stores it. On any
 // failure or cancellation it unmounts what it mounted and removes the
 // staging directory.
-func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error) {
+func (b *Maker) FromDebian(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error) {
 	if err := b.checkRequest(&req); err != nil {
 		return api.Image{}, err
 	}
@@ -119,7 +119,7 @@ func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, re
 		return api.Image{}, err
 	}
 	defer blog.Close()
-	bd := &build{Builder: b, req: req, staging: staging, log: blog, rep: rep,
+	bd := &makeRun{Maker: b, req: req, staging: staging, log: blog, rep: rep,
 		root: filepath.Join(staging, "rootfs.d"), home: filepath.Join(staging, "roothome")}
 	bd.ch = &chroot{dir: bd.root, log: blog}
 	img, err := bd.run(ctx)
@@ -147,14 +147,14 @@ func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, re
 	return img, nil
 }
 
-func (b *Builder) logger() *slog.Logger {
+func (b *Maker) logger() *slog.Logger {
 	if b.Log != nil {
 		return b.Log
 	}
 	return slog.New(slog.DiscardHandler)
 }
 
-func (bd *build) run(ctx context.Context) (api.Image, error) {
+func (bd *makeRun) run(ctx context.Context) (api.Image, error) {
 	type step struct {
 		name string
 		fn   func(context.Context) error
@@ -188,7 +188,7 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 	return img, err
 }
 
-func (bd *build) debootstrap(ctx context.Context) error {
+func (bd *makeRun) debootstrap(ctx context.Context) error {
 	pkgs := append(append([]string{}, BasePackages...), bd.req.Packages...)
 	bd.rep.Detail(fmt.Sprintf("%s from %s", bd.req.Suite, bd.req.Mirror))
 	return run(ctx, bd.log, nil, bd.debootstrapBin(), "--variant=minbase",
@@ -205,7 +205,7 @@ var initramfsModules = []string{
 // policyRCD forbids maintainer scripts from starting services in the chroot.
 const policyRCD = "#!/bin/sh\n# banger image build: no service starts in the chroot\nexit 101\n"
 
-func (bd *build) kernel(ctx context.Context) error {
+func (bd *makeRun) kernel(ctx context.Context) error {
 	if err := bd.ch.mount(); err != nil {
 		return err
 	}
@@ -241,7 +241,7 @@ func (bd *build) kernel(ctx context.Context) error {
 }
 
 // aptInstall installs packages in the chroot without recommends.
-func (bd *build) aptInstall(ctx context.Context, pkgs ...string) error {
+func (bd *makeRun) aptInstall(ctx context.Context, pkgs ...string) error {
 	lists, _ := filepath.Glob(filepath.Join(bd.root, "var/lib/apt/lists/*Packages*"))
 	if len(lists) == 0 {
 		if err := bd.ch.run(ctx, nil, "apt-get", "update", "-q"); err != nil {
@@ -253,7 +253,7 @@ func (bd *build) aptInstall(ctx context.Context, pkgs ...string) error {
 }
 
 // initrdHas reports whether the image's initramfs lists a file named name.
-func (bd *build) initrdHas(ctx context.Context, name string) (bool, error) {
+func (bd *makeRun) initrdHas(ctx context.Context, name string) (bool, error) {
 	out, err := outputOf(ctx, "chroot", bd.root, "lsinitramfs", "/boot/initrd.img-"+bd.kver)
 	if err != nil {
 		return false, fmt.Errorf("listing the initramfs: %w", err)
@@ -266,7 +266,7 @@ func (bd *build) initrdHas(ctx context.Context, name string) (bool, error) {
 	return false, nil
 }
 
-func (bd *build) vmlinux(context.Context) error {
+func (bd *makeRun) vmlinux(context.Context) error {
 	n, err := image.ExtractVmlinux(filepath.Join(bd.staging, image.KernelFile), filepath.Join(bd.staging, image.VmlinuxFile))
 	if err != nil {
 		return err
@@ -278,7 +278,7 @@ func (bd *build) vmlinux(context.Context) error {
 // feature runs a feature's script in the chroot as root, the host's CA
 // bundle handed to it (hosts behind a TLS proxy); neither is left in the
 // image.
-func (bd *build) feature(ctx context.Context, d feature.Descriptor) error {
+func (bd *makeRun) feature(ctx context.Context, d feature.Descriptor) error {
 	script := "tmp/banger-feature-" + d.Name + ".sh"
 	if err := writeFile(bd.root, script, 0o755, d.Script); err != nil {
 		return err

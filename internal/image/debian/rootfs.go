@@ -19,7 +19,7 @@ import (
 // rootfs moves root's home out of the tree (it becomes the work-seed; /root
 // stays as an empty mount point) and makes rootfs.ext4 from the tree with
 // mkfs.ext4 -d, without mounting anything.
-func (bd *build) rootfs(ctx context.Context) error {
+func (bd *makeRun) rootfs(ctx context.Context) error {
 	if mps, err := mountinfo.Under(bd.root); err != nil || len(mps) > 0 {
 		return fmt.Errorf("the tree still has mounts (%v, %v): refusing to copy them", mps, err)
 	}
@@ -54,7 +54,7 @@ func rootfsSize(used, requested int64) (int64, error) {
 }
 
 // workSeed makes work-seed.ext4 from root's home (dotfiles, .ssh).
-func (bd *build) workSeed(ctx context.Context) error {
+func (bd *makeRun) workSeed(ctx context.Context) error {
 	if err := os.Chmod(bd.home, 0o700); err != nil {
 		return err
 	}
