@@ -447,17 +447,17 @@ func (b *buildRun) scriptName(guest string) string {
 }
 
 // cleanGuest drops the build's files and apt's caches (as image create
-// does), flushes the disks and powers the guest off from inside (a
-// minimal guest has nothing that acts on the ACPI power button, so the
-// host's powerdown alone waits out the stop timeout and kills it).
+// does) and flushes the disks. It does not end the guest: Stop does.
 const cleanGuest = `rm -rf ` + guestBuildDir + `
 if command -v apt-get >/dev/null; then apt-get clean; fi
 rm -rf /var/lib/apt/lists/* /root/.npm /tmp/* /var/tmp/*
-sync
-(sleep 1; systemctl poweroff || poweroff -f) >/dev/null 2>&1 </dev/null &`
+sync`
 
-// shutdown cleans the guest and powers it off; Stop waits for the engine
-// to exit (and kills it only if the guest hangs).
+// shutdown cleans the guest, then stops the builder VM the way every VM
+// stops (Guests.Stop: vm.Manager asks the guest, through its agent, for
+// the action that ends its engine — power off under QEMU, reboot under
+// Firecracker, which has no power-off — waits for the engine to exit and
+// kills it only if the guest hangs).
 func (b *buildRun) shutdown(ctx context.Context) error {
 	w := b.log.Writer()
 	code, err := guestExec(ctx, b.bd.Guests, b.vm, []string{"/bin/sh", "-c", cleanGuest}, nil, nil, w)

@@ -37,6 +37,7 @@ type fakeGuests struct {
 	grown     map[string]int64 // system disk sizes asked for
 	running   map[string]bool
 	deleted   []string
+	stopped   []string
 	sys, work string                   // files ExportDisks copies
 	exit      func(argv []string) int  // exit code per command (nil: 0)
 	hang      func(argv []string) bool // commands that never finish
@@ -84,6 +85,7 @@ func (f *fakeGuests) Stop(_ context.Context, name string, _ progress.Reporter) (
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.running[name] = false
+	f.stopped = append(f.stopped, name)
 	return api.VM{Name: name}, nil
 }
 
@@ -308,6 +310,20 @@ func TestBuildCapturesAndRegisters(t *testing.T) {
 	}
 	if !slices.ContainsFunc(f.g.ran, func(a []string) bool { return slices.Equal(a, []string{"resize2fs", "/dev/vda"}) }) {
 		t.Errorf("the builder's root filesystem was not grown: %v", f.g.ran)
+	}
+	// The guest is cleaned and synced, then ended by the VM manager's stop
+	// (which knows the engine's shutdown action), never by itself.
+	clean := slices.IndexFunc(f.g.ran, func(a []string) bool { return strings.Contains(strings.Join(a, " "), "apt-get clean") })
+	if clean < 0 || !strings.Contains(strings.Join(f.g.ran[clean], " "), "sync") {
+		t.Errorf("the builder was not cleaned and synced: %v", f.g.ran)
+	}
+	for _, a := range f.g.ran {
+		if cmd := strings.Join(a, " "); strings.Contains(cmd, "poweroff") || strings.Contains(cmd, "reboot") {
+			t.Errorf("the build ended the guest itself (%q) instead of through Stop", cmd)
+		}
+	}
+	if !slices.Equal(f.g.stopped, f.g.deleted) {
+		t.Errorf("builder stops = %v, want the builder stopped once before its capture", f.g.stopped)
 	}
 }
 
