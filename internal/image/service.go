@@ -118,31 +118,26 @@ func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, re
 // Build makes image req.Name from image req.From through a builder VM
 // (see image/build) and stores it.
 func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error) {
-	if s.Builds == nil {
-		return api.Image{}, api.Unavailable("image build needs the VM manager, which this daemon lacks").
-			WithFix("run image builds through bangerd")
-	}
-	if err := s.refuseTaken(ctx, req.Name); err != nil {
-		return api.Image{}, err
-	}
-	img, err := s.Builds.Build(ctx, req, rep)
-	if err != nil {
-		return api.Image{}, err
-	}
-	return s.store(ctx, img)
+	return s.fromImages(ctx, "build", req.Name, func() (api.Image, error) { return s.Builds.Build(ctx, req, rep) })
 }
 
 // Promote makes image req.Name from stopped VM req.VM's disks (see
 // image/build) and stores it.
 func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error) {
+	return s.fromImages(ctx, "promote", req.Name, func() (api.Image, error) { return s.Builds.Promote(ctx, req, rep) })
+}
+
+// fromImages refuses early (no Builds, the name taken), then stores what
+// mk hands back.
+func (s *Service) fromImages(ctx context.Context, verb, name string, mk func() (api.Image, error)) (api.Image, error) {
 	if s.Builds == nil {
-		return api.Image{}, api.Unavailable("image promote needs the VM manager, which this daemon lacks").
-			WithFix("run it through bangerd")
+		return api.Image{}, api.Unavailable("image %s needs the VM manager, which this daemon lacks", verb).
+			WithFix("run image " + verb + " through bangerd")
 	}
-	if err := s.refuseTaken(ctx, req.Name); err != nil {
+	if err := s.refuseTaken(ctx, name); err != nil {
 		return api.Image{}, err
 	}
-	img, err := s.Builds.Promote(ctx, req, rep)
+	img, err := mk()
 	if err != nil {
 		return api.Image{}, err
 	}

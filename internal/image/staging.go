@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"banger/internal/mountinfo"
 	"banger/internal/progress"
+	"banger/internal/revert"
 )
 
 // BuildLog tees a build's command output to the build.log file, the
@@ -137,12 +139,20 @@ func UnmountBelow(dir string) error {
 
 // NewStaging makes a staging dir for image name under StagingDir (""
 // = ImagesDir/../staging: on the images' filesystem, cleaned at daemon
-// start), for the makers of images from images.
-func (s *Service) NewStaging(name string) (string, error) {
+// start) for the makers of images from images; see MakeStaging.
+func (s *Service) NewStaging(name string, r *revert.Reverter) (string, error) {
 	dir := filepath.Join(s.ImagesDir, "..", "staging")
 	if s.StagingDir != "" {
 		dir = s.StagingDir
 	}
+	return MakeStaging(dir, name, r, s.logger())
+}
+
+// MakeStaging makes a fresh staging dir <dir>/<name>-<random> and adds its
+// removal (RemoveStaging: what is mounted below it unmounted first) to r,
+// so that it goes unless the caller reaches r.Success; a failed removal is
+// logged to log.
+func MakeStaging(dir, name string, r *revert.Reverter, log *slog.Logger) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("creating staging dir: %w", err)
 	}
@@ -150,6 +160,11 @@ func (s *Service) NewStaging(name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("creating staging dir: %w", err)
 	}
+	r.Add(func() {
+		if err := RemoveStaging(st); err != nil {
+			log.Error("removing an aborted image build", "dir", st, "err", err)
+		}
+	})
 	return st, nil
 }
 

@@ -129,17 +129,12 @@ func (bd *Builder) Build(ctx context.Context, req api.ImageBuildRequest, rep pro
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errBuildTimeout)
 	defer cancel()
-	staging, err := bd.Images.NewStaging(req.Name)
+	r := revert.New()
+	defer r.Fail()
+	staging, err := bd.Images.NewStaging(req.Name, r)
 	if err != nil {
 		return api.Image{}, err
 	}
-	r := revert.New()
-	defer r.Fail()
-	r.Add(func() {
-		if err := image.RemoveStaging(staging); err != nil {
-			bd.logger().Error("removing an aborted build", "dir", staging, "err", err)
-		}
-	})
 	rep = progress.Logged(rep, bd.logger().With("image", req.Name))
 	blog, err := image.NewBuildLog(filepath.Join(staging, image.BuildLogFile), rep)
 	if err != nil {

@@ -50,17 +50,12 @@ func (bd *Builder) Promote(ctx context.Context, req api.ImagePromoteRequest, rep
 	if err != nil {
 		return api.Image{}, fmt.Errorf("vm %s: its image: %w", v.Name, err)
 	}
-	staging, err := bd.Images.NewStaging(req.Name)
+	r := revert.New()
+	defer r.Fail()
+	staging, err := bd.Images.NewStaging(req.Name, r)
 	if err != nil {
 		return api.Image{}, err
 	}
-	r := revert.New()
-	defer r.Fail()
-	r.Add(func() {
-		if err := image.RemoveStaging(staging); err != nil {
-			bd.logger().Error("removing an aborted promote", "dir", staging, "err", err)
-		}
-	})
 	start := time.Now()
 	img, err := bd.promoteInto(ctx, req, v, parent, staging, progress.Logged(rep, bd.logger().With("image", req.Name)))
 	if err != nil {

@@ -20,7 +20,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "b96db5520921766e55c3396bffadd8215631dcf977383752988e9b6a89b26219"
+const builderSourcesSum = "0d496a5062f1c9b7713dee52af8c5529f2c5bb2838831f1e18df4b985d4ada43"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test

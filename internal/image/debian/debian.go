@@ -102,17 +102,12 @@ func (b *Maker) FromDebian(ctx context.Context, req api.ImageCreateRequest, rep 
 	if err := checkMirror(ctx, req.Mirror, req.Suite); err != nil {
 		return api.Image{}, err
 	}
-	staging, err := os.MkdirTemp(b.StagingDir, req.Name+"-")
-	if err != nil {
-		return api.Image{}, fmt.Errorf("creating staging dir: %w", err)
-	}
 	r := revert.New()
 	defer r.Fail()
-	r.Add(func() {
-		if err := image.RemoveStaging(staging); err != nil {
-			b.logger().Error("image build cleanup failed", "dir", staging, "err", err)
-		}
-	})
+	staging, err := image.MakeStaging(b.StagingDir, req.Name, r, b.logger())
+	if err != nil {
+		return api.Image{}, err
+	}
 	rep = progress.Logged(rep, b.logger().With("image", req.Name))
 	blog, err := image.NewBuildLog(filepath.Join(staging, image.BuildLogFile), rep)
 	if err != nil {
