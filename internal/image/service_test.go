@@ -25,7 +25,7 @@ func TestBuildPromoteWithoutBuilds(t *testing.T) {
 	_, perr := svc.Promote(context.Background(), api.ImagePromoteRequest{Name: "x", VM: "dev"}, nil)
 	for _, err := range []error{berr, perr} {
 		var ae *api.Error
-		if api.KindOf(err) != api.KindUnavailable || !errors.As(err, &ae) || ae.Fix == "" {
+		if api.KindOf(err) != api.KindUnavailable || !errors.As(err, &ae) || ae.FixLine() == "" {
 			t.Errorf("err = %v, want Unavailable with a fix", err)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 // Guests is what image build and promote need from the VM orchestrator
-// (implemented by vm.Manager, wired in by the daemon).
+// (implemented by vm.Manager, wired in internal/wiring).
 //
 // Lifecycle of a builder VM: Create makes it (NoStart: disks only, the VM
 // stopped); GrowSystemDisk enlarges its stopped system disk (the guest
