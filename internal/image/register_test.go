@@ -96,11 +96,7 @@ func TestRegisterBadInput(t *testing.T) {
 
 func TestServiceRegisterDelete(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := imagetest.Store(t)
 	images := t.TempDir()
 	svc := &image.Service{Store: st, ImagesDir: images}
 	req := registerFiles(t)

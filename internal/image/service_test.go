@@ -8,18 +8,14 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/image"
-	"banger/internal/store"
+	"banger/internal/image/imagetest"
 )
 
 // Without a maker of images from images, build and promote are
 // Unavailable (with a fix) before anything is looked up or made.
 func TestBuildPromoteWithoutBuilds(t *testing.T) {
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), filepath.Join(dir, "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := imagetest.Store(t)
 	svc := &image.Service{Store: st, ImagesDir: filepath.Join(dir, "images")}
 	_, berr := svc.Build(context.Background(), api.ImageBuildRequest{Name: "x", From: "base"}, nil)
 	_, perr := svc.Promote(context.Background(), api.ImagePromoteRequest{Name: "x", VM: "dev"}, nil)

@@ -198,11 +198,7 @@ func newBuildFixture(t *testing.T) *buildFixture {
 	req := imagetest.RegisterFiles(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := imagetest.Store(t)
 	imagesDir := filepath.Join(dir, "images")
 	svc := &image.Service{Store: st, ImagesDir: imagesDir, StagingDir: filepath.Join(dir, "staging")}
 	req.Name = "base"

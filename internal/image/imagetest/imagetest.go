@@ -1,12 +1,13 @@
 // Package imagetest holds the image packages' test fixtures: a tiny
 // bootable-shaped kernel, a valid register artefact set, ext4 images made
-// from a file map, and reading a file out of one. Tests only; it needs
+// from a file map, reading a file out of one, and a throwaway store. Tests only; it needs
 // e2fsprogs (mkfs.ext4, debugfs) and skips without them.
 package imagetest
 
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"debug/elf"
 	"encoding/binary"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"testing"
 
 	"banger/internal/api"
+	"banger/internal/store"
 )
 
 // TinyKernel returns a bzImage-shaped file holding a gzip'ed minimal x86-64
@@ -102,4 +104,15 @@ func DebugfsCat(t testing.TB, img, path string) (string, bool) {
 	}
 	data, _ := exec.Command("debugfs", "-R", "cat "+path, img).Output()
 	return string(data), true
+}
+
+// Store opens a store in a temporary directory, closed when the test ends.
+func Store(t testing.TB) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
