@@ -69,3 +69,30 @@ func Describe(final, dir string) api.Image {
 	set(WorkSeedFile, &img.WorkSeed, &img.WorkSeedSize)
 	return img
 }
+
+// Finish fingerprints the artefacts in staging and moves them to
+// imagesDir/<name>, returning the image's metadata for the Service to
+// store. img carries the name, parent, source, recipe, kernel version,
+// engines, features and creation time; paths and sizes are filled here.
+func Finish(imagesDir, staging string, img api.Image) (api.Image, error) {
+	fp, err := ArtefactFingerprint(img.Recipe, staging)
+	if err != nil {
+		return api.Image{}, err
+	}
+	final := filepath.Join(imagesDir, img.Name)
+	d := Describe(final, staging)
+	d.Name, d.Fingerprint, d.Parent, d.Source, d.Recipe = img.Name, fp, img.Parent, img.Source, img.Recipe
+	d.KernelVersion, d.Engines, d.Features, d.Managed = img.KernelVersion, img.Engines, img.Features, true
+	d.CreatedAt = img.CreatedAt
+	if _, err := os.Stat(final); err == nil {
+		return api.Image{}, api.AlreadyExists("image directory %s already exists", final).
+			WithFix("pick another name, or delete the image first").WithAction("image delete", img.Name)
+	}
+	if err := os.Chmod(staging, 0o755); err != nil {
+		return api.Image{}, err
+	}
+	if err := os.Rename(staging, final); err != nil {
+		return api.Image{}, fmt.Errorf("moving the image into place: %w", err)
+	}
+	return d, nil
+}

@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/image"
+	"banger/internal/image/imagetest"
 	"banger/internal/progress"
 	"banger/internal/store"
 )
@@ -97,17 +98,13 @@ func TestHealOldImage(t *testing.T) {
 func TestHealMissingRootfs(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := imagetest.Store(t)
 	old := api.Image{Name: "gone", Kernel: "/nonexistent/vmlinuz", Rootfs: "/nonexistent/rootfs.ext4"}
 	if err := st.CreateImage(ctx, &old); err != nil {
 		t.Fatal(err)
 	}
 	svc := &image.Service{Store: st, ImagesDir: filepath.Join(dir, "images")}
-	_, err = svc.Heal(ctx, old, nil)
+	_, err := svc.Heal(ctx, old, nil)
 	if api.KindOf(err) != api.KindFailedPrecondition {
 		t.Fatalf("err = %v, want FailedPrecondition", err)
 	}
@@ -170,11 +167,7 @@ func oldImages(t *testing.T, names ...string) (*store.Store, *image.Service, str
 	files := registerFiles(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := imagetest.Store(t)
 	var imgs []api.Image
 	for _, n := range names {
 		img := api.Image{Name: n, Kernel: files.Kernel, Initrd: files.Initrd, Rootfs: files.Rootfs}

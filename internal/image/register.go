@@ -50,9 +50,12 @@ func Register(ctx context.Context, imagesDir string, req api.ImageRegisterReques
 	if rep == nil {
 		rep = progress.Nop{}
 	}
-	done := rep.Stage(StageValidate)
-	kind, err := validateRegister(imagesDir, req)
-	done(err)
+	var kind kernelKind
+	err := progress.Run(rep, StageValidate, func() error {
+		var err error
+		kind, err = validateRegister(imagesDir, req)
+		return err
+	})
 	if err != nil {
 		return api.Image{}, err
 	}
@@ -86,17 +89,11 @@ func Register(ctx context.Context, imagesDir string, req api.ImageRegisterReques
 
 func registerInto(ctx context.Context, staging, final string, req api.ImageRegisterRequest, kind kernelKind,
 	rep progress.Reporter) (api.Image, error) {
-	step := func(name string, fn func() error) error {
-		done := rep.Stage(name)
-		err := fn()
-		done(err)
-		return err
-	}
 	kernelDst := filepath.Join(staging, KernelFile)
 	if kind == kernelELF {
 		kernelDst = filepath.Join(staging, VmlinuxFile)
 	}
-	err := step(StageCopy, func() error {
+	err := progress.Run(rep, StageCopy, func() error {
 		copies := [][2]string{{req.Kernel, kernelDst}, {req.Initrd, filepath.Join(staging, InitrdFile)},
 			{req.Rootfs, filepath.Join(staging, RootfsFile)}}
 		if req.WorkSeed != "" {
@@ -119,7 +116,7 @@ func registerInto(ctx context.Context, staging, final string, req api.ImageRegis
 		return api.Image{}, err
 	}
 	if kind == kernelBzImage && req.Vmlinux == "" {
-		err := step(StageVmlinux, func() error {
+		err := progress.Run(rep, StageVmlinux, func() error {
 			_, err := ExtractVmlinux(kernelDst, filepath.Join(staging, VmlinuxFile))
 			return err
 		})
@@ -129,12 +126,12 @@ func registerInto(ctx context.Context, staging, final string, req api.ImageRegis
 		}
 	}
 	if req.WorkSeed == "" {
-		if err := step(StageWorkSeed, func() error { return seedFromRootfs(ctx, staging) }); err != nil {
+		if err := progress.Run(rep, StageWorkSeed, func() error { return SeedFromRootfs(ctx, staging) }); err != nil {
 			return api.Image{}, err
 		}
 	}
 	var img api.Image
-	err = step(StageFingerprint, func() error {
+	err = progress.Run(rep, StageFingerprint, func() error {
 		fp, err := ArtefactFingerprint("register", staging)
 		if err != nil {
 			return err
@@ -274,9 +271,9 @@ func checkExt4(flag, path string, minSize int64) error {
 	return nil
 }
 
-// seedFromRootfs makes work-seed.ext4 from the rootfs's /root (read with
-// debugfs, no mount), or an empty one when /root cannot be read.
-func seedFromRootfs(ctx context.Context, staging string) error {
+// SeedFromRootfs makes staging's work-seed.ext4 from its rootfs's /root
+// (read with debugfs, no mount), or an empty one when /root cannot be read.
+func SeedFromRootfs(ctx context.Context, staging string) error {
 	return seedFrom(ctx, filepath.Join(staging, RootfsFile), filepath.Join(staging, WorkSeedFile))
 }
 

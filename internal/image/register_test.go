@@ -2,10 +2,7 @@ package image_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"debug/elf"
-	"encoding/binary"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,67 +12,17 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/image"
+	"banger/internal/image/imagetest"
 	"banger/internal/image/vmlinux"
 	"banger/internal/progress"
 	"banger/internal/store"
 )
 
-// tinyKernel returns a bzImage-shaped file holding a gzip'ed minimal x86-64
-// ELF, with a kernel_version string in the setup header.
-func tinyKernel(t *testing.T) []byte {
-	t.Helper()
-	const ehsize, phsize, body = 64, 56, 2000
-	e := make([]byte, ehsize+phsize+body)
-	copy(e, elf.ELFMAG)
-	e[elf.EI_CLASS], e[elf.EI_DATA], e[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), 1
-	le := binary.LittleEndian
-	le.PutUint16(e[16:], uint16(elf.ET_EXEC))
-	le.PutUint16(e[18:], uint16(elf.EM_X86_64))
-	le.PutUint32(e[20:], 1)
-	le.PutUint64(e[32:], ehsize)
-	le.PutUint16(e[52:], ehsize)
-	le.PutUint16(e[54:], phsize)
-	le.PutUint16(e[56:], 1)
-	le.PutUint16(e[58:], 64)
-	le.PutUint32(e[ehsize:], uint32(elf.PT_LOAD))
-	le.PutUint64(e[ehsize+32:], uint64(len(e)))
-	le.PutUint64(e[ehsize+40:], uint64(len(e)))
-	var gz bytes.Buffer
-	w := gzip.NewWriter(&gz)
-	w.Write(e)
-	w.Close()
-	b := make([]byte, 1024+gz.Len()+4)
-	b[0x1f1] = 1
-	copy(b[0x202:], "HdrS")
-	le.PutUint16(b[0x206:], 0x020f)
-	le.PutUint16(b[0x20e:], 0x300-0x200) // kernel_version pointer
-	copy(b[0x300:], "6.1.0-test-amd64 (test@example) #1 SMP\x00")
-	le.PutUint32(b[0x24c:], uint32(gz.Len()))
-	copy(b[1024:], gz.Bytes())
-	return b
-}
-
-// registerFiles writes a valid artefact set: a tiny bzImage, a gzip
-// initrd and a 20 MiB ext4 rootfs whose /root holds a dotfile.
-func registerFiles(t *testing.T) api.ImageRegisterRequest {
-	t.Helper()
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skip("no mkfs.ext4: apt-get install e2fsprogs")
-	}
-	dir := t.TempDir()
-	kernel := filepath.Join(dir, "vmlinuz")
-	os.WriteFile(kernel, tinyKernel(t), 0o644)
-	initrd := filepath.Join(dir, "initrd.img")
-	os.WriteFile(initrd, []byte{0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0}, 0o644)
-	tree := filepath.Join(dir, "tree")
-	os.MkdirAll(filepath.Join(tree, "root"), 0o700)
-	os.WriteFile(filepath.Join(tree, "root", ".bashrc"), []byte("# hello\n"), 0o644)
-	rootfs := filepath.Join(dir, "rootfs.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-d", tree, rootfs, "20M").CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	return api.ImageRegisterRequest{Name: "reg", Kernel: kernel, Initrd: initrd, Rootfs: rootfs}
-}
+// Shared with heal_test.go.
+var (
+	registerFiles = imagetest.RegisterFiles
+	debugfsCat    = imagetest.DebugfsCat
+)
 
 func TestRegister(t *testing.T) {
 	req := registerFiles(t)
@@ -149,11 +96,7 @@ func TestRegisterBadInput(t *testing.T) {
 
 func TestServiceRegisterDelete(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := imagetest.Store(t)
 	images := t.TempDir()
 	svc := &image.Service{Store: st, ImagesDir: images}
 	req := registerFiles(t)

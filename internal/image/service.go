@@ -6,13 +6,14 @@
 // build.log.
 //
 // It owns that layout, the Service (create, register, build, promote,
-// delete, heal — storing what the makers hand back), fingerprints, staging
-// directories and the build log. Images from nothing are made by
-// image/debian (wired in as Service.Debian); images from images (build,
-// promote, capture) still live here, in build.go, promote.go and
-// capture.go. ext4 surgery goes through internal/ext4, features through
-// internal/feature. It must not know the daemon or how VMs boot (builder
-// VMs come through the Guests interface).
+// delete, heal — storing what the makers hand back), register, heal,
+// fingerprints, staging directories and the build log. The makers live
+// below it and hand back an api.Image the Service stores: image/debian
+// makes images from nothing (Service.Debian, a FromNothing), image/build
+// makes images from images — a builder VM running a script, or a stopped
+// VM promoted (Service.Builds, a FromImages). ext4 surgery goes through
+// internal/ext4, features through internal/feature. It must not know the
+// daemon, VMs or how images are made from Debian or from other images.
 //
 // What it trusts: not what a builder guest or a chroot prints (the build
 // log: capped by build_log_max with one build.log.1, lines bounded on their
@@ -35,9 +36,19 @@ import (
 )
 
 // FromNothing makes an image from nothing and returns its metadata
-// (implemented by image/debian.Builder); the Service stores it.
+// (implemented by image/debian.Maker); the Service stores it.
 type FromNothing interface {
 	FromDebian(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error)
+}
+
+// FromImages makes images from images (implemented by image/build.Builder):
+// Build from a parent image through a builder VM running a script,
+// Promote from a stopped VM's disks. Each leaves the finished image in
+// ImagesDir/<name> (image.Finish) and returns its metadata, or on failure
+// leaves nothing; the Service stores it.
+type FromImages interface {
+	Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error)
+	Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error)
 }
 
 // Service is the daemon's image service: it builds or registers image
@@ -54,9 +65,9 @@ type Service struct {
 	// ("" = ImagesDir/../staging).
 	StagingDir string
 	Log        *slog.Logger
-	// Guests boots builder VMs and exports VM disks (Build, Promote); nil
+	// Builds makes images from images (image build, image promote); nil
 	// makes those Unavailable.
-	Guests Guests
+	Builds FromImages
 	// BuildLogMax caps a build's build.log (build_log_max); <= 0: no cap.
 	BuildLogMax int64
 
@@ -89,7 +100,7 @@ func (s *Service) Create(ctx context.Context, req api.ImageCreateRequest, rep pr
 		return api.Image{}, err
 	}
 	if s.Debian == nil {
-		return api.Image{}, api.Unavailable("image create needs the Debian builder, which this daemon lacks").
+		return api.Image{}, api.Unavailable("image create needs the Debian image maker, which this daemon lacks").
 			WithFix("run image create through bangerd")
 	}
 	img, err := s.Debian.FromDebian(ctx, req, rep)
@@ -105,6 +116,35 @@ func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, re
 		return api.Image{}, err
 	}
 	img, err := Register(ctx, s.ImagesDir, req, rep)
+	if err != nil {
+		return api.Image{}, err
+	}
+	return s.store(ctx, img)
+}
+
+// Build makes image req.Name from image req.From through a builder VM
+// (see image/build) and stores it.
+func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error) {
+	return s.fromImages(ctx, "build", req.Name, func() (api.Image, error) { return s.Builds.Build(ctx, req, rep) })
+}
+
+// Promote makes image req.Name from stopped VM req.VM's disks (see
+// image/build) and stores it.
+func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error) {
+	return s.fromImages(ctx, "promote", req.Name, func() (api.Image, error) { return s.Builds.Promote(ctx, req, rep) })
+}
+
+// fromImages refuses early (no Builds, the name taken), then stores what
+// mk hands back.
+func (s *Service) fromImages(ctx context.Context, verb, name string, mk func() (api.Image, error)) (api.Image, error) {
+	if s.Builds == nil {
+		return api.Image{}, api.Unavailable("image %s needs the VM manager, which this daemon lacks", verb).
+			WithFix("run image " + verb + " through bangerd")
+	}
+	if err := s.refuseTaken(ctx, name); err != nil {
+		return api.Image{}, err
+	}
+	img, err := mk()
 	if err != nil {
 		return api.Image{}, err
 	}

@@ -1,22 +1,22 @@
 package image
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"banger/internal/logcap"
+	"banger/internal/mountinfo"
 	"banger/internal/progress"
+	"banger/internal/revert"
 )
 
 // BuildLog tees a build's command output (guest- or chroot-written, so
@@ -75,64 +75,48 @@ func (l *BuildLog) Close() error {
 	return l.f.Close()
 }
 
-// Pipe returns a writer whose lines go to Line, and a wait function that
-// returns when every line has been consumed.
-func (l *BuildLog) Pipe() (io.WriteCloser, func()) {
-	pr, pw := io.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			l.Line(strings.TrimRight(sc.Text(), "\r"))
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	return pw, func() { <-done }
+// Writer returns a writer whose lines go to Line (a trailing "\r"
+// dropped; a line longer than 64 KiB is cut into pieces) for a command's
+// stdout and stderr; Close emits a last line without a newline.
+func (l *BuildLog) Writer() io.WriteCloser { return &lineWriter{log: l} }
+
+// lineWriter turns written bytes into lines for a BuildLog.
+type lineWriter struct {
+	log *BuildLog
+	mu  sync.Mutex
+	buf []byte // guarded by mu
 }
 
-// MountsBelow lists the mount points at or below dir from
-// /proc/self/mountinfo, deepest first.
-func MountsBelow(dir string) ([]string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("reading mountinfo: %w", err)
-	}
-	dir = filepath.Clean(dir)
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
 		}
-		mp := unescapeMountinfo(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
+		w.log.Line(strings.TrimRight(string(w.buf[:i]), "\r"))
+		w.buf = w.buf[i+1:]
 	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out, nil
+	if len(w.buf) > 64<<10 { // a very long line without a newline
+		w.flushLocked()
+	}
+	return len(p), nil
 }
 
-// unescapeMountinfo decodes the octal escapes (\040 for a space) in a
-// mountinfo path.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
+func (w *lineWriter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flushLocked()
+	return nil
+}
+
+func (w *lineWriter) flushLocked() {
+	if len(w.buf) > 0 {
+		w.log.Line(strings.TrimRight(string(w.buf), "\r"))
+		w.buf = nil
 	}
-	var b bytes.Buffer
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // UnmountBelow unmounts everything at or below dir, deepest first, falling
@@ -141,7 +125,7 @@ func unescapeMountinfo(s string) string {
 // host's /dev.
 func UnmountBelow(dir string) error {
 	for attempt := 0; attempt < 3; attempt++ {
-		mps, err := MountsBelow(dir)
+		mps, err := mountinfo.Under(dir)
 		if err != nil {
 			return err
 		}
@@ -154,7 +138,7 @@ func UnmountBelow(dir string) error {
 			}
 		}
 	}
-	mps, err := MountsBelow(dir)
+	mps, err := mountinfo.Under(dir)
 	if err != nil {
 		return err
 	}
@@ -162,6 +146,37 @@ func UnmountBelow(dir string) error {
 		return fmt.Errorf("still mounted after unmounting: %s", strings.Join(mps, ", "))
 	}
 	return nil
+}
+
+// NewStaging makes a staging dir for image name under StagingDir (""
+// = ImagesDir/../staging: on the images' filesystem, cleaned at daemon
+// start) for the makers of images from images; see MakeStaging.
+func (s *Service) NewStaging(name string, r *revert.Reverter) (string, error) {
+	dir := filepath.Join(s.ImagesDir, "..", "staging")
+	if s.StagingDir != "" {
+		dir = s.StagingDir
+	}
+	return MakeStaging(dir, name, r, s.logger())
+}
+
+// MakeStaging makes a fresh staging dir <dir>/<name>-<random> and adds its
+// removal (RemoveStaging: what is mounted below it unmounted first) to r,
+// so that it goes unless the caller reaches r.Success; a failed removal is
+// logged to log.
+func MakeStaging(dir, name string, r *revert.Reverter, log *slog.Logger) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating staging dir: %w", err)
+	}
+	st, err := os.MkdirTemp(dir, name+"-")
+	if err != nil {
+		return "", fmt.Errorf("creating staging dir: %w", err)
+	}
+	r.Add(func() {
+		if err := RemoveStaging(st); err != nil {
+			log.Error("removing an aborted image build", "dir", st, "err", err)
+		}
+	})
+	return st, nil
 }
 
 // RemoveStaging unmounts everything below dir and removes it. It refuses to

@@ -28,7 +28,6 @@ import (
 	"banger/internal/feature"
 	"banger/internal/image"
 	"banger/internal/image/debian"
-	"banger/internal/progress"
 )
 
 // DefaultCacheDir is where the test image lives unless $BANGER_TEST_CACHE
@@ -68,7 +67,7 @@ func AgentBin(cacheDir string) string { return filepath.Join(cacheDir, "bin", "b
 
 // Ensure returns the cached test image under cacheDir, building it first
 // when no complete build of the current recipe exists. Progress (stage
-// timings) goes to log.
+// starts at Debug, stage timings at Info) goes to log.
 func Ensure(ctx context.Context, cacheDir string, log *slog.Logger) (api.Image, error) {
 	return ensure(ctx, cacheDir, log, variantTest)
 }
@@ -133,10 +132,10 @@ func ensure(ctx context.Context, cacheDir string, log *slog.Logger, v variant) (
 	if err := image.CleanStaging(filepath.Join(cacheDir, "staging")); err != nil {
 		return api.Image{}, err
 	}
-	b := &debian.Builder{ImagesDir: filepath.Join(cacheDir, "images"), StagingDir: filepath.Join(cacheDir, "staging"),
+	b := &debian.Maker{ImagesDir: filepath.Join(cacheDir, "images"), StagingDir: filepath.Join(cacheDir, "staging"),
 		AgentBin: agentBin, SSHPubKey: pub, Log: log}
 	start := time.Now()
-	img, err := b.FromDebian(ctx, req, &logReporter{log: log})
+	img, err := b.FromDebian(ctx, req, nil) // the builder logs its stages to log
 	if err != nil {
 		return api.Image{}, fmt.Errorf("building the test image: %w", err)
 	}
@@ -230,36 +229,6 @@ func ensureAgent(ctx context.Context, cacheDir string) (string, error) {
 	return dst, nil
 }
 
-// logReporter logs stage timings and discards streamed output.
-type logReporter struct {
-	log    *slog.Logger
-	mu     sync.Mutex
-	detail string // guarded by mu
-}
-
-func (r *logReporter) Stage(name string) func(error) {
-	start := time.Now()
-	r.log.Info("test image stage started", "stage", name)
-	return func(err error) {
-		r.mu.Lock()
-		d := r.detail
-		r.detail = ""
-		r.mu.Unlock()
-		r.log.Info("test image stage done", "stage", name, "duration", time.Since(start).Round(time.Millisecond),
-			"detail", d, "err", err)
-	}
-}
-
-func (r *logReporter) Detail(text string) {
-	r.mu.Lock()
-	r.detail = text
-	r.mu.Unlock()
-}
-
-func (r *logReporter) Output(string) {}
-
-var _ progress.Reporter = (*logReporter)(nil)
-
 var (
 	getMu    sync.Mutex
 	getCache = map[string]api.Image{} // by cache dir and variant; guarded by getMu
@@ -300,7 +269,7 @@ func get(t testing.TB, v variant) api.Image {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	img, err := ensure(ctx, dir, slog.New(slog.NewTextHandler(testWriter{t}, nil)), v)
+	img, err := ensure(ctx, dir, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})), v)
 	if err != nil {
 		t.Fatalf("test image %s: %v", strings.TrimSuffix(v.prefix, "-"), err)
 	}

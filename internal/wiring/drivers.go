@@ -13,6 +13,7 @@ import (
 	"banger/internal/disk/qcow2"
 	"banger/internal/disk/reflink"
 	"banger/internal/image"
+	"banger/internal/image/build"
 	"banger/internal/netw"
 	"banger/internal/vm"
 )
@@ -57,7 +58,7 @@ func agentBin(cfg config.Config) string {
 
 // The wiring between the VM and image services, checked at compile time.
 var (
-	_ image.Guests        = (*vm.Manager)(nil)
+	_ build.Guests        = (*vm.Manager)(nil)
 	_ daemon.ImageService = (*image.Service)(nil)
 	_ daemon.VMService    = (*vm.Manager)(nil)
 	_ hostNetwork         = (*netw.Manager)(nil)

@@ -32,6 +32,7 @@ import (
 	"banger/internal/disk/pool"
 	"banger/internal/hostcap"
 	"banger/internal/image"
+	"banger/internal/image/build"
 	"banger/internal/image/debian"
 	"banger/internal/netw"
 	"banger/internal/revert"
@@ -280,13 +281,14 @@ func (w *wiring) imagesStep(ctx context.Context, _ *revert.Reverter) error {
 	w.images = &image.Service{
 		Store: w.st, ImagesDir: w.imagesDir(), StagingDir: staging, Log: log,
 		BuildLogMax: int64(w.cfg.BuildLogMax),
-		Debian: &debian.Builder{
+		Debian: &debian.Maker{
 			ImagesDir: w.imagesDir(), StagingDir: staging,
 			AgentBin: agentBin(w.cfg), SSHPubKey: w.pub, Log: log,
 			BuildLogMax: int64(w.cfg.BuildLogMax),
 		},
-		Guests: w.mgr, // builder VMs and VM disk exports for image build/promote
 	}
+	// Images from images: builder VMs and VM disk exports through the VM manager.
+	w.images.Builds = &build.Builder{Images: w.images, Guests: w.mgr, Log: log}
 	if err := w.images.HealAll(ctx); err != nil {
 		w.log.Error("bringing images from older bangers up to date", "err", err)
 	}

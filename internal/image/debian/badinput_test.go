@@ -25,14 +25,14 @@ func fakeAgent(t *testing.T) string {
 	return p
 }
 
-func newBuilder(t *testing.T) *debian.Builder {
+func newMaker(t *testing.T) *debian.Maker {
 	state := t.TempDir()
-	return &debian.Builder{ImagesDir: filepath.Join(state, "images"), StagingDir: filepath.Join(state, "staging"),
+	return &debian.Maker{ImagesDir: filepath.Join(state, "images"), StagingDir: filepath.Join(state, "staging"),
 		AgentBin: fakeAgent(t), SSHPubKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake test"}
 }
 
 // assertNoStaging checks a failed build left nothing in the staging dir.
-func assertNoStaging(t *testing.T, b *debian.Builder) {
+func assertNoStaging(t *testing.T, b *debian.Maker) {
 	t.Helper()
 	ents, _ := os.ReadDir(b.StagingDir)
 	if len(ents) > 0 {
@@ -49,28 +49,28 @@ func TestFromDebianBadInput(t *testing.T) {
 	}
 	cases := []struct {
 		name   string
-		setup  func(b *debian.Builder, req *api.ImageCreateRequest)
+		setup  func(b *debian.Maker, req *api.ImageCreateRequest)
 		kind   api.Kind
 		want   string
 		within time.Duration
 	}{
-		{"unknown suite", func(b *debian.Builder, req *api.ImageCreateRequest) { req.Suite = "narnia" },
+		{"unknown suite", func(b *debian.Maker, req *api.ImageCreateRequest) { req.Suite = "narnia" },
 			api.KindInvalid, "known Debian suites: ", time.Second},
-		{"name clash", func(b *debian.Builder, req *api.ImageCreateRequest) {
+		{"name clash", func(b *debian.Maker, req *api.ImageCreateRequest) {
 			os.MkdirAll(filepath.Join(b.ImagesDir, "img"), 0o755)
 		}, api.KindAlreadyExists, "already exists", time.Second},
-		{"missing debootstrap", func(b *debian.Builder, req *api.ImageCreateRequest) {
+		{"missing debootstrap", func(b *debian.Maker, req *api.ImageCreateRequest) {
 			b.Debootstrap = "/nonexistent/debootstrap"
 		}, api.KindFailedPrecondition, "apt-get install debootstrap e2fsprogs", time.Second},
-		{"no agent", func(b *debian.Builder, req *api.ImageCreateRequest) { b.AgentBin = "/nonexistent/agent" },
+		{"no agent", func(b *debian.Maker, req *api.ImageCreateRequest) { b.AgentBin = "/nonexistent/agent" },
 			api.KindFailedPrecondition, "go build", time.Second},
-		{"unreachable mirror", func(b *debian.Builder, req *api.ImageCreateRequest) {
+		{"unreachable mirror", func(b *debian.Maker, req *api.ImageCreateRequest) {
 			req.Mirror = "http://127.0.0.1:1/debian"
 		}, api.KindUnavailable, "--mirror URL", 6 * time.Second},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newBuilder(t)
+			b := newMaker(t)
 			req := api.ImageCreateRequest{Name: "img"}
 			tc.setup(b, &req)
 			if strings.Contains(tc.name, "debootstrap") || tc.name == "unreachable mirror" {
@@ -109,7 +109,7 @@ func TestIntegrationFromDebianCancel(t *testing.T) {
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		t.Skip("no debootstrap: apt-get install debootstrap e2fsprogs")
 	}
-	b := newBuilder(t)
+	b := newMaker(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rep := &cancelOn{match: "I: Installing core packages", cancel: cancel}

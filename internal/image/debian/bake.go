@@ -119,7 +119,7 @@ var maskUnits = []string{
 	"modprobe@dm_mod.service",
 }
 
-func (bd *build) bake(ctx context.Context) error {
+func (bd *makeRun) bake(ctx context.Context) error {
 	if err := bd.bakeAgent(); err != nil {
 		return err
 	}
@@ -160,7 +160,7 @@ func (bd *build) bake(ctx context.Context) error {
 }
 
 // bakeAgent installs the guest agent and its unit and udev rule.
-func (bd *build) bakeAgent() error {
+func (bd *makeRun) bakeAgent() error {
 	data, err := os.ReadFile(bd.AgentBin)
 	if err != nil {
 		return fmt.Errorf("reading the agent binary: %w", err)
@@ -178,7 +178,7 @@ func (bd *build) bakeAgent() error {
 
 // bakeSSH authorizes the key for root, configures sshd and removes the host
 // keys the package made at build time.
-func (bd *build) bakeSSH() error {
+func (bd *makeRun) bakeSSH() error {
 	if err := os.MkdirAll(filepath.Join(bd.root, "root/.ssh"), 0o700); err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func (bd *build) bakeSSH() error {
 
 // cleanTree shrinks the tree, drops build-only files, leaves an empty
 // resolv.conf for banger-dns to fill and unmounts the chroot.
-func (bd *build) cleanTree(ctx context.Context) error {
+func (bd *makeRun) cleanTree(ctx context.Context) error {
 	if err := bd.ch.run(ctx, nil, "apt-get", "clean"); err != nil {
 		return err
 	}

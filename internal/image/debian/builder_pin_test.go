@@ -20,7 +20,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "563e701f85c325ab320677e3393d96801d9e500ca5c40c934f078a2a7ed562fe"
+const builderSourcesSum = "48b28881b6d6a4170b3c93787e5adaacc3fa2f09c763e9255099af478d1a0fd1"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test

@@ -25,11 +25,10 @@ func run(ctx context.Context, l *image.BuildLog, env []string, name string, args
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	w, wait := l.Pipe()
+	w := l.Writer()
 	cmd.Stdout, cmd.Stderr = w, w
 	err := cmd.Run()
 	w.Close()
-	wait()
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", name, context.Cause(ctx))

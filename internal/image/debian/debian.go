@@ -2,7 +2,7 @@
 // chroot, Debian's cloud kernel and an initramfs with the virtio drivers,
 // the vmlinux extracted for Firecracker, the features' scripts (--with), the
 // bake (agent, sshd, DNS, fstab, units) and mkfs.ext4 -d for the rootfs and
-// the work-seed — without booting anything. Builder.FromDebian builds in a
+// the work-seed — without booting anything. Maker.FromDebian builds in a
 // staging directory renamed into the images dir only when complete, so a
 // failed or cancelled build leaves nothing behind; the caller (image.Service,
 // the test image cache) stores the result. The Recipe and its fingerprint
@@ -10,12 +10,7 @@
 //
 // It owns the chroot and everything about Debian (suites, mirrors,
 // packages). It must not know the store, VMs or images made from images
-// (image/build): it hands back an api.Image.
-//
-// What it trusts: the Debian mirror's packages (signed, checked by
-// debootstrap and apt) and the features' scripts banger ships; their output
-// is still treated as data and goes to the capped build log
-// (Builder.BuildLogMax).
+// (image/build and its builder VMs): it hands back an api.Image.
 package debian
 
 import (
@@ -26,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"banger/internal/api"
 	"banger/internal/feature"
@@ -54,9 +48,9 @@ var BasePackages = []string{
 // kernel has the virtio drivers as modules and boots under both engines.
 const KernelPackage = "linux-image-cloud-amd64"
 
-// Builder builds images from nothing. All fields but Log and Debootstrap
-// are required.
-type Builder struct {
+// Maker makes images from nothing (image.FromNothing). All fields but Log
+// and Debootstrap are required.
+type Maker struct {
 	// ImagesDir receives finished images as ImagesDir/<name>.
 	ImagesDir string
 	// StagingDir holds builds in progress; it must be on the same
@@ -74,9 +68,9 @@ type Builder struct {
 	BuildLogMax int64
 }
 
-// build is one FromDebian run.
-type build struct {
-	*Builder
+// makeRun is one FromDebian run.
+type makeRun struct {
+	*Maker
 	req     api.ImageCreateRequest
 	staging string // the staging dir: artefacts land here
 	root    string // the chroot tree
@@ -94,10 +88,7 @@ type build struct {
 // ImagesDir/<name>. It returns the metadata; the caller stores it. On any
 // failure or cancellation it unmounts what it mounted and removes the
 // staging directory.
-func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error) {
-	if rep == nil {
-		rep = progress.Nop{}
-	}
+func (b *Maker) FromDebian(ctx context.Context, req api.ImageCreateRequest, rep progress.Reporter) (api.Image, error) {
 	if err := b.checkRequest(&req); err != nil {
 		return api.Image{}, err
 	}
@@ -113,23 +104,19 @@ func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, re
 	if err := checkMirror(ctx, req.Mirror, req.Suite); err != nil {
 		return api.Image{}, err
 	}
-	staging, err := os.MkdirTemp(b.StagingDir, req.Name+"-")
-	if err != nil {
-		return api.Image{}, fmt.Errorf("creating staging dir: %w", err)
-	}
 	r := revert.New()
 	defer r.Fail()
-	r.Add(func() {
-		if err := image.RemoveStaging(staging); err != nil {
-			b.logger().Error("image build cleanup failed", "dir", staging, "err", err)
-		}
-	})
+	staging, err := image.MakeStaging(b.StagingDir, req.Name, r, b.logger())
+	if err != nil {
+		return api.Image{}, err
+	}
+	rep = progress.Logged(rep, b.logger().With("image", req.Name))
 	blog, err := image.NewBuildLog(filepath.Join(staging, image.BuildLogFile), rep, b.BuildLogMax)
 	if err != nil {
 		return api.Image{}, err
 	}
 	defer blog.Close()
-	bd := &build{Builder: b, req: req, staging: staging, log: blog, rep: rep,
+	bd := &makeRun{Maker: b, req: req, staging: staging, log: blog, rep: rep,
 		root: filepath.Join(staging, "rootfs.d"), home: filepath.Join(staging, "roothome")}
 	bd.ch = &chroot{dir: bd.root, log: blog}
 	img, err := bd.run(ctx)
@@ -157,28 +144,14 @@ func (b *Builder) FromDebian(ctx context.Context, req api.ImageCreateRequest, re
 	return img, nil
 }
 
-func (b *Builder) logger() *slog.Logger {
+func (b *Maker) logger() *slog.Logger {
 	if b.Log != nil {
 		return b.Log
 	}
 	return slog.New(slog.DiscardHandler)
 }
 
-// stage runs fn as a named stage, reporting and logging its duration.
-func (bd *build) stage(name string, fn func() error) error {
-	start := time.Now()
-	done := bd.rep.Stage(name)
-	err := fn()
-	done(err)
-	bd.logger().Info("image build stage", "image", bd.req.Name, "stage", name,
-		"duration", time.Since(start).Round(time.Millisecond), "err", err)
-	if err != nil {
-		return fmt.Errorf("%s stage: %w", name, err)
-	}
-	return nil
-}
-
-func (bd *build) run(ctx context.Context) (api.Image, error) {
+func (bd *makeRun) run(ctx context.Context) (api.Image, error) {
 	type step struct {
 		name string
 		fn   func(context.Context) error
@@ -192,7 +165,7 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 		if err := ctx.Err(); err != nil {
 			return api.Image{}, err
 		}
-		if err := bd.stage(s.name, func() error { return s.fn(ctx) }); err != nil {
+		if err := progress.Run(bd.rep, s.name, func() error { return s.fn(ctx) }); err != nil {
 			return api.Image{}, err
 		}
 	}
@@ -204,7 +177,7 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 		}
 	}
 	var img api.Image
-	err := bd.stage(image.StageFingerprint, func() error {
+	err := progress.Run(bd.rep, image.StageFingerprint, func() error {
 		var err error
 		img, err = bd.metadata()
 		return err
@@ -212,7 +185,7 @@ func (bd *build) run(ctx context.Context) (api.Image, error) {
 	return img, err
 }
 
-func (bd *build) debootstrap(ctx context.Context) error {
+func (bd *makeRun) debootstrap(ctx context.Context) error {
 	pkgs := append(append([]string{}, BasePackages...), bd.req.Packages...)
 	bd.rep.Detail(fmt.Sprintf("%s from %s", bd.req.Suite, bd.req.Mirror))
 	return run(ctx, bd.log, nil, bd.debootstrapBin(), "--variant=minbase",
@@ -229,7 +202,7 @@ var initramfsModules = []string{
 // policyRCD forbids maintainer scripts from starting services in the chroot.
 const policyRCD = "#!/bin/sh\n# banger image build: no service starts in the chroot\nexit 101\n"
 
-func (bd *build) kernel(ctx context.Context) error {
+func (bd *makeRun) kernel(ctx context.Context) error {
 	if err := bd.ch.mount(); err != nil {
 		return err
 	}
@@ -265,7 +238,7 @@ func (bd *build) kernel(ctx context.Context) error {
 }
 
 // aptInstall installs packages in the chroot without recommends.
-func (bd *build) aptInstall(ctx context.Context, pkgs ...string) error {
+func (bd *makeRun) aptInstall(ctx context.Context, pkgs ...string) error {
 	lists, _ := filepath.Glob(filepath.Join(bd.root, "var/lib/apt/lists/*Packages*"))
 	if len(lists) == 0 {
 		if err := bd.ch.run(ctx, nil, "apt-get", "update", "-q"); err != nil {
@@ -277,7 +250,7 @@ func (bd *build) aptInstall(ctx context.Context, pkgs ...string) error {
 }
 
 // initrdHas reports whether the image's initramfs lists a file named name.
-func (bd *build) initrdHas(ctx context.Context, name string) (bool, error) {
+func (bd *makeRun) initrdHas(ctx context.Context, name string) (bool, error) {
 	out, err := outputOf(ctx, "chroot", bd.root, "lsinitramfs", "/boot/initrd.img-"+bd.kver)
 	if err != nil {
 		return false, fmt.Errorf("listing the initramfs: %w", err)
@@ -290,7 +263,7 @@ func (bd *build) initrdHas(ctx context.Context, name string) (bool, error) {
 	return false, nil
 }
 
-func (bd *build) vmlinux(context.Context) error {
+func (bd *makeRun) vmlinux(context.Context) error {
 	n, err := image.ExtractVmlinux(filepath.Join(bd.staging, image.KernelFile), filepath.Join(bd.staging, image.VmlinuxFile))
 	if err != nil {
 		return err
@@ -302,7 +275,7 @@ func (bd *build) vmlinux(context.Context) error {
 // feature runs a feature's script in the chroot as root, the host's CA
 // bundle handed to it (hosts behind a TLS proxy); neither is left in the
 // image.
-func (bd *build) feature(ctx context.Context, d feature.Descriptor) error {
+func (bd *makeRun) feature(ctx context.Context, d feature.Descriptor) error {
 	script := "tmp/banger-feature-" + d.Name + ".sh"
 	if err := writeFile(bd.root, script, 0o755, d.Script); err != nil {
 		return err

@@ -80,7 +80,7 @@ func TestRootfsSize(t *testing.T) {
 func TestCheckRequest(t *testing.T) {
 	images := t.TempDir()
 	os.Mkdir(filepath.Join(images, "taken"), 0o755)
-	b := &Builder{ImagesDir: images}
+	b := &Maker{ImagesDir: images}
 	hasBookworm := len(Suites()) > 0
 	cases := []struct {
 		name string

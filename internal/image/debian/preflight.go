@@ -40,7 +40,7 @@ var packageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 
 // checkRequest validates everything about a create request that needs no
 // network or disk work, and fills in defaults.
-func (b *Builder) checkRequest(req *api.ImageCreateRequest) error {
+func (b *Maker) checkRequest(req *api.ImageCreateRequest) error {
 	if err := names.Validate(req.Name); err != nil {
 		return fmt.Errorf("image name: %w", err)
 	}
@@ -79,7 +79,7 @@ func (b *Builder) checkRequest(req *api.ImageCreateRequest) error {
 }
 
 // checkTools makes sure the host binaries the build runs exist.
-func (b *Builder) checkTools() error {
+func (b *Maker) checkTools() error {
 	tools := []string{b.debootstrapBin(), "mkfs.ext4", "e2fsck", "resize2fs", "chroot"}
 	for _, t := range tools {
 		if _, err := exec.LookPath(t); err != nil {
@@ -105,7 +105,7 @@ func errOrNotELF(err error) error {
 	return errors.New("no ELF magic")
 }
 
-func (b *Builder) debootstrapBin() string {
+func (b *Maker) debootstrapBin() string {
 	if b.Debootstrap != "" {
 		return b.Debootstrap
 	}
@@ -123,7 +123,7 @@ func Suites() []string {
 	return out
 }
 
-func (b *Builder) checkSuite(suite string) error {
+func (b *Maker) checkSuite(suite string) error {
 	if strings.ContainsAny(suite, "/.") || suite == "" {
 		return api.Invalid("suite %q is not a suite name", suite).WithFix("e.g. bookworm or trixie")
 	}

@@ -74,7 +74,7 @@ func (r Recipe) Fingerprint() string {
 
 // metadata fingerprints the finished artefacts and describes the image as
 // it will be once renamed into ImagesDir.
-func (bd *build) metadata() (api.Image, error) {
+func (bd *makeRun) metadata() (api.Image, error) {
 	if bd.kver == "" {
 		return api.Image{}, errNoKernel
 	}

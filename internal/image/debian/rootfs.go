@@ -13,13 +13,14 @@ import (
 	"banger/internal/api"
 	"banger/internal/ext4"
 	"banger/internal/image"
+	"banger/internal/mountinfo"
 )
 
 // rootfs moves root's home out of the tree (it becomes the work-seed; /root
 // stays as an empty mount point) and makes rootfs.ext4 from the tree with
 // mkfs.ext4 -d, without mounting anything.
-func (bd *build) rootfs(ctx context.Context) error {
-	if mps, err := image.MountsBelow(bd.root); err != nil || len(mps) > 0 {
+func (bd *makeRun) rootfs(ctx context.Context) error {
+	if mps, err := mountinfo.Under(bd.root); err != nil || len(mps) > 0 {
 		return fmt.Errorf("the tree still has mounts (%v, %v): refusing to copy them", mps, err)
 	}
 	if err := moveContents(filepath.Join(bd.root, "root"), bd.home); err != nil {
@@ -53,7 +54,7 @@ func rootfsSize(used, requested int64) (int64, error) {
 }
 
 // workSeed makes work-seed.ext4 from root's home (dotfiles, .ssh).
-func (bd *build) workSeed(ctx context.Context) error {
+func (bd *makeRun) workSeed(ctx context.Context) error {
 	if err := os.Chmod(bd.home, 0o700); err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package image_test
+package build_test
 
 import (
 	"bufio"
@@ -20,6 +20,8 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/image"
+	"banger/internal/image/build"
+	"banger/internal/image/imagetest"
 	"banger/internal/progress"
 	"banger/internal/store"
 )
@@ -35,6 +37,7 @@ type fakeGuests struct {
 	grown     map[string]int64 // system disk sizes asked for
 	running   map[string]bool
 	deleted   []string
+	stopped   []string
 	sys, work string                   // files ExportDisks copies
 	exit      func(argv []string) int  // exit code per command (nil: 0)
 	hang      func(argv []string) bool // commands that never finish
@@ -82,6 +85,7 @@ func (f *fakeGuests) Stop(_ context.Context, name string, _ progress.Reporter) (
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.running[name] = false
+	f.stopped = append(f.stopped, name)
 	return api.VM{Name: name}, nil
 }
 
@@ -179,8 +183,8 @@ func (f *fakeGuests) Exec(ctx context.Context, name string) (net.Conn, error) {
 	return host, nil
 }
 
-// buildFixture is a store with a parent image and a service whose Guests
-// is the fake.
+// buildFixture is a store with a parent image and a catalogue whose
+// Builds is a Builder booting the fake guests.
 type buildFixture struct {
 	svc    *image.Service
 	st     *store.Store
@@ -191,14 +195,10 @@ type buildFixture struct {
 
 func newBuildFixture(t *testing.T) *buildFixture {
 	t.Helper()
-	req := registerFiles(t)
+	req := imagetest.RegisterFiles(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(dir, "banger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := imagetest.Store(t)
 	imagesDir := filepath.Join(dir, "images")
 	svc := &image.Service{Store: st, ImagesDir: imagesDir, StagingDir: filepath.Join(dir, "staging")}
 	req.Name = "base"
@@ -209,45 +209,16 @@ func newBuildFixture(t *testing.T) *buildFixture {
 	// The VM's disks: a system disk with a first boot's identity and a
 	// newer kernel in /boot, and a work disk with a marker.
 	kernel, _ := os.ReadFile(req.Kernel)
-	sys := mkfsTree(t, "200M", map[string]string{
+	sys := imagetest.MkfsTree(t, "200M", map[string]string{
 		"etc/ssh/ssh_host_ed25519_key": "secret", "etc/ssh/ssh_host_ed25519_key.pub": "pub",
 		"etc/ssh/sshd_config": "keep", "etc/machine-id": "0123456789abcdef\n", "etc/hostname": "builder\n",
 		"boot/vmlinuz-6.1.0-test-amd64": string(kernel), "boot/vmlinuz-6.3.0-9-cloud-amd64": string(kernel),
 		"boot/initrd.img-6.3.0-9-cloud-amd64": "\x1f\x8b\x08initrd-new", "etc/built": "yes\n",
 	})
-	work := mkfsTree(t, "300M", map[string]string{"marker": "from-work\n"})
+	work := imagetest.MkfsTree(t, "300M", map[string]string{"marker": "from-work\n"})
 	g := newFakeGuests(sys, work)
-	svc.Guests = g
+	svc.Builds = &build.Builder{Images: svc, Guests: g}
 	return &buildFixture{svc: svc, st: st, g: g, parent: parent, dir: dir}
-}
-
-// mkfsTree makes an ext4 image of size holding files.
-func mkfsTree(t *testing.T, size string, files map[string]string) string {
-	t.Helper()
-	tree := t.TempDir()
-	for p, data := range files {
-		full := filepath.Join(tree, p)
-		os.MkdirAll(filepath.Dir(full), 0o755)
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out := filepath.Join(t.TempDir(), "disk.ext4")
-	if b, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-d", tree, out, size).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, b)
-	}
-	return out
-}
-
-// debugfsCat returns a file of an ext4 image, "" when it is missing.
-func debugfsCat(t *testing.T, img, path string) (string, bool) {
-	t.Helper()
-	out, err := exec.Command("debugfs", "-R", "stat "+path, img).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "File not found") {
-		return "", false
-	}
-	data, _ := exec.Command("debugfs", "-R", "cat "+path, img).Output()
-	return string(data), true
 }
 
 func (f *buildFixture) assertClean(t *testing.T, images ...string) {
@@ -289,8 +260,8 @@ func TestBuildCapturesAndRegisters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"agent ready", image.StageCopy, image.StageScript, image.StageShutdown,
-		image.StageCapture, image.StageWorkSeed, image.StageBootSet, image.StageFingerprint} {
+	for _, s := range []string{"agent ready", image.StageCopy, build.StageScript, build.StageShutdown,
+		build.StageCapture, image.StageWorkSeed, build.StageBootSet, image.StageFingerprint} {
 		if !slices.Contains(rec.Names(), s) {
 			t.Errorf("stage %q missing: %v", s, rec.Names())
 		}
@@ -311,16 +282,16 @@ func TestBuildCapturesAndRegisters(t *testing.T) {
 	if f.g.stdins["/etc/app.conf"] != len("#!/bin/sh\necho hi\n") || f.g.stdins["/tmp/banger-build/opencode.sh"] == 0 {
 		t.Errorf("copied files: %v", f.g.stdins)
 	}
-	if _, ok := debugfsCat(t, img.Rootfs, "/etc/ssh/ssh_host_ed25519_key"); ok {
+	if _, ok := imagetest.DebugfsCat(t, img.Rootfs, "/etc/ssh/ssh_host_ed25519_key"); ok {
 		t.Error("the builder's ssh host key is in the image")
 	}
-	if id, ok := debugfsCat(t, img.Rootfs, "/etc/machine-id"); !ok || id != "" {
+	if id, ok := imagetest.DebugfsCat(t, img.Rootfs, "/etc/machine-id"); !ok || id != "" {
 		t.Errorf("machine-id = %q (present %v), want empty", id, ok)
 	}
-	if s, _ := debugfsCat(t, img.Rootfs, "/etc/ssh/sshd_config"); s != "keep" {
+	if s, _ := imagetest.DebugfsCat(t, img.Rootfs, "/etc/ssh/sshd_config"); s != "keep" {
 		t.Errorf("sshd_config lost: %q", s)
 	}
-	if m, _ := debugfsCat(t, img.WorkSeed, "/marker"); m != "from-work\n" {
+	if m, _ := imagetest.DebugfsCat(t, img.WorkSeed, "/marker"); m != "from-work\n" {
 		t.Errorf("work-seed lacks the builder's /root: %q", m)
 	}
 	if img.WorkSeedSize >= 300<<20 {
@@ -335,6 +306,20 @@ func TestBuildCapturesAndRegisters(t *testing.T) {
 	}
 	if !slices.ContainsFunc(f.g.ran, func(a []string) bool { return slices.Equal(a, []string{"resize2fs", "/dev/vda"}) }) {
 		t.Errorf("the builder's root filesystem was not grown: %v", f.g.ran)
+	}
+	// The guest is cleaned and synced, then ended by the VM manager's stop
+	// (which knows the engine's shutdown action), never by itself.
+	clean := slices.IndexFunc(f.g.ran, func(a []string) bool { return strings.Contains(strings.Join(a, " "), "apt-get clean") })
+	if clean < 0 || !strings.Contains(strings.Join(f.g.ran[clean], " "), "sync") {
+		t.Errorf("the builder was not cleaned and synced: %v", f.g.ran)
+	}
+	for _, a := range f.g.ran {
+		if cmd := strings.Join(a, " "); strings.Contains(cmd, "poweroff") || strings.Contains(cmd, "reboot") {
+			t.Errorf("the build ended the guest itself (%q) instead of through Stop", cmd)
+		}
+	}
+	if !slices.Equal(f.g.stopped, f.g.deleted) {
+		t.Errorf("builder stops = %v, want the builder stopped once before its capture", f.g.stopped)
 	}
 }
 
@@ -458,13 +443,13 @@ func TestPromote(t *testing.T) {
 	if img.Parent != "base" || img.Source != "promote" || img.Fingerprint == "" || img.Fingerprint == f.parent.Fingerprint {
 		t.Errorf("image = %+v", img)
 	}
-	if m, _ := debugfsCat(t, img.WorkSeed, "/marker"); m != "from-work\n" {
+	if m, _ := imagetest.DebugfsCat(t, img.WorkSeed, "/marker"); m != "from-work\n" {
 		t.Errorf("--with-work-disk: work-seed lacks the VM's /root: %q", m)
 	}
-	if s, _ := debugfsCat(t, img.Rootfs, "/etc/built"); s != "yes\n" {
+	if s, _ := imagetest.DebugfsCat(t, img.Rootfs, "/etc/built"); s != "yes\n" {
 		t.Errorf("rootfs lacks the VM's system files: %q", s)
 	}
-	if _, ok := debugfsCat(t, img.Rootfs, "/etc/hostname"); ok {
+	if _, ok := imagetest.DebugfsCat(t, img.Rootfs, "/etc/hostname"); ok {
 		t.Error("the VM's hostname is in the image")
 	}
 	// Without the work disk the parent's seed is used.
@@ -472,10 +457,10 @@ func TestPromote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := debugfsCat(t, plain.WorkSeed, "/marker"); ok {
+	if _, ok := imagetest.DebugfsCat(t, plain.WorkSeed, "/marker"); ok {
 		t.Error("promote without --with-work-disk took the VM's work disk")
 	}
-	if _, ok := debugfsCat(t, plain.WorkSeed, "/.bashrc"); !ok {
+	if _, ok := imagetest.DebugfsCat(t, plain.WorkSeed, "/.bashrc"); !ok {
 		t.Error("promote without --with-work-disk lacks the parent's seed")
 	}
 	// Refusals.

@@ -1,4 +1,4 @@
-package image
+package build
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 )
 
 // Guests is what image build and promote need from the VM orchestrator
-// (implemented by vm.Manager, injected in cmd/bangerd/services.go).
+// (implemented by vm.Manager, wired in internal/wiring).
 //
 // Lifecycle of a builder VM: Create makes it (NoStart: disks only, the VM
 // stopped); GrowSystemDisk enlarges its stopped system disk (the guest
@@ -65,34 +65,4 @@ func guestPut(ctx context.Context, g Guests, name, path string, mode uint32, r i
 		return fmt.Errorf("copying to %s in the guest: exit %d: %s", path, code, strings.TrimSpace(out.String()))
 	}
 	return nil
-}
-
-// lineWriter turns written bytes into lines for a BuildLog.
-type lineWriter struct {
-	log *BuildLog
-	buf []byte
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		w.log.Line(strings.TrimRight(string(w.buf[:i]), "\r"))
-		w.buf = w.buf[i+1:]
-	}
-	if len(w.buf) > 64<<10 { // a very long line without a newline
-		w.Flush()
-	}
-	return len(p), nil
-}
-
-// Flush emits a last partial line.
-func (w *lineWriter) Flush() {
-	if len(w.buf) > 0 {
-		w.log.Line(strings.TrimRight(string(w.buf), "\r"))
-		w.buf = nil
-	}
 }

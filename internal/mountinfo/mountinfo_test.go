@@ -1,8 +1,8 @@
-package blk
+package mountinfo
 
 import "testing"
 
-func TestParseMountInfoLine(t *testing.T) {
+func TestParseLine(t *testing.T) {
 	tests := []struct {
 		line string
 		want Mount
@@ -17,17 +17,25 @@ func TestParseMountInfoLine(t *testing.T) {
 		{"1 2 3:4 / - xfs", Mount{}, false},
 	}
 	for _, tt := range tests {
-		got, ok := ParseMountInfoLine(tt.line)
+		got, ok := ParseLine(tt.line)
 		if ok != tt.ok || got != tt.want {
-			t.Errorf("ParseMountInfoLine(%q) = %+v, %v; want %+v, %v", tt.line, got, ok, tt.want, tt.ok)
+			t.Errorf("ParseLine(%q) = %+v, %v; want %+v, %v", tt.line, got, ok, tt.want, tt.ok)
 		}
 	}
 }
 
 func TestUnescapeTrailingBackslash(t *testing.T) {
 	for in, want := range map[string]string{`a\`: `a\`, `a\04`: `a\04`, `a\040`: "a ", `\999x`: `\999x`} {
-		if got := unescape(in); got != want {
-			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
+		if got := Unescape(in); got != want {
+			t.Errorf("Unescape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestUnescape(t *testing.T) {
+	for in, want := range map[string]string{`/a/b`: "/a/b", `/a\040b`: "/a b", `/x\011y\134`: "/x\ty\\"} {
+		if got := Unescape(in); got != want {
+			t.Errorf("Unescape(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -1,4 +1,19 @@
-package image
+// Package build makes banger images from images: image build boots a
+// builder VM from a parent image, copies files in and runs a script (and
+// the features' scripts) in it through the guest agent, shuts it down and
+// captures its disks; image promote captures a stopped VM's disks. The
+// capture (capture.go) resets the VM identity (SSH host keys, machine-id,
+// hostname) through internal/ext4, sizes the filesystem, shrinks the
+// work-seed and picks the boot set (the parent's, or a newer kernel found
+// in the rootfs's /boot). The result goes through image.Finish into the
+// images dir; the image catalogue (image.Service, whose FromImages the
+// Builder is) stores it.
+//
+// It owns builder VMs (names build-<hex>, their shutdown, their cleanup on
+// failure, timeout or cancel) and the capture. It must not know how VMs
+// boot or stop (Guests: implemented by vm.Manager), the daemon, or how
+// images are made from nothing (image/debian).
+package build
 
 import (
 	"bytes"
@@ -8,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -17,6 +33,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/feature"
+	"banger/internal/image"
 	"banger/internal/names"
 	"banger/internal/progress"
 	"banger/internal/revert"
@@ -58,15 +75,37 @@ type buildRecipe struct {
 	With              []string `json:"with,omitempty"`
 }
 
-// imageBuild is one Build run.
-type imageBuild struct {
-	s       *Service
+// Builder makes images from images (image.FromImages). All fields but Log
+// are required.
+type Builder struct {
+	// Images is the catalogue the images go into: parents and VMs are read
+	// from its Store, staging dirs made by its NewStaging, finished images
+	// moved into its ImagesDir. It stores what Build and Promote return.
+	Images *image.Service
+	// Guests boots builder VMs and exports VM disks.
+	Guests Guests
+	// Log receives stage timings; nil discards.
+	Log *slog.Logger
+}
+
+var _ image.FromImages = (*Builder)(nil)
+
+func (bd *Builder) logger() *slog.Logger {
+	if bd.Log != nil {
+		return bd.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// buildRun is one Build run.
+type buildRun struct {
+	bd      *Builder
 	req     api.ImageBuildRequest
 	parent  api.Image
 	staging string
-	log     *BuildLog
+	log     *image.BuildLog
 	rep     progress.Reporter
-	builder string // the builder VM's name
+	vm      string // the builder VM's name
 	gone    bool   // the builder VM has been deleted
 }
 
@@ -77,16 +116,10 @@ type imageBuild struct {
 // down and captures its disks as a new managed image with its own
 // fingerprint and Parent = req.From. A failing script, the timeout or a
 // cancelled ctx abort the build: the builder VM and every partial file are
-// removed and nothing is registered.
-func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error) {
-	if rep == nil {
-		rep = progress.Nop{}
-	}
-	if s.Guests == nil {
-		return api.Image{}, api.Unavailable("image build needs the VM manager, which this daemon lacks").
-			WithFix("run image builds through bangerd")
-	}
-	parent, err := s.checkBuild(ctx, &req)
+// removed and nothing is left in the images dir. The caller stores the
+// returned image.
+func (bd *Builder) Build(ctx context.Context, req api.ImageBuildRequest, rep progress.Reporter) (api.Image, error) {
+	parent, err := bd.checkBuild(ctx, &req)
 	if err != nil {
 		return api.Image{}, err
 	}
@@ -96,24 +129,20 @@ func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep prog
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errBuildTimeout)
 	defer cancel()
-	staging, err := s.newStaging(req.Name)
+	r := revert.New()
+	defer r.Fail()
+	staging, err := bd.Images.NewStaging(req.Name, r)
 	if err != nil {
 		return api.Image{}, err
 	}
-	r := revert.New()
-	defer r.Fail()
-	r.Add(func() {
-		if err := RemoveStaging(staging); err != nil {
-			s.logger().Error("removing an aborted build", "dir", staging, "err", err)
-		}
-	})
-	blog, err := NewBuildLog(filepath.Join(staging, BuildLogFile), rep, s.BuildLogMax)
+	rep = progress.Logged(rep, bd.logger().With("image", req.Name))
+	blog, err := image.NewBuildLog(filepath.Join(staging, image.BuildLogFile), rep, bd.Images.BuildLogMax)
 	if err != nil {
 		return api.Image{}, err
 	}
 	defer blog.Close()
-	b := &imageBuild{s: s, req: req, parent: parent, staging: staging, log: blog, rep: rep,
-		builder: "build-" + randomHex(4)}
+	b := &buildRun{bd: bd, req: req, parent: parent, staging: staging, log: blog, rep: rep,
+		vm: "build-" + randomHex(4)}
 	r.Add(b.deleteBuilder)
 	start := time.Now()
 	img, err := b.run(ctx)
@@ -128,9 +157,14 @@ func (s *Service) Build(ctx context.Context, req api.ImageBuildRequest, rep prog
 		return api.Image{}, fmt.Errorf("building image %s: %w", req.Name, err)
 	}
 	r.Success()
-	s.logger().Info("image built", "image", img.Name, "parent", parent.Name,
+	bd.logger().Info("image built", "image", img.Name, "parent", parent.Name,
 		"duration", time.Since(start).Round(time.Millisecond))
 	return img, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func randomHex(n int) string {
@@ -141,25 +175,22 @@ func randomHex(n int) string {
 
 // checkBuild validates a build request before anything is made, and
 // returns the parent image.
-func (s *Service) checkBuild(ctx context.Context, req *api.ImageBuildRequest) (api.Image, error) {
+func (bd *Builder) checkBuild(ctx context.Context, req *api.ImageBuildRequest) (api.Image, error) {
 	if err := names.Validate(req.Name); err != nil {
 		return api.Image{}, fmt.Errorf("image name: %w", err)
 	}
-	if err := s.refuseTaken(ctx, req.Name); err != nil {
-		return api.Image{}, err
-	}
-	if _, err := os.Stat(filepath.Join(s.ImagesDir, req.Name)); err == nil {
-		return api.Image{}, api.AlreadyExists("image directory %s already exists", filepath.Join(s.ImagesDir, req.Name)).
+	if dir := filepath.Join(bd.Images.ImagesDir, req.Name); exists(dir) {
+		return api.Image{}, api.AlreadyExists("image directory %s already exists", dir).
 			WithFix("pick another name")
 	}
 	if req.From == "" {
 		return api.Image{}, api.Invalid("image build needs a parent image").WithFix("--from IMAGE (see banger image list)")
 	}
-	parent, err := s.Store.GetImage(ctx, req.From)
+	parent, err := bd.Images.Store.GetImage(ctx, req.From)
 	if err != nil {
 		return api.Image{}, err
 	}
-	if err := CheckFeatures(req.With); err != nil {
+	if err := image.CheckFeatures(req.With); err != nil {
 		return api.Image{}, err
 	}
 	if req.Script == "" && len(req.Copy) == 0 && len(req.With) == 0 {
@@ -181,9 +212,9 @@ func (s *Service) checkBuild(ctx context.Context, req *api.ImageBuildRequest) (a
 			return api.Image{}, api.Invalid("--env %q is not KEY=VALUE", kv).WithFix("--env KEY=VALUE")
 		}
 	}
-	if req.Size != 0 && req.Size < MinRootfsSize {
+	if req.Size != 0 && req.Size < image.MinRootfsSize {
 		return api.Image{}, api.Invalid("--size %d MiB is too small for a root filesystem", req.Size>>20).
-			WithFix(fmt.Sprintf("--size %dMiB or more, or leave it out to keep the parent's size", MinRootfsSize>>20))
+			WithFix(fmt.Sprintf("--size %dMiB or more, or leave it out to keep the parent's size", image.MinRootfsSize>>20))
 	}
 	if req.TimeoutSeconds < 0 {
 		return api.Image{}, api.Invalid("--timeout must be positive").WithFix("--timeout 30m")
@@ -230,21 +261,7 @@ func checkCopy(c api.ImageCopy) error {
 	return nil
 }
 
-// stage runs fn as a named stage.
-func (b *imageBuild) stage(name string, fn func() error) error {
-	start := time.Now()
-	done := b.rep.Stage(name)
-	err := fn()
-	done(err)
-	b.s.logger().Info("image build stage", "image", b.req.Name, "stage", name,
-		"duration", time.Since(start).Round(time.Millisecond), "err", err)
-	if err != nil {
-		return fmt.Errorf("%s stage: %w", name, err)
-	}
-	return nil
-}
-
-func (b *imageBuild) run(ctx context.Context) (api.Image, error) {
+func (b *buildRun) run(ctx context.Context) (api.Image, error) {
 	if err := b.boot(ctx); err != nil {
 		return api.Image{}, err
 	}
@@ -252,36 +269,36 @@ func (b *imageBuild) run(ctx context.Context) (api.Image, error) {
 		name string
 		fn   func(context.Context) error
 	}{
-		{StageCopy, b.copyIn},
+		{image.StageCopy, b.copyIn},
 		{StageScript, b.runScripts},
 		{StageShutdown, b.shutdown},
 		{StageCapture, b.capture},
-		{StageWorkSeed, func(ctx context.Context) error {
-			return shrinkWrap(ctx, filepath.Join(b.staging, WorkSeedFile))
+		{image.StageWorkSeed, func(ctx context.Context) error {
+			return shrinkWrap(ctx, filepath.Join(b.staging, image.WorkSeedFile))
 		}},
 	}
 	for _, st := range steps {
-		if err := b.stage(st.name, func() error { return st.fn(ctx) }); err != nil {
+		if err := progress.Run(b.rep, st.name, func() error { return st.fn(ctx) }); err != nil {
 			return api.Image{}, err
 		}
 	}
 	img := api.Image{Name: b.req.Name, Parent: b.parent.Name, Source: "build", CreatedAt: time.Now().UTC()}
-	err := b.stage(StageBootSet, func() error {
+	err := progress.Run(b.rep, StageBootSet, func() error {
 		var err error
-		img.KernelVersion, img.Engines, err = bootSet(ctx, b.parent, filepath.Join(b.staging, RootfsFile), b.staging)
+		img.KernelVersion, img.Engines, err = bootSet(ctx, b.parent, filepath.Join(b.staging, image.RootfsFile), b.staging)
 		b.rep.Detail("kernel " + img.KernelVersion)
 		return err
 	})
 	if err != nil {
 		return api.Image{}, err
 	}
-	img.Features = Sorted(append(slices.Clone(b.parent.Features), b.req.With...))
+	img.Features = image.Sorted(append(slices.Clone(b.parent.Features), b.req.With...))
 	img.Recipe, err = b.recipe()
 	if err != nil {
 		return api.Image{}, err
 	}
-	err = b.stage(StageFingerprint, func() error {
-		img, err = b.s.finish(ctx, b.staging, img)
+	err = progress.Run(b.rep, image.StageFingerprint, func() error {
+		img, err = image.Finish(b.bd.Images.ImagesDir, b.staging, img)
 		if err == nil {
 			b.rep.Detail(img.Fingerprint[:16])
 		}
@@ -292,32 +309,32 @@ func (b *imageBuild) run(ctx context.Context) (api.Image, error) {
 
 // boot makes the builder VM with room to install into (its system disk
 // grown to max(--size, parent + 4 GiB)) and boots it.
-func (b *imageBuild) boot(ctx context.Context) error {
-	b.log.Line(fmt.Sprintf("+ booting builder vm %s from image %s", b.builder, b.parent.Name))
-	_, err := b.s.Guests.Create(ctx, api.VMCreateRequest{Name: b.builder, Image: b.parent.Name,
+func (b *buildRun) boot(ctx context.Context) error {
+	b.log.Line(fmt.Sprintf("+ booting builder vm %s from image %s", b.vm, b.parent.Name))
+	_, err := b.bd.Guests.Create(ctx, api.VMCreateRequest{Name: b.vm, Image: b.parent.Name,
 		MemoryMiB: builderMemoryMiB, NoStart: true}, b.rep)
 	if err != nil {
 		b.gone = true // a failed create removes its VM itself
 		return fmt.Errorf("making the builder vm: %w", err)
 	}
 	size := max(b.req.Size, b.parent.RootfsSize+builderHeadroom)
-	if err := b.s.Guests.GrowSystemDisk(ctx, b.builder, size); api.KindOf(err) == api.KindFailedPrecondition {
+	if err := b.bd.Guests.GrowSystemDisk(ctx, b.vm, size); api.KindOf(err) == api.KindFailedPrecondition {
 		// e.g. a dm-snapshot disk: build within the parent's free space.
 		b.log.Line("+ the builder's system disk cannot grow (" + err.Error() + "); using the parent's free space")
 	} else if err != nil {
 		return fmt.Errorf("giving the builder vm room: %w", err)
 	}
-	if _, err := b.s.Guests.Start(ctx, b.builder, b.rep); err != nil {
+	if _, err := b.bd.Guests.Start(ctx, b.vm, b.rep); err != nil {
 		return fmt.Errorf("booting the builder vm: %w", err)
 	}
 	return nil
 }
 
 // growRoot grows the builder's root filesystem to its (grown) disk, online.
-func (b *imageBuild) growRoot(ctx context.Context) error {
-	w := &lineWriter{log: b.log}
-	code, err := guestExec(ctx, b.s.Guests, b.builder, []string{"resize2fs", "/dev/vda"}, nil, nil, w)
-	w.Flush()
+func (b *buildRun) growRoot(ctx context.Context) error {
+	w := b.log.Writer()
+	code, err := guestExec(ctx, b.bd.Guests, b.vm, []string{"resize2fs", "/dev/vda"}, nil, nil, w)
+	w.Close()
 	if err != nil {
 		return fmt.Errorf("growing the builder's root filesystem: %w", err)
 	}
@@ -329,7 +346,7 @@ func (b *imageBuild) growRoot(ctx context.Context) error {
 
 // copyIn grows the builder's root filesystem, then puts the --copy files,
 // the script and the opencode helpers into it.
-func (b *imageBuild) copyIn(ctx context.Context) error {
+func (b *buildRun) copyIn(ctx context.Context) error {
 	if err := b.growRoot(ctx); err != nil {
 		return err
 	}
@@ -349,7 +366,7 @@ func (b *imageBuild) copyIn(ctx context.Context) error {
 		}
 		b.log.Line(fmt.Sprintf("+ copy %s → %s (%o)", src, dst, mode))
 		n++
-		return guestPut(ctx, b.s.Guests, b.builder, dst, mode, f)
+		return guestPut(ctx, b.bd.Guests, b.vm, dst, mode, f)
 	}
 	for _, c := range b.req.Copy {
 		if err := put(c.Src, c.Dst, 0); err != nil {
@@ -362,7 +379,7 @@ func (b *imageBuild) copyIn(ctx context.Context) error {
 		}
 	}
 	for _, d := range feature.Default.Of(b.req.With) {
-		if err := guestPut(ctx, b.s.Guests, b.builder, featureScript(d), 0o755, bytes.NewReader(d.Script)); err != nil {
+		if err := guestPut(ctx, b.bd.Guests, b.vm, featureScript(d), 0o755, bytes.NewReader(d.Script)); err != nil {
 			return err
 		}
 		n++
@@ -383,7 +400,7 @@ func featureScript(d feature.Descriptor) string { return guestBuildDir + "/" + d
 
 // runScripts runs the script, then the features' scripts, as root in /root,
 // each line of output going to the build log and the reporter.
-func (b *imageBuild) runScripts(ctx context.Context) error {
+func (b *buildRun) runScripts(ctx context.Context) error {
 	env := map[string]string{"DEBIAN_FRONTEND": "noninteractive", "BANGER_IMAGE": b.req.Name,
 		"BANGER_PARENT": b.parent.Name}
 	for _, kv := range b.req.Env {
@@ -402,9 +419,9 @@ func (b *imageBuild) runScripts(ctx context.Context) error {
 	}
 	for _, sc := range scripts {
 		b.log.Line("+ " + sc)
-		w := &lineWriter{log: b.log}
-		code, err := guestExec(ctx, b.s.Guests, b.builder, []string{sc}, env, nil, w)
-		w.Flush()
+		w := b.log.Writer()
+		code, err := guestExec(ctx, b.bd.Guests, b.vm, []string{sc}, env, nil, w)
+		w.Close()
 		if err != nil {
 			return fmt.Errorf("running %s: %w", sc, err)
 		}
@@ -416,7 +433,7 @@ func (b *imageBuild) runScripts(ctx context.Context) error {
 	return nil
 }
 
-func (b *imageBuild) scriptName(guest string) string {
+func (b *buildRun) scriptName(guest string) string {
 	if guest == guestBuildDir+"/script" {
 		return b.req.Script
 	}
@@ -425,28 +442,28 @@ func (b *imageBuild) scriptName(guest string) string {
 }
 
 // cleanGuest drops the build's files and apt's caches (as image create
-// does), flushes the disks and powers the guest off from inside (a
-// minimal guest has nothing that acts on the ACPI power button, so the
-// host's powerdown alone waits out the stop timeout and kills it).
+// does) and flushes the disks. It does not end the guest: Stop does.
 const cleanGuest = `rm -rf ` + guestBuildDir + `
 if command -v apt-get >/dev/null; then apt-get clean; fi
 rm -rf /var/lib/apt/lists/* /root/.npm /tmp/* /var/tmp/*
-sync
-(sleep 1; systemctl poweroff || poweroff -f) >/dev/null 2>&1 </dev/null &`
+sync`
 
-// shutdown cleans the guest and powers it off; Stop waits for the engine
-// to exit (and kills it only if the guest hangs).
-func (b *imageBuild) shutdown(ctx context.Context) error {
-	w := &lineWriter{log: b.log}
-	code, err := guestExec(ctx, b.s.Guests, b.builder, []string{"/bin/sh", "-c", cleanGuest}, nil, nil, w)
-	w.Flush()
+// shutdown cleans the guest, then stops the builder VM the way every VM
+// stops (Guests.Stop: vm.Manager asks the guest, through its agent, for
+// the action that ends its engine — power off under QEMU, reboot under
+// Firecracker, which has no power-off — waits for the engine to exit and
+// kills it only if the guest hangs).
+func (b *buildRun) shutdown(ctx context.Context) error {
+	w := b.log.Writer()
+	code, err := guestExec(ctx, b.bd.Guests, b.vm, []string{"/bin/sh", "-c", cleanGuest}, nil, nil, w)
+	w.Close()
 	if err != nil {
 		return fmt.Errorf("cleaning the builder: %w", err)
 	}
 	if code != 0 {
 		return fmt.Errorf("cleaning the builder: exit %d: %s", code, b.log.Tail())
 	}
-	if _, err := b.s.Guests.Stop(ctx, b.builder, progress.Nop{}); err != nil {
+	if _, err := b.bd.Guests.Stop(ctx, b.vm, progress.Nop{}); err != nil {
 		return fmt.Errorf("stopping the builder vm: %w", err)
 	}
 	return nil
@@ -454,9 +471,9 @@ func (b *imageBuild) shutdown(ctx context.Context) error {
 
 // capture copies the builder's disks into staging, deletes the builder and
 // makes the rootfs an image's (identity reset, --size applied).
-func (b *imageBuild) capture(ctx context.Context) error {
-	rootfs := filepath.Join(b.staging, RootfsFile)
-	if err := b.s.Guests.ExportDisks(ctx, b.builder, rootfs, filepath.Join(b.staging, WorkSeedFile)); err != nil {
+func (b *buildRun) capture(ctx context.Context) error {
+	rootfs := filepath.Join(b.staging, image.RootfsFile)
+	if err := b.bd.Guests.ExportDisks(ctx, b.vm, rootfs, filepath.Join(b.staging, image.WorkSeedFile)); err != nil {
 		return err
 	}
 	b.deleteBuilder()
@@ -470,37 +487,37 @@ func (b *imageBuild) capture(ctx context.Context) error {
 	} else if err := fitFS(ctx, rootfs, b.parent.RootfsSize); err != nil {
 		return err
 	}
-	b.rep.Detail(fmt.Sprintf("rootfs %d MiB", FileSize(rootfs)>>20))
+	b.rep.Detail(fmt.Sprintf("rootfs %d MiB", image.FileSize(rootfs)>>20))
 	return nil
 }
 
 // deleteBuilder removes the builder VM (once), even when ctx was cancelled.
-func (b *imageBuild) deleteBuilder() {
+func (b *buildRun) deleteBuilder() {
 	if b.gone {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := b.s.Guests.Delete(ctx, b.builder, progress.Nop{}); err != nil && !api.IsNotFound(err) {
-		b.s.logger().Error("deleting the builder vm", "vm", b.builder, "err", err)
+	if err := b.bd.Guests.Delete(ctx, b.vm, progress.Nop{}); err != nil && !api.IsNotFound(err) {
+		b.bd.logger().Error("deleting the builder vm", "vm", b.vm, "err", err)
 		return
 	}
 	b.gone = true
 }
 
 // recipe describes the build (hashes, not contents).
-func (b *imageBuild) recipe() (string, error) {
+func (b *buildRun) recipe() (string, error) {
 	r := buildRecipe{Kind: "build", Parent: b.parent.Name, ParentFingerprint: b.parent.Fingerprint,
-		With: Sorted(b.req.With)}
+		With: image.Sorted(b.req.With)}
 	if b.req.Script != "" {
-		sum, err := FileSHA256(b.req.Script)
+		sum, err := image.FileSHA256(b.req.Script)
 		if err != nil {
 			return "", err
 		}
 		r.Script = sum
 	}
 	for _, c := range b.req.Copy {
-		sum, err := FileSHA256(c.Src)
+		sum, err := image.FileSHA256(c.Src)
 		if err != nil {
 			return "", err
 		}

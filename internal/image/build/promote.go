@@ -1,4 +1,4 @@
-package image
+package build
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/image"
 	"banger/internal/names"
 	"banger/internal/progress"
 	"banger/internal/revert"
@@ -27,26 +28,17 @@ type promoteRecipe struct {
 // Promote turns a stopped VM's system disk (and, with WithWorkDisk, its
 // work disk as the work-seed; else the parent's seed) into image req.Name
 // with its own fingerprint and Parent = the VM's image. A running VM is
-// refused with the fix "banger vm stop VM first". On failure nothing is
-// registered and the staging files are removed.
-func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error) {
-	if rep == nil {
-		rep = progress.Nop{}
-	}
-	if s.Guests == nil {
-		return api.Image{}, api.Unavailable("image promote needs the VM manager, which this daemon lacks").
-			WithFix("run it through bangerd")
-	}
+// refused with the fix "stop it first: banger vm stop VM". On failure nothing is
+// left in the images dir and the staging files are removed. The caller
+// stores the returned image.
+func (bd *Builder) Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error) {
 	if err := names.Validate(req.Name); err != nil {
 		return api.Image{}, fmt.Errorf("image name: %w", err)
-	}
-	if err := s.refuseTaken(ctx, req.Name); err != nil {
-		return api.Image{}, err
 	}
 	if req.VM == "" {
 		return api.Image{}, api.Invalid("image promote needs a vm").WithFix("banger image promote VM NAME")
 	}
-	v, err := s.Store.GetVM(ctx, req.VM)
+	v, err := bd.Images.Store.GetVM(ctx, req.VM)
 	if err != nil {
 		return api.Image{}, err
 	}
@@ -54,23 +46,18 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep 
 		return api.Image{}, api.FailedPrecondition("vm %q is running: its disks change while it runs", v.Name).
 			WithFix("stop it first").WithAction("vm stop", v.Name)
 	}
-	parent, err := s.Store.GetImage(ctx, v.ImageID)
+	parent, err := bd.Images.Store.GetImage(ctx, v.ImageID)
 	if err != nil {
 		return api.Image{}, fmt.Errorf("vm %s: its image: %w", v.Name, err)
 	}
-	staging, err := s.newStaging(req.Name)
+	r := revert.New()
+	defer r.Fail()
+	staging, err := bd.Images.NewStaging(req.Name, r)
 	if err != nil {
 		return api.Image{}, err
 	}
-	r := revert.New()
-	defer r.Fail()
-	r.Add(func() {
-		if err := RemoveStaging(staging); err != nil {
-			s.logger().Error("removing an aborted promote", "dir", staging, "err", err)
-		}
-	})
 	start := time.Now()
-	img, err := s.promoteInto(ctx, req, v, parent, staging, rep)
+	img, err := bd.promoteInto(ctx, req, v, parent, staging, progress.Logged(rep, bd.logger().With("image", req.Name)))
 	if err != nil {
 		if ctx.Err() != nil {
 			return api.Image{}, fmt.Errorf("promoting vm %s: cancelled: %w", v.Name, err)
@@ -78,55 +65,46 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, rep 
 		return api.Image{}, fmt.Errorf("promoting vm %s: %w", v.Name, err)
 	}
 	r.Success()
-	s.logger().Info("vm promoted", "vm", v.Name, "image", img.Name, "duration", time.Since(start).Round(time.Millisecond))
+	bd.logger().Info("vm promoted", "vm", v.Name, "image", img.Name, "duration", time.Since(start).Round(time.Millisecond))
 	return img, nil
 }
 
-func (s *Service) promoteInto(ctx context.Context, req api.ImagePromoteRequest, v api.VM, parent api.Image,
+func (bd *Builder) promoteInto(ctx context.Context, req api.ImagePromoteRequest, v api.VM, parent api.Image,
 	staging string, rep progress.Reporter) (api.Image, error) {
-	step := func(name string, fn func() error) error {
-		done := rep.Stage(name)
-		err := fn()
-		done(err)
-		if err != nil {
-			return fmt.Errorf("%s stage: %w", name, err)
-		}
-		return nil
-	}
-	rootfs, seed := filepath.Join(staging, RootfsFile), filepath.Join(staging, WorkSeedFile)
-	err := step(StageCapture, func() error {
+	rootfs, seed := filepath.Join(staging, image.RootfsFile), filepath.Join(staging, image.WorkSeedFile)
+	err := progress.Run(rep, StageCapture, func() error {
 		work := ""
 		if req.WithWorkDisk {
 			work = seed
 		}
-		if err := s.Guests.ExportDisks(ctx, v.Name, rootfs, work); err != nil {
+		if err := bd.Guests.ExportDisks(ctx, v.Name, rootfs, work); err != nil {
 			return err
 		}
 		if err := resetIdentity(ctx, rootfs); err != nil {
 			return err
 		}
-		rep.Detail(fmt.Sprintf("rootfs %d MiB", FileSize(rootfs)>>20))
+		rep.Detail(fmt.Sprintf("rootfs %d MiB", image.FileSize(rootfs)>>20))
 		return nil
 	})
 	if err != nil {
 		return api.Image{}, err
 	}
-	err = step(StageWorkSeed, func() error {
+	err = progress.Run(rep, image.StageWorkSeed, func() error {
 		if req.WithWorkDisk {
 			rep.Detail("from the vm's work disk")
 			return shrinkWrap(ctx, seed)
 		}
 		if parent.WorkSeed == "" {
-			return seedFromRootfs(ctx, staging)
+			return image.SeedFromRootfs(ctx, staging)
 		}
 		rep.Detail("the parent's")
-		return CopyFile(parent.WorkSeed, seed)
+		return image.CopyFile(parent.WorkSeed, seed)
 	})
 	if err != nil {
 		return api.Image{}, err
 	}
 	img := api.Image{Name: req.Name, Parent: parent.Name, Source: "promote", CreatedAt: time.Now().UTC()}
-	err = step(StageBootSet, func() error {
+	err = progress.Run(rep, StageBootSet, func() error {
 		var err error
 		img.KernelVersion, img.Engines, err = bootSet(ctx, parent, rootfs, staging)
 		rep.Detail("kernel " + img.KernelVersion)
@@ -139,10 +117,10 @@ func (s *Service) promoteInto(ctx context.Context, req api.ImagePromoteRequest, 
 	rec, _ := json.Marshal(promoteRecipe{Kind: "promote", VM: v.Name, Parent: parent.Name,
 		ParentFingerprint: parent.Fingerprint, WorkDisk: req.WithWorkDisk})
 	img.Recipe = string(rec)
-	// seedFromRootfs leaves a build.log; keep the dir to the artefacts.
-	os.Remove(filepath.Join(staging, BuildLogFile))
-	err = step(StageFingerprint, func() error {
-		img, err = s.finish(ctx, staging, img)
+	// image.SeedFromRootfs leaves a build.log; keep the dir to the artefacts.
+	os.Remove(filepath.Join(staging, image.BuildLogFile))
+	err = progress.Run(rep, image.StageFingerprint, func() error {
+		img, err = image.Finish(bd.Images.ImagesDir, staging, img)
 		if err == nil {
 			rep.Detail(img.Fingerprint[:16])
 		}

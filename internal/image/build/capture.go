@@ -1,4 +1,4 @@
-package image
+package build
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/disk"
 	"banger/internal/ext4"
+	"banger/internal/image"
 	"banger/internal/vmm"
 )
 
@@ -86,7 +87,7 @@ func fitFS(ctx context.Context, path string, floor int64) error {
 	if err != nil {
 		return err
 	}
-	return resizeFS(ctx, path, max(floor, RoundUp(used+used*HeadroomPct/100+FSOverhead, SizeAlignment)))
+	return resizeFS(ctx, path, max(floor, image.RoundUp(used+used*image.HeadroomPct/100+image.FSOverhead, image.SizeAlignment)))
 }
 
 // shrinkWrap shrinks an ext4 image to its minimum (at least WorkSeedSize)
@@ -100,8 +101,8 @@ func shrinkWrap(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	if size < WorkSeedSize {
-		return disk.Grow(ctx, path, WorkSeedSize)
+	if size < image.WorkSeedSize {
+		return disk.Grow(ctx, path, image.WorkSeedSize)
 	}
 	return nil
 }
@@ -117,24 +118,24 @@ func bootSet(ctx context.Context, parent api.Image, rootfs, staging string) (str
 		return "", nil, err
 	}
 	if kver == "" {
-		for _, c := range [][2]string{{parent.Kernel, KernelFile}, {parent.Initrd, InitrdFile}, {parent.Vmlinux, VmlinuxFile}} {
+		for _, c := range [][2]string{{parent.Kernel, image.KernelFile}, {parent.Initrd, image.InitrdFile}, {parent.Vmlinux, image.VmlinuxFile}} {
 			if c[0] == "" {
 				continue
 			}
-			if err := CopyFile(c[0], filepath.Join(staging, c[1])); err != nil {
+			if err := image.CopyFile(c[0], filepath.Join(staging, c[1])); err != nil {
 				return "", nil, fmt.Errorf("copying the parent's boot set: %w", err)
 			}
 		}
 		return parent.KernelVersion, slices.Clone(parent.Engines), nil
 	}
 	err = ext4.CopyOut(ctx, rootfs,
-		[2]string{"/boot/vmlinuz-" + kver, filepath.Join(staging, KernelFile)},
-		[2]string{"/boot/initrd.img-" + kver, filepath.Join(staging, InitrdFile)})
+		[2]string{"/boot/vmlinuz-" + kver, filepath.Join(staging, image.KernelFile)},
+		[2]string{"/boot/initrd.img-" + kver, filepath.Join(staging, image.InitrdFile)})
 	if err != nil {
 		return "", nil, fmt.Errorf("reading kernel %s from the rootfs: %w", kver, err)
 	}
-	for _, f := range []string{KernelFile, InitrdFile} {
-		if FileSize(filepath.Join(staging, f)) == 0 {
+	for _, f := range []string{image.KernelFile, image.InitrdFile} {
+		if image.FileSize(filepath.Join(staging, f)) == 0 {
 			return "", nil, fmt.Errorf("reading kernel %s from the rootfs: %s came out empty", kver, f)
 		}
 		if err := os.Chmod(filepath.Join(staging, f), 0o644); err != nil {
@@ -142,7 +143,7 @@ func bootSet(ctx context.Context, parent api.Image, rootfs, staging string) (str
 		}
 	}
 	engines := []string{vmm.QEMU}
-	if _, err := ExtractVmlinux(filepath.Join(staging, KernelFile), filepath.Join(staging, VmlinuxFile)); err == nil &&
+	if _, err := image.ExtractVmlinux(filepath.Join(staging, image.KernelFile), filepath.Join(staging, image.VmlinuxFile)); err == nil &&
 		slices.Contains(parent.Engines, vmm.Firecracker) {
 		engines = append(engines, vmm.Firecracker)
 	}
@@ -188,48 +189,4 @@ func compareVersions(a, b string) int {
 		}
 	}
 	return len(fa) - len(fb)
-}
-
-// newStaging makes a staging dir for image name under the builder's
-// staging dir (on the images' filesystem, cleaned at daemon start).
-func (s *Service) newStaging(name string) (string, error) {
-	dir := filepath.Join(s.ImagesDir, "..", "staging")
-	if s.StagingDir != "" {
-		dir = s.StagingDir
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("creating staging dir: %w", err)
-	}
-	st, err := os.MkdirTemp(dir, name+"-")
-	if err != nil {
-		return "", fmt.Errorf("creating staging dir: %w", err)
-	}
-	return st, nil
-}
-
-// finish fingerprints the artefacts in staging, moves them to
-// ImagesDir/<name> and stores the image. img carries the name, parent,
-// source, recipe, kernel version, engines and features; paths and sizes
-// are filled here.
-func (s *Service) finish(ctx context.Context, staging string, img api.Image) (api.Image, error) {
-	fp, err := ArtefactFingerprint(img.Recipe, staging)
-	if err != nil {
-		return api.Image{}, err
-	}
-	final := filepath.Join(s.ImagesDir, img.Name)
-	d := Describe(final, staging)
-	d.Name, d.Fingerprint, d.Parent, d.Source, d.Recipe = img.Name, fp, img.Parent, img.Source, img.Recipe
-	d.KernelVersion, d.Engines, d.Features, d.Managed = img.KernelVersion, img.Engines, img.Features, true
-	d.CreatedAt = img.CreatedAt
-	if _, err := os.Stat(final); err == nil {
-		return api.Image{}, api.AlreadyExists("image directory %s already exists", final).
-			WithFix("pick another name, or delete the image first").WithAction("image delete", img.Name)
-	}
-	if err := os.Chmod(staging, 0o755); err != nil {
-		return api.Image{}, err
-	}
-	if err := os.Rename(staging, final); err != nil {
-		return api.Image{}, fmt.Errorf("moving the image into place: %w", err)
-	}
-	return s.store(ctx, d)
 }
