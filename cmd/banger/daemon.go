@@ -20,7 +20,7 @@ func daemonCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "daemon", Short: "Start, stop and inspect bangerd"}
 	cmd.AddCommand(
 		&cobra.Command{Use: "start", Short: "Start bangerd if it is not running", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonStart(cmd.Context()) }},
+			RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonStatus(cmd.Context()) }},
 		&cobra.Command{Use: "stop", Short: "Shut bangerd down cleanly (VMs keep running)", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonStop(cmd.Context()) }},
 		&cobra.Command{Use: "status", Short: "Show the daemon's status", Args: cobra.NoArgs,
@@ -34,38 +34,20 @@ func daemonCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-func (e *env) daemonStart(ctx context.Context) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	return e.daemonStatusWith(ctx, c)
-}
-
+// daemonStatus starts the daemon if needed (so it is also `daemon start`)
+// and prints its status.
 func (e *env) daemonStatus(ctx context.Context) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	return e.daemonStatusWith(ctx, c)
+	return show(ctx, e, func(c *client.Client) (api.DaemonStatus, error) { return c.Status(ctx) }, statusFields)
 }
 
-func (e *env) daemonStatusWith(ctx context.Context, c *client.Client) error {
-	st, err := c.Status(ctx)
-	if err != nil {
-		return err
-	}
-	if e.jsonOut {
-		return e.printJSON(st)
-	}
-	fields(e.stdout, [][2]string{
+func statusFields(w io.Writer, st api.DaemonStatus) {
+	fields(w, [][2]string{
 		{"version", st.Version}, {"pid", fmt.Sprint(st.PID)}, {"socket", st.SocketPath},
 		{"state dir", st.StateDir}, {"config", orDash(st.ConfigPath)},
 		{"started", st.StartedAt.Local().Format(time.RFC3339)},
 		{"vms", fmt.Sprintf("%d (%d running)", st.VMs, st.Running)}, {"images", fmt.Sprint(st.Images)},
 		{"engine", st.Engine}, {"accel", st.Accel}, {"disk driver", st.DiskDriver},
 	})
-	return nil
 }
 
 // daemonStop asks the daemon to shut down and waits for its socket to go.

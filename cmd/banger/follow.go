@@ -74,6 +74,30 @@ func (e *env) follow(ctx context.Context, c *client.Client, op api.Operation) (a
 	return final, err
 }
 
+// startOp gets a client, begins an operation with it and, once it is
+// begun, says what it does on stderr.
+func (e *env) startOp(ctx context.Context, what string, begin func(*client.Client) (api.Operation, error)) (*client.Client, api.Operation, error) {
+	c, err := e.client(ctx)
+	if err != nil {
+		return nil, api.Operation{}, err
+	}
+	op, err := begin(c)
+	if err != nil {
+		return nil, api.Operation{}, err
+	}
+	fmt.Fprintln(e.stderr, what)
+	return c, op, nil
+}
+
+// startAndRun is startOp then runOp with no typed result.
+func (e *env) startAndRun(ctx context.Context, what string, begin func(*client.Client) (api.Operation, error)) error {
+	c, op, err := e.startOp(ctx, what, begin)
+	if err != nil {
+		return err
+	}
+	return e.runOp(ctx, c, op, nil)
+}
+
 // runOp follows op and prints the result: with --json the final operation,
 // or (when result is non-nil) the operation's decoded result.
 func (e *env) runOp(ctx context.Context, c *client.Client, op api.Operation, result any) error {

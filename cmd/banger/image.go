@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/client"
 )
 
 func imageCmd(e *env) *cobra.Command {
@@ -90,65 +91,25 @@ func imageDeleteCmd(e *env) *cobra.Command {
 }
 
 func (e *env) imageList(ctx context.Context, tree bool) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	imgs, err := c.ListImages(ctx)
-	if err != nil {
-		return err
-	}
-	if e.jsonOut {
-		return e.printJSON(imgs)
-	}
+	text := imageTable
 	if tree {
-		imageTree(e.stdout, imgs)
-		return nil
+		text = imageTree
 	}
-	imageTable(e.stdout, imgs)
-	return nil
+	return show(ctx, e, func(c *client.Client) ([]api.Image, error) { return c.ListImages(ctx) }, text)
 }
 
 func (e *env) imageShow(ctx context.Context, name string) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	img, err := c.GetImage(ctx, name)
-	if err != nil {
-		return err
-	}
-	if e.jsonOut {
-		return e.printJSON(img)
-	}
-	imageFields(e.stdout, img)
-	return nil
+	return show(ctx, e, func(c *client.Client) (api.Image, error) { return c.GetImage(ctx, name) }, imageFields)
 }
 
 func (e *env) imageCreate(ctx context.Context, req api.ImageCreateRequest) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	op, err := c.CreateImage(ctx, req)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stderr, "creating image %s from debian %s\n", req.Name, req.Suite)
-	return e.runOp(ctx, c, op, nil)
+	return e.startAndRun(ctx, "creating image "+req.Name+" from debian "+req.Suite,
+		func(c *client.Client) (api.Operation, error) { return c.CreateImage(ctx, req) })
 }
 
 func (e *env) imageRegister(ctx context.Context, req api.ImageRegisterRequest) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	op, err := c.RegisterImage(ctx, req)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stderr, "registering image %s\n", req.Name)
-	return e.runOp(ctx, c, op, nil)
+	return e.startAndRun(ctx, "registering image "+req.Name,
+		func(c *client.Client) (api.Operation, error) { return c.RegisterImage(ctx, req) })
 }
 
 func (e *env) imageDelete(ctx context.Context, name string, force bool) error {

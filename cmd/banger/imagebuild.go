@@ -99,15 +99,10 @@ func imagePromoteCmd(e *env) *cobra.Command {
 // imageLongOp begins an image operation, follows it and prints the new
 // image's name (or, with --json, the image).
 func (e *env) imageLongOp(ctx context.Context, what string, begin func(*client.Client) (api.Operation, error)) error {
-	c, err := e.client(ctx)
+	c, op, err := e.startOp(ctx, what, begin)
 	if err != nil {
 		return err
 	}
-	op, err := begin(c)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stderr, what)
 	final, err := e.follow(ctx, c, op)
 	if err != nil {
 		return err

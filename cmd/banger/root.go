@@ -80,6 +80,31 @@ func (e *env) warnVersion(c *client.Client) {
 	}
 }
 
+// call gets a client for the daemon (starting it if needed) and calls fn
+// with it: the first two steps of nearly every command.
+func call[T any](ctx context.Context, e *env, fn func(*client.Client) (T, error)) (T, error) {
+	c, err := e.client(ctx)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return fn(c)
+}
+
+// show calls fn with a client and prints its result: as JSON with --json,
+// else with text on stdout.
+func show[T any](ctx context.Context, e *env, fn func(*client.Client) (T, error), text func(io.Writer, T)) error {
+	v, err := call(ctx, e, fn)
+	if err != nil {
+		return err
+	}
+	if e.jsonOut {
+		return e.printJSON(v)
+	}
+	text(e.stdout, v)
+	return nil
+}
+
 // printJSON writes v as indented JSON to stdout.
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.stdout)

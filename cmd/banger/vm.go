@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -176,35 +177,11 @@ func (e *env) vmAction(ctx context.Context, verb string, names []string, begin v
 }
 
 func (e *env) vmList(ctx context.Context) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	vms, err := c.ListVMs(ctx)
-	if err != nil {
-		return err
-	}
-	if e.jsonOut {
-		return e.printJSON(vms)
-	}
-	vmTable(e.stdout, vms)
-	return nil
+	return show(ctx, e, func(c *client.Client) ([]api.VM, error) { return c.ListVMs(ctx) }, vmTable)
 }
 
 func (e *env) vmShow(ctx context.Context, name string) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	d, err := c.GetVM(ctx, name)
-	if err != nil {
-		return err
-	}
-	if e.jsonOut {
-		return e.printJSON(d)
-	}
-	vmFields(e.stdout, d)
-	return nil
+	return show(ctx, e, func(c *client.Client) (api.VMDetail, error) { return c.GetVM(ctx, name) }, vmFields)
 }
 
 func vmEditCmd(e *env) *cobra.Command {
@@ -222,19 +199,9 @@ func vmEditCmd(e *env) *cobra.Command {
 			if req == (api.VMEditRequest{}) {
 				return api.Invalid("nothing to change").WithFix("pass --vcpus, --memory or --disk")
 			}
-			c, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			vm, err := c.EditVM(cmd.Context(), args[0], req)
-			if err != nil {
-				return err
-			}
-			if e.jsonOut {
-				return e.printJSON(vm)
-			}
-			vmTable(e.stdout, []api.VM{vm})
-			return nil
+			return show(cmd.Context(), e,
+				func(c *client.Client) (api.VM, error) { return c.EditVM(cmd.Context(), args[0], req) },
+				func(w io.Writer, vm api.VM) { vmTable(w, []api.VM{vm}) })
 		},
 	}
 	res.register(cmd)

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/client"
 	"banger/internal/feature"
 )
 
@@ -33,11 +34,7 @@ func vmFeatureCmd(e *env, d feature.Descriptor) *cobra.Command {
 // vmFeatureURLs prints the URLs of feature d in a running VM, by name
 // first, and opens the address form with xdg-open when a display is there.
 func (e *env) vmFeatureURLs(ctx context.Context, d feature.Descriptor, name string, open bool) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	vm, err := c.GetVM(ctx, name)
+	vm, err := call(ctx, e, func(c *client.Client) (api.VMDetail, error) { return c.GetVM(ctx, name) })
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/client"
 	"banger/internal/config"
 	"banger/internal/feature"
 )
@@ -51,11 +52,7 @@ func (e *env) vmSSH(ctx context.Context, name string, command []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	d, err := c.GetVM(ctx, name)
+	d, err := call(ctx, e, func(c *client.Client) (api.VMDetail, error) { return c.GetVM(ctx, name) })
 	if err != nil {
 		return err
 	}

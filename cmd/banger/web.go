@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/client"
 )
 
 func webCmd(e *env) *cobra.Command {
@@ -20,17 +24,6 @@ func webCmd(e *env) *cobra.Command {
 
 // webURL asks the daemon (starting it if needed) for the login URL.
 func (e *env) webURL(ctx context.Context) error {
-	c, err := e.client(ctx)
-	if err != nil {
-		return err
-	}
-	info, err := c.WebInfo(ctx)
-	if err != nil {
-		return err
-	}
-	if e.jsonOut {
-		return e.printJSON(info)
-	}
-	fmt.Fprintln(e.stdout, info.LoginURL)
-	return nil
+	return show(ctx, e, func(c *client.Client) (api.WebInfo, error) { return c.WebInfo(ctx) },
+		func(w io.Writer, info api.WebInfo) { fmt.Fprintln(w, info.LoginURL) })
 }
