@@ -170,12 +170,31 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	return nil
 }
 
+// get is a GET of path decoded into a T.
+func get[T any](ctx context.Context, c *Client, path string) (T, error) {
+	var v T
+	return v, c.call(ctx, http.MethodGet, path, nil, nil, &v)
+}
+
+// begin sends body to path and returns the operation it began.
+func (c *Client) begin(ctx context.Context, method, path string, body any) (api.Operation, error) {
+	var op api.Operation
+	return op, c.call(ctx, method, path, nil, body, &op)
+}
+
+// boolQuery is the query ?name=1 when on, else none.
+func boolQuery(name string, on bool) url.Values {
+	if !on {
+		return nil
+	}
+	return url.Values{name: {"1"}}
+}
+
 func esc(s string) string { return url.PathEscape(s) }
 
 // Status is GET /v1/status.
 func (c *Client) Status(ctx context.Context) (api.DaemonStatus, error) {
-	var s api.DaemonStatus
-	return s, c.call(ctx, http.MethodGet, "/v1/status", nil, nil, &s)
+	return get[api.DaemonStatus](ctx, c, "/v1/status")
 }
 
 // Shutdown asks the daemon to shut down cleanly (POST /v1/shutdown).
@@ -185,64 +204,51 @@ func (c *Client) Shutdown(ctx context.Context) error {
 
 // Doctor is GET /v1/doctor: the checks as the daemon sees them.
 func (c *Client) Doctor(ctx context.Context) (api.DoctorReport, error) {
-	var r api.DoctorReport
-	return r, c.call(ctx, http.MethodGet, "/v1/doctor", nil, nil, &r)
+	return get[api.DoctorReport](ctx, c, "/v1/doctor")
 }
 
 // ListImages is GET /v1/images.
 func (c *Client) ListImages(ctx context.Context) ([]api.Image, error) {
-	var l []api.Image
-	return l, c.call(ctx, http.MethodGet, "/v1/images", nil, nil, &l)
+	return get[[]api.Image](ctx, c, "/v1/images")
 }
 
 // GetImage is GET /v1/images/{name}.
 func (c *Client) GetImage(ctx context.Context, name string) (api.Image, error) {
-	var i api.Image
-	return i, c.call(ctx, http.MethodGet, "/v1/images/"+esc(name), nil, nil, &i)
+	return get[api.Image](ctx, c, "/v1/images/"+esc(name))
 }
 
 // CreateImage begins building an image; follow the returned operation.
 func (c *Client) CreateImage(ctx context.Context, req api.ImageCreateRequest) (api.Operation, error) {
-	var op api.Operation
-	return op, c.call(ctx, http.MethodPost, "/v1/images", nil, req, &op)
+	return c.begin(ctx, http.MethodPost, "/v1/images", req)
 }
 
 // RegisterImage begins adopting existing artefacts as an image.
 func (c *Client) RegisterImage(ctx context.Context, req api.ImageRegisterRequest) (api.Operation, error) {
-	var op api.Operation
-	return op, c.call(ctx, http.MethodPost, "/v1/images/register", nil, req, &op)
+	return c.begin(ctx, http.MethodPost, "/v1/images/register", req)
 }
 
 // DeleteImage deletes an image; force deletes it even if VMs use it.
 func (c *Client) DeleteImage(ctx context.Context, name string, force bool) error {
-	var q url.Values
-	if force {
-		q = url.Values{"force": {"1"}}
-	}
-	return c.call(ctx, http.MethodDelete, "/v1/images/"+esc(name), q, nil, nil)
+	return c.call(ctx, http.MethodDelete, "/v1/images/"+esc(name), boolQuery("force", force), nil, nil)
 }
 
 // ListVMs is GET /v1/vms.
 func (c *Client) ListVMs(ctx context.Context) ([]api.VM, error) {
-	var l []api.VM
-	return l, c.call(ctx, http.MethodGet, "/v1/vms", nil, nil, &l)
+	return get[[]api.VM](ctx, c, "/v1/vms")
 }
 
 // GetVM is GET /v1/vms/{name}.
 func (c *Client) GetVM(ctx context.Context, name string) (api.VMDetail, error) {
-	var d api.VMDetail
-	return d, c.call(ctx, http.MethodGet, "/v1/vms/"+esc(name), nil, nil, &d)
+	return get[api.VMDetail](ctx, c, "/v1/vms/"+esc(name))
 }
 
 // CreateVM begins creating (and starting) a VM.
 func (c *Client) CreateVM(ctx context.Context, req api.VMCreateRequest) (api.Operation, error) {
-	var op api.Operation
-	return op, c.call(ctx, http.MethodPost, "/v1/vms", nil, req, &op)
+	return c.begin(ctx, http.MethodPost, "/v1/vms", req)
 }
 
 func (c *Client) vmAction(ctx context.Context, name, action string) (api.Operation, error) {
-	var op api.Operation
-	return op, c.call(ctx, http.MethodPost, "/v1/vms/"+esc(name)+"/"+action, nil, struct{}{}, &op)
+	return c.begin(ctx, http.MethodPost, "/v1/vms/"+esc(name)+"/"+action, struct{}{})
 }
 
 // StartVM begins starting a VM.
@@ -262,8 +268,7 @@ func (c *Client) RestartVM(ctx context.Context, name string) (api.Operation, err
 
 // DeleteVM begins deleting a VM.
 func (c *Client) DeleteVM(ctx context.Context, name string) (api.Operation, error) {
-	var op api.Operation
-	return op, c.call(ctx, http.MethodDelete, "/v1/vms/"+esc(name), nil, nil, &op)
+	return c.begin(ctx, http.MethodDelete, "/v1/vms/"+esc(name), nil)
 }
 
 // EditVM changes a stopped VM's resources.
@@ -274,18 +279,13 @@ func (c *Client) EditVM(ctx context.Context, name string, req api.VMEditRequest)
 
 // Stats is GET /v1/vms/{name}/stats.
 func (c *Client) Stats(ctx context.Context, name string) (api.VMStats, error) {
-	var s api.VMStats
-	return s, c.call(ctx, http.MethodGet, "/v1/vms/"+esc(name)+"/stats", nil, nil, &s)
+	return get[api.VMStats](ctx, c, "/v1/vms/"+esc(name)+"/stats")
 }
 
 // Logs copies a VM's serial console to w; with follow it keeps copying until
 // ctx ends (which is then not an error).
 func (c *Client) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
-	var q url.Values
-	if follow {
-		q = url.Values{"follow": {"1"}}
-	}
-	resp, err := c.do(ctx, http.MethodGet, "/v1/vms/"+esc(name)+"/logs", q, nil)
+	resp, err := c.do(ctx, http.MethodGet, "/v1/vms/"+esc(name)+"/logs", boolQuery("follow", follow), nil)
 	if err != nil {
 		return err
 	}

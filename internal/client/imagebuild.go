@@ -11,12 +11,10 @@ import (
 // script); follow the returned operation, whose output lines are the
 // script's.
 func (c *Client) BuildImage(ctx context.Context, req api.ImageBuildRequest) (api.Operation, error) {
-	var op api.Operation
-	return op, c.call(ctx, http.MethodPost, "/v1/images/build", nil, req, &op)
+	return c.begin(ctx, http.MethodPost, "/v1/images/build", req)
 }
 
 // PromoteImage begins turning a stopped VM into an image.
 func (c *Client) PromoteImage(ctx context.Context, req api.ImagePromoteRequest) (api.Operation, error) {
-	var op api.Operation
-	return op, c.call(ctx, http.MethodPost, "/v1/images/promote", nil, req, &op)
+	return c.begin(ctx, http.MethodPost, "/v1/images/promote", req)
 }
