@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/golden"
 )
 
 // TestDeb builds the package with `make deb`, inspects it with dpkg-deb,
@@ -200,14 +202,14 @@ func installPurge(t *testing.T, deb string) {
 			t.Errorf("%s: %v %v", p, fi, err)
 		}
 	}
-	u, err := parseUnit(readFile(t, rootFile("lib/systemd/system/bangerd.service")))
+	u, err := parseUnit(golden.ReadFile(t, rootFile("lib/systemd/system/bangerd.service")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := u.one(t, "Service", "ExecStart"); got != "/usr/bin/bangerd --foreground" {
 		t.Errorf("packaged ExecStart=%s", got)
 	}
-	if readFile(t, rootFile("etc/banger/config.toml")) != readFile(t, filepath.Join(repoRoot(t), "config/config.sample.toml")) {
+	if golden.ReadFile(t, rootFile("etc/banger/config.toml")) != golden.ReadFile(t, filepath.Join(repoRoot(t), "config/config.sample.toml")) {
 		t.Error("/etc/banger/config.toml is not the sample config")
 	}
 	// postinst ran: the group and the enable link, inside the root only.
@@ -257,7 +259,7 @@ func installPurge(t *testing.T, deb string) {
 func checkGroup(t *testing.T, root string) {
 	t.Helper()
 	var lines []string
-	for _, l := range strings.Split(readFile(t, filepath.Join(root, "etc/group")), "\n") {
+	for _, l := range strings.Split(golden.ReadFile(t, filepath.Join(root, "etc/group")), "\n") {
 		if strings.HasPrefix(l, "banger:") {
 			lines = append(lines, l)
 		}
@@ -323,7 +325,7 @@ func hostState(t *testing.T) string {
 func TestDebBadInput(t *testing.T) {
 	needAmd64(t)
 	bin := binaries(t)
-	nfpm := regexp.MustCompile(`(?m)^\s*github.com/goreleaser/nfpm/v2 (v\S+)`).FindStringSubmatch(readFile(t, "tools/go.mod"))
+	nfpm := regexp.MustCompile(`(?m)^\s*github.com/goreleaser/nfpm/v2 (v\S+)`).FindStringSubmatch(golden.ReadFile(t, "tools/go.mod"))
 	if nfpm == nil {
 		t.Fatal("tools/go.mod does not require github.com/goreleaser/nfpm/v2")
 	}

@@ -131,12 +131,3 @@ func aptPackages(t *testing.T) []string {
 	}
 	return pkgs
 }
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}

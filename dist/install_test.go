@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"banger/internal/golden"
 )
 
 // TestMakeInstall runs `make install` and `make uninstall` into a temporary
@@ -13,7 +15,7 @@ import (
 // removes all but the config.
 func TestMakeInstall(t *testing.T) {
 	bin := binaries(t)
-	sample := readFile(t, filepath.Join(repoRoot(t), "config", "config.sample.toml"))
+	sample := golden.ReadFile(t, filepath.Join(repoRoot(t), "config", "config.sample.toml"))
 	for _, prefix := range []string{"/usr", "/opt/banger"} {
 		t.Run(strings.ReplaceAll(prefix, "/", "_"), func(t *testing.T) {
 			dest := t.TempDir()
@@ -31,7 +33,7 @@ func TestMakeInstall(t *testing.T) {
 				}
 			}
 			unitPath := filepath.Join(dest, "etc/systemd/system/bangerd.service")
-			unit := readFile(t, unitPath)
+			unit := golden.ReadFile(t, unitPath)
 			u, err := parseUnit(unit)
 			if err != nil {
 				t.Fatalf("installed unit: %v", err)
@@ -49,7 +51,7 @@ func TestMakeInstall(t *testing.T) {
 				t.Errorf("unit mode %v, want 0644", fi.Mode().Perm())
 			}
 			config := filepath.Join(dest, "etc/banger/config.toml")
-			if readFile(t, config) != sample {
+			if golden.ReadFile(t, config) != sample {
 				t.Error("/etc/banger/config.toml is not config/config.sample.toml")
 			}
 
@@ -59,7 +61,7 @@ func TestMakeInstall(t *testing.T) {
 				t.Fatal(err)
 			}
 			runMake(t, nil, append([]string{"install"}, vars...)...)
-			if readFile(t, config) != mine {
+			if golden.ReadFile(t, config) != mine {
 				t.Error("make install overwrote an existing /etc/banger/config.toml")
 			}
 

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/golden"
 )
 
 // unitFile is a parsed systemd unit: section → key → values in order.
@@ -79,7 +81,7 @@ func (u unitFile) one(t *testing.T, section, key string) string {
 
 func loadUnit(t *testing.T) (unitFile, string) {
 	t.Helper()
-	text := readFile(t, "bangerd.service")
+	text := golden.ReadFile(t, "bangerd.service")
 	u, err := parseUnit(text)
 	if err != nil {
 		t.Fatalf("bangerd.service: %v", err)
@@ -163,7 +165,7 @@ func TestUnitVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	unit := filepath.Join(t.TempDir(), "bangerd.service")
-	text := strings.ReplaceAll(readFile(t, "bangerd.service"), "@PREFIX@", prefix)
+	text := strings.ReplaceAll(golden.ReadFile(t, "bangerd.service"), "@PREFIX@", prefix)
 	if err := os.WriteFile(unit, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/golden"
 	"banger/internal/vmm"
 )
 
@@ -72,7 +73,7 @@ func TestSerialLogHoldsOnlyGuestOutput(t *testing.T) {
 		t.Fatalf("serial log before the guest booted = %q", b)
 	}
 	waitSerial(t, spec.SerialLog, "Linux version")
-	serial := readFile(t, spec.SerialLog)
+	serial := golden.ReadFile(t, spec.SerialLog)
 	if strings.Contains(serial, "Firecracker") || strings.Contains(serial, "API server") {
 		t.Errorf("firecracker's log lines reached the serial console: %q", serial)
 	}
@@ -116,8 +117,8 @@ func TestGuestRebootEndsFirecracker(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !strings.Contains(readFile(t, spec.SerialLog), "reboot: Restarting system") {
-		t.Errorf("serial log = %q", readFile(t, spec.SerialLog))
+	if !strings.Contains(golden.ReadFile(t, spec.SerialLog), "reboot: Restarting system") {
+		t.Errorf("serial log = %q", golden.ReadFile(t, spec.SerialLog))
 	}
 	if err := e.Stop(context.Background(), h, time.Second); err != nil {
 		t.Fatal(err)
@@ -138,11 +139,11 @@ func TestEachStartBeginsFreshLogs(t *testing.T) {
 		}
 	}
 	for _, p := range []string{apiLogPath(spec), apiLogPath(spec) + ".1"} {
-		if n := strings.Count(readFile(t, p), "Running Firecracker"); n != 1 {
+		if n := strings.Count(golden.ReadFile(t, p), "Running Firecracker"); n != 1 {
 			t.Errorf("%s holds %d runs' banners, want 1", p, n)
 		}
 	}
-	if n := strings.Count(readFile(t, spec.EngineLog), "API server listening"); n != 1 {
+	if n := strings.Count(golden.ReadFile(t, spec.EngineLog), "API server listening"); n != 1 {
 		t.Errorf("engine log holds %d runs, want 1", n)
 	}
 	if _, err := os.Stat(spec.MetricsPath + ".1"); err != nil {

@@ -31,7 +31,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"banger/internal/api"
@@ -60,10 +59,8 @@ type Config struct {
 
 // Engine is the Firecracker engine.
 type Engine struct {
-	cfg Config
-
-	infoOnce sync.Once
-	info     vmm.Info // set once by infoOnce
+	cfg  Config
+	info vmm.InfoOnce
 }
 
 var _ vmm.Engine = (*Engine)(nil)
@@ -81,8 +78,7 @@ func New(cfg Config) *Engine {
 
 // Info reports the binary and its version (looked up once).
 func (e *Engine) Info() vmm.Info {
-	e.infoOnce.Do(func() { e.info = e.probe() })
-	return e.info
+	return e.info.Get(e.probe)
 }
 
 func (e *Engine) probe() vmm.Info {
@@ -104,15 +100,13 @@ func (e *Engine) probe() vmm.Info {
 		}
 	}
 	if info.Version == "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, path, "--version").Output()
+		out, err := vmm.BinaryVersion(path)
 		if err != nil {
-			info.Reason = fmt.Sprintf("%s --version failed: %v", path, err)
+			info.Reason = err.Error()
 			return info
 		}
 		// "Firecracker v1.16.1"
-		if f := strings.Fields(string(out)); len(f) >= 2 {
+		if f := strings.Fields(out); len(f) >= 2 {
 			info.Version = strings.TrimPrefix(f[1], "v")
 		}
 	}
@@ -304,17 +298,11 @@ func marker(h vmm.Handles) string {
 // already rebooted has ended Firecracker; one that halted (powered off)
 // ignores the keys and is killed after timeout.
 func (e *Engine) Stop(ctx context.Context, h vmm.Handles, timeout time.Duration) error {
-	if e.Alive(h) {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := newClient(h.APISocket).do(cctx, http.MethodPut, "/actions", action{ActionType: "SendCtrlAltDel"}, nil)
-		cancel()
-		if err != nil {
-			slog.Debug("firecracker SendCtrlAltDel failed; killing", "pid", h.PID, "err", err)
-			timeout = 0
-		}
-		if err := proc.StopOrKill(ctx, h.PID, marker(h), timeout); err != nil {
-			return fmt.Errorf("stopping firecracker pid %d: %w", h.PID, err)
-		}
+	ctrlAltDel := func(ctx context.Context) error {
+		return newClient(h.APISocket).do(ctx, http.MethodPut, "/actions", action{ActionType: "SendCtrlAltDel"}, nil)
+	}
+	if err := proc.AskThenStop(ctx, h.PID, marker(h), timeout, ctrlAltDel); err != nil {
+		return fmt.Errorf("stopping firecracker pid %d: %w", h.PID, err)
 	}
 	cleanup(h)
 	return nil
@@ -341,25 +329,21 @@ func cleanup(h vmm.Handles) {
 // State asks the API (GET /). A gone process is StateStopped, and so is a
 // process whose guest was never started.
 func (e *Engine) State(ctx context.Context, h vmm.Handles) (vmm.State, error) {
-	if !e.Alive(h) {
-		return vmm.StateStopped, nil
-	}
-	var info instanceInfo
-	if err := newClient(h.APISocket).do(ctx, http.MethodGet, "/", nil, &info); err != nil {
-		if !e.Alive(h) {
+	return vmm.AskState(func() bool { return e.Alive(h) }, func() (vmm.State, error) {
+		var info instanceInfo
+		if err := newClient(h.APISocket).do(ctx, http.MethodGet, "/", nil, &info); err != nil {
+			return vmm.StateUnknown, fmt.Errorf("asking firecracker pid %d for its state: %w", h.PID, err)
+		}
+		switch info.State {
+		case "Running":
+			return vmm.StateRunning, nil
+		case "Paused":
+			return vmm.StatePaused, nil
+		case "Not started":
 			return vmm.StateStopped, nil
 		}
-		return vmm.StateUnknown, fmt.Errorf("asking firecracker pid %d for its state: %w", h.PID, err)
-	}
-	switch info.State {
-	case "Running":
-		return vmm.StateRunning, nil
-	case "Paused":
-		return vmm.StatePaused, nil
-	case "Not started":
-		return vmm.StateStopped, nil
-	}
-	return vmm.StateUnknown, nil
+		return vmm.StateUnknown, nil
+	})
 }
 
 // Alive reports whether the Firecracker in h still runs.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,11 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/api"
+	"banger/internal/golden"
 	"banger/internal/vmm"
 	"banger/internal/vmm/firecracker/fctest"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // fakeEnv makes this test binary run as the fake firecracker executable.
 const fakeEnv = "BANGER_FAKE_FIRECRACKER"
@@ -103,17 +101,17 @@ func TestStartStateStop(t *testing.T) {
 		t.Errorf("Stop took %v for a guest that powers off", d)
 	}
 	checkGone(t, e, h)
-	if serial := readFile(t, spec.SerialLog); !strings.HasPrefix(serial, "[    0.000000] Linux version") || !strings.Contains(serial, "reboot: Restarting system") {
+	if serial := golden.ReadFile(t, spec.SerialLog); !strings.HasPrefix(serial, "[    0.000000] Linux version") || !strings.Contains(serial, "reboot: Restarting system") {
 		t.Errorf("serial log (firecracker stdout) = %q, want only the guest's lines, ending in its reboot", serial)
 	}
-	if log := readFile(t, spec.EngineLog); !strings.Contains(log, "API server listening") {
+	if log := golden.ReadFile(t, spec.EngineLog); !strings.Contains(log, "API server listening") {
 		t.Errorf("engine log (firecracker stderr) = %q", log)
 	}
-	apiLog := readFile(t, apiLogPath(spec))
+	apiLog := golden.ReadFile(t, apiLogPath(spec))
 	if !strings.Contains(apiLog, "Running Firecracker v") || !strings.Contains(apiLog, `request on "/actions"`) {
 		t.Errorf("firecracker's own log = %q, want its banner and the requests", apiLog)
 	}
-	golden(t, "testdata/start-stop.golden", requestLog(t, reqLog, spec.VMDir))
+	golden.Check(t, "testdata/start-stop.golden", requestLog(t, reqLog, spec.VMDir))
 }
 
 func TestStopKillsGuestThatIgnoresCtrlAltDel(t *testing.T) {
@@ -222,9 +220,9 @@ func TestJailPlanGolden(t *testing.T) {
 	e := New(Config{Binary: "/usr/local/bin/firecracker", JailerBinary: "/usr/local/bin/jailer", JailerUID: 990, JailerGID: 990, ChrootBase: "/var/lib/banger/jail"})
 	p := e.planJail(spec)
 	b, _ := json.MarshalIndent(p, "", "  ")
-	golden(t, "testdata/jail-plan.golden", string(b)+"\n")
+	golden.Check(t, "testdata/jail-plan.golden", string(b)+"\n")
 	b, _ = json.MarshalIndent(configRequests(spec, p.Paths), "", "  ")
-	golden(t, "testdata/jail-requests.golden", string(b)+"\n")
+	golden.Check(t, "testdata/jail-requests.golden", string(b)+"\n")
 	if l := e.planLaunch(spec); l.binary != "/usr/local/bin/jailer" || l.marker != "\x00--id\x00fc1\x00" {
 		t.Errorf("launch = %+v", l)
 	}
@@ -306,28 +304,3 @@ func requestLog(t *testing.T, path, vmDir string) string {
 }
 
 func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s differs (go test -update rewrites it)\n--- got\n%s--- want\n%s", path, got, want)
-	}
-}

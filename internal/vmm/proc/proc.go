@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
@@ -261,6 +262,23 @@ func StopOrKill(ctx context.Context, pid int, marker string, timeout time.Durati
 		return nil
 	}
 	return kill(ctx, pid, start)
+}
+
+// AskThenStop ends a live process the way both engines stop a guest: ask
+// it (bounded to 2s) to shut down, wait up to timeout, then SIGKILL. When
+// asking fails it kills at once. A process already gone is no error.
+func AskThenStop(ctx context.Context, pid int, marker string, timeout time.Duration, ask func(context.Context) error) error {
+	if !Alive(pid, marker) {
+		return nil
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := ask(actx)
+	cancel()
+	if err != nil {
+		slog.Debug("asking the engine to stop failed; killing", "pid", pid, "err", err)
+		timeout = 0
+	}
+	return StopOrKill(ctx, pid, marker, timeout)
 }
 
 // Tail returns up to the last n bytes of the file at path, trimmed, for

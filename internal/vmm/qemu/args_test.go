@@ -1,17 +1,14 @@
 package qemu
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"banger/internal/api"
+	"banger/internal/golden"
 	"banger/internal/vmm"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 func baseSpec() vmm.Spec {
 	return vmm.Spec{
@@ -52,7 +49,7 @@ func TestArgsGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join("testdata", tt.name+".golden"), strings.Join(args, "\n")+"\n")
+			golden.Check(t, filepath.Join("testdata", tt.name+".golden"), strings.Join(args, "\n")+"\n")
 		})
 	}
 }
@@ -104,21 +101,5 @@ func TestInfo(t *testing.T) {
 	}
 	if info := New(Config{Accel: "kvm", VhostVsock: true}).Info(); info.AgentTransport != vmm.TransportVsock || info.Name != vmm.QEMU {
 		t.Errorf("Info with vhost-vsock = %+v", info)
-	}
-}
-
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s differs (go test -update rewrites it)\n--- got\n%s--- want\n%s", path, got, want)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"banger/internal/golden"
 	"banger/internal/vmm"
 	"banger/internal/vmm/proc"
 )
@@ -101,7 +102,7 @@ func TestIntegrationBoot(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("graceful Stop took %v", time.Since(t1))
-		if !strings.Contains(readFile(t, spec.SerialLog), "BANGER-POWERDOWN") {
+		if !strings.Contains(golden.ReadFile(t, spec.SerialLog), "BANGER-POWERDOWN") {
 			t.Error("guest did not see the power button (no BANGER-POWERDOWN in the serial log)")
 		}
 		checkGone(t, env.engine, h)

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"time"
 
 	"banger/internal/api"
@@ -41,10 +40,8 @@ type Config struct {
 
 // Engine is the QEMU engine.
 type Engine struct {
-	cfg Config
-
-	infoOnce sync.Once
-	info     vmm.Info // set once by infoOnce
+	cfg  Config
+	info vmm.InfoOnce
 }
 
 var _ vmm.Engine = (*Engine)(nil)
@@ -60,8 +57,7 @@ func New(cfg Config) *Engine {
 // Info reports the binary, its version and what guests of this engine use.
 // The binary is looked up (and asked its version) once.
 func (e *Engine) Info() vmm.Info {
-	e.infoOnce.Do(func() { e.info = e.probe() })
-	return e.info
+	return e.info.Get(e.probe)
 }
 
 func (e *Engine) probe() vmm.Info {
@@ -77,15 +73,13 @@ func (e *Engine) probe() vmm.Info {
 		return info
 	}
 	info.Binary = path
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	out, err := vmm.BinaryVersion(path)
 	if err != nil {
-		info.Reason = fmt.Sprintf("%s --version failed: %v", path, err)
+		info.Reason = err.Error()
 		return info
 	}
 	// "QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)"
-	if f := strings.Fields(string(out)); len(f) >= 4 {
+	if f := strings.Fields(out); len(f) >= 4 {
 		info.Version = f[3]
 	}
 	if err := e.checkConfig(); err != nil {
@@ -209,17 +203,9 @@ func checkFiles(spec vmm.Spec) error {
 // Stop asks the guest to power off (ACPI power button via QMP
 // system_powerdown) and kills QEMU when it is still there after timeout.
 func (e *Engine) Stop(ctx context.Context, h vmm.Handles, timeout time.Duration) error {
-	if proc.Alive(h.PID, h.APISocket) {
-		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := qmpDo(qctx, h.APISocket, "system_powerdown", nil)
-		cancel()
-		if err != nil {
-			slog.Debug("qmp system_powerdown failed; killing", "pid", h.PID, "err", err)
-			timeout = 0
-		}
-		if err := proc.StopOrKill(ctx, h.PID, h.APISocket, timeout); err != nil {
-			return fmt.Errorf("stopping qemu pid %d: %w", h.PID, err)
-		}
+	powerdown := func(ctx context.Context) error { return qmpDo(ctx, h.APISocket, "system_powerdown", nil) }
+	if err := proc.AskThenStop(ctx, h.PID, h.APISocket, timeout, powerdown); err != nil {
+		return fmt.Errorf("stopping qemu pid %d: %w", h.PID, err)
 	}
 	cleanup(h)
 	return nil
@@ -242,17 +228,13 @@ func cleanup(h vmm.Handles) {
 // State asks QMP what the guest is doing. A process that is gone is
 // StateStopped.
 func (e *Engine) State(ctx context.Context, h vmm.Handles) (vmm.State, error) {
-	if !proc.Alive(h.PID, h.APISocket) {
-		return vmm.StateStopped, nil
-	}
-	status, err := queryStatus(ctx, h.APISocket)
-	if err != nil {
-		if !proc.Alive(h.PID, h.APISocket) {
-			return vmm.StateStopped, nil
+	return vmm.AskState(func() bool { return e.Alive(h) }, func() (vmm.State, error) {
+		status, err := queryStatus(ctx, h.APISocket)
+		if err != nil {
+			return vmm.StateUnknown, fmt.Errorf("asking qemu pid %d for its state: %w", h.PID, err)
 		}
-		return vmm.StateUnknown, fmt.Errorf("asking qemu pid %d for its state: %w", h.PID, err)
-	}
-	return mapStatus(status), nil
+		return mapStatus(status), nil
+	})
 }
 
 // mapStatus maps QEMU's RunState names to vmm.State.
