@@ -108,41 +108,36 @@ func (c Config) subnetProblems() []problem {
 }
 
 func (c Config) webProblems() []problem {
-	if c.WebListen == "" {
-		return nil // web UI off
+	return listenProblems("web_listen", c.WebListen, "127.0.0.1:7070", c.WebAllowRemote,
+		"%q is not a loopback address; the web UI has no login, so set web_allow_remote = true only if you mean it")
+}
+
+// listenProblems checks an optional listen address (key = addr): off when
+// empty, host:port (like example) when set, and a loopback address unless
+// allowRemote; remote is the message (with %q for addr) when it is not.
+func listenProblems(key, addr, example string, allowRemote bool, remote string) []problem {
+	if addr == "" {
+		return nil // listener off
 	}
-	host, port, err := net.SplitHostPort(c.WebListen)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil || port == "" {
-		return []problem{{"web_listen", fmt.Sprintf("%q is not host:port, e.g. 127.0.0.1:7070", c.WebListen)}}
+		return []problem{{key, fmt.Sprintf("%q is not host:port, e.g. %s", addr, example)}}
 	}
-	if c.WebAllowRemote {
+	if allowRemote {
 		return nil
 	}
 	ip, err := netip.ParseAddr(host)
 	if host == "localhost" || (err == nil && ip.IsLoopback()) {
 		return nil
 	}
-	return []problem{{"web_listen", fmt.Sprintf("%q is not a loopback address; the web UI has no login, so set web_allow_remote = true only if you mean it", c.WebListen)}}
+	return []problem{{key, fmt.Sprintf(remote, addr)}}
 }
 
 // metricsProblems mirrors webProblems for metrics_listen, which has no token
 // at all: a non-loopback address needs metrics_allow_remote.
 func (c Config) metricsProblems() []problem {
-	if c.MetricsListen == "" {
-		return nil // metrics listener off
-	}
-	host, port, err := net.SplitHostPort(c.MetricsListen)
-	if err != nil || port == "" {
-		return []problem{{"metrics_listen", fmt.Sprintf("%q is not host:port, e.g. 127.0.0.1:9470", c.MetricsListen)}}
-	}
-	if c.MetricsAllowRemote {
-		return nil
-	}
-	ip, err := netip.ParseAddr(host)
-	if host == "localhost" || (err == nil && ip.IsLoopback()) {
-		return nil
-	}
-	return []problem{{"metrics_listen", fmt.Sprintf("%q is not a loopback address and metrics_listen has no token; "+
-		"use a loopback address such as 127.0.0.1:9470 (scrape it through the web UI's /metrics with its token from elsewhere), "+
-		"or set metrics_allow_remote = true if every machine that can reach it may read VM names and counters", c.MetricsListen)}}
+	return listenProblems("metrics_listen", c.MetricsListen, "127.0.0.1:9470", c.MetricsAllowRemote,
+		"%q is not a loopback address and metrics_listen has no token; "+
+			"use a loopback address such as 127.0.0.1:9470 (scrape it through the web UI's /metrics with its token from elsewhere), "+
+			"or set metrics_allow_remote = true if every machine that can reach it may read VM names and counters")
 }

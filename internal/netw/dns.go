@@ -173,41 +173,33 @@ func (s *dnsServer) answer(req *dns.Msg, network string) *dns.Msg {
 }
 
 func (s *dnsServer) answerHost(req *dns.Msg, q dns.Question) *dns.Msg {
-	resp := new(dns.Msg).SetReply(req)
-	resp.Authoritative, resp.RecursionAvailable = true, true
 	s.mu.Lock()
 	ip, ok := s.hosts[hostKey(q.Name)]
 	s.mu.Unlock()
-	if !ok {
+	return authoritative(req, q, ok, dns.TypeA, func(hdr dns.RR_Header) dns.RR { return &dns.A{Hdr: hdr, A: ip.AsSlice()} })
+}
+
+// authoritative is the answer for a name in our zone: NXDOMAIN when it is
+// not found, the record rr makes when q asks for its type (or ANY), else
+// NOERROR with no data.
+func authoritative(req *dns.Msg, q dns.Question, found bool, rrtype uint16, rr func(dns.RR_Header) dns.RR) *dns.Msg {
+	resp := new(dns.Msg).SetReply(req)
+	resp.Authoritative, resp.RecursionAvailable = true, true
+	if !found {
 		resp.Rcode = dns.RcodeNameError
 		return resp
 	}
-	if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
-		resp.Answer = append(resp.Answer, &dns.A{
-			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: hostTTL},
-			A:   ip.AsSlice(),
-		})
+	if q.Qtype == rrtype || q.Qtype == dns.TypeANY {
+		resp.Answer = append(resp.Answer, rr(dns.RR_Header{Name: q.Name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: hostTTL}))
 	}
-	return resp // other types: NOERROR, no data
+	return resp
 }
 
 func (s *dnsServer) answerPTR(req *dns.Msg, q dns.Question, ip netip.Addr) *dns.Msg {
-	resp := new(dns.Msg).SetReply(req)
-	resp.Authoritative, resp.RecursionAvailable = true, true
 	s.mu.Lock()
 	host, ok := s.names[ip]
 	s.mu.Unlock()
-	if !ok {
-		resp.Rcode = dns.RcodeNameError
-		return resp
-	}
-	if q.Qtype == dns.TypePTR || q.Qtype == dns.TypeANY {
-		resp.Answer = append(resp.Answer, &dns.PTR{
-			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: hostTTL},
-			Ptr: host + "." + vmZone,
-		})
-	}
-	return resp
+	return authoritative(req, q, ok, dns.TypePTR, func(hdr dns.RR_Header) dns.RR { return &dns.PTR{Hdr: hdr, Ptr: host + "." + vmZone} })
 }
 
 // ptrAddr parses d.c.b.a.in-addr.arpa. into a.b.c.d.
