@@ -8,25 +8,35 @@ import (
 	"banger/internal/progress"
 )
 
-func (d *Daemon) listImages(w http.ResponseWriter, r *http.Request) error {
-	imgs, err := d.images.List(r.Context())
+// serveList answers with what list returns (an empty list as [], never null).
+func serveList[T any](w http.ResponseWriter, r *http.Request, list func(context.Context) ([]T, error)) error {
+	l, err := list(r.Context())
 	if err != nil {
 		return err
 	}
-	if imgs == nil {
-		imgs = []api.Image{}
+	if l == nil {
+		l = []T{}
 	}
-	writeJSON(w, http.StatusOK, imgs)
+	writeJSON(w, http.StatusOK, l)
 	return nil
 }
 
-func (d *Daemon) getImage(w http.ResponseWriter, r *http.Request) error {
-	img, err := d.images.Get(r.Context(), r.PathValue("name"))
+// serveNamed answers with what get returns for the {name} in the path.
+func serveNamed[T any](w http.ResponseWriter, r *http.Request, get func(context.Context, string) (T, error)) error {
+	v, err := get(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, img)
+	writeJSON(w, http.StatusOK, v)
 	return nil
+}
+
+func (d *Daemon) listImages(w http.ResponseWriter, r *http.Request) error {
+	return serveList(w, r, d.images.List)
+}
+
+func (d *Daemon) getImage(w http.ResponseWriter, r *http.Request) error {
+	return serveNamed(w, r, d.images.Get)
 }
 
 func (d *Daemon) deleteImage(w http.ResponseWriter, r *http.Request) error {
@@ -39,24 +49,11 @@ func (d *Daemon) deleteImage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) listVMs(w http.ResponseWriter, r *http.Request) error {
-	vms, err := d.vms.List(r.Context())
-	if err != nil {
-		return err
-	}
-	if vms == nil {
-		vms = []api.VM{}
-	}
-	writeJSON(w, http.StatusOK, vms)
-	return nil
+	return serveList(w, r, d.vms.List)
 }
 
 func (d *Daemon) getVM(w http.ResponseWriter, r *http.Request) error {
-	det, err := d.vms.Detail(r.Context(), r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, det)
-	return nil
+	return serveNamed(w, r, d.vms.Detail)
 }
 
 // vmAction serves start/stop/restart, which share a shape.
@@ -90,12 +87,7 @@ func (d *Daemon) editVM(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) vmStats(w http.ResponseWriter, r *http.Request) error {
-	st, err := d.vms.Stats(r.Context(), r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, st)
-	return nil
+	return serveNamed(w, r, d.vms.Stats)
 }
 
 func queryBool(r *http.Request, key string) bool {
