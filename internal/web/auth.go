@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"banger/internal/api"
+	"banger/internal/loopback"
 )
 
 // CookieName is the cookie /login sets to the token.
@@ -75,34 +76,11 @@ func LoadOrCreateToken(path string) (string, error) {
 // a loopback address or localhost, and the address actually bound is
 // checked again (a name could resolve elsewhere).
 func Listen(addr string, allowRemote bool) (net.Listener, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, api.Invalid("web_listen %q is not host:port: %w", addr, err).
-			WithFix("use e.g. web_listen = \"127.0.0.1:7070\"")
-	}
-	remoteFix := "use a loopback address such as 127.0.0.1:7070, or set web_allow_remote = true to accept other machines (the token is then the only guard)"
-	if !allowRemote && !loopbackHost(host) {
-		return nil, api.FailedPrecondition("web_listen %s is not a loopback address", addr).WithFix(remoteFix)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, api.Unavailable("web UI cannot listen on %s: %w", addr, err).
-			WithFix("free the port or set web_listen to another address (empty turns the web UI off)")
-	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); !allowRemote && (!ok || !tcp.IP.IsLoopback()) {
-		_ = ln.Close()
-		return nil, api.FailedPrecondition("web_listen %s bound %s, which is not loopback", addr, ln.Addr()).WithFix(remoteFix)
-	}
-	return ln, nil
-}
-
-// loopbackHost reports whether host (no port) names this machine's loopback.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
+	return loopback.Listen(addr, allowRemote, loopback.Words{
+		Key: "web_listen", Example: "127.0.0.1:7070", Who: "web UI",
+		RemoteFix: "use a loopback address such as 127.0.0.1:7070, or set web_allow_remote = true to accept other machines (the token is then the only guard)",
+		BusyFix:   "free the port or set web_listen to another address (empty turns the web UI off)",
+	})
 }
 
 // guard sets the security headers on every answer and refuses a Host that
@@ -117,11 +95,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "+
 			"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 		if !s.opts.AllowRemote {
-			host := r.Host
-			if hh, _, err := net.SplitHostPort(r.Host); err == nil {
-				host = hh
-			}
-			if !loopbackHost(host) {
+			if !loopback.Request(r) {
 				writeError(w, r, http.StatusForbidden, api.Invalid("host %q is not this machine's loopback", r.Host).
 					WithFix("open the UI as http://127.0.0.1:PORT or http://localhost:PORT (banger web url prints it)"))
 				return
