@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"banger/internal/api"
+	"banger/internal/loopback/loopbacktest"
 	"banger/internal/metrics"
 	"banger/internal/progress"
 )
@@ -213,37 +214,7 @@ func TestStoreErrorKeepsTheRest(t *testing.T) {
 }
 
 func TestListen(t *testing.T) {
-	tests := []struct {
-		addr   string
-		remote bool
-		kind   api.Kind // "" = success
-	}{
-		{"127.0.0.1:0", false, ""},
-		{"localhost:0", false, ""},
-		{"0.0.0.0:0", false, api.KindFailedPrecondition},
-		{":0", false, api.KindFailedPrecondition},
-		{"9470", false, api.KindInvalid},
-		{"0.0.0.0:0", true, ""},
-	}
-	for _, tt := range tests {
-		ln, err := metrics.Listen(tt.addr, tt.remote)
-		if tt.kind == "" {
-			if err != nil {
-				t.Errorf("Listen(%q, %v): %v", tt.addr, tt.remote, err)
-			} else {
-				ln.Close()
-			}
-			continue
-		}
-		if err == nil {
-			ln.Close()
-			t.Errorf("Listen(%q, %v) succeeded, want %s", tt.addr, tt.remote, tt.kind)
-			continue
-		}
-		if api.KindOf(err) != tt.kind || api.AsError(err).Fix == "" {
-			t.Errorf("Listen(%q, %v) = %v, want %s with a fix", tt.addr, tt.remote, err, tt.kind)
-		}
-	}
+	loopbacktest.Listen(t, metrics.Listen, "9470")
 }
 
 func TestListenerHandler(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/loopback/loopbacktest"
 )
 
 // fakeAPI stands in for the daemon's /v1 handler: it answers GET /v1/vms
@@ -95,38 +96,7 @@ func TestLoadOrCreateToken(t *testing.T) {
 }
 
 func TestListen(t *testing.T) {
-	tests := []struct {
-		addr   string
-		remote bool
-		kind   api.Kind // "" = success
-	}{
-		{"127.0.0.1:0", false, ""},
-		{"localhost:0", false, ""},
-		{"0.0.0.0:0", false, api.KindFailedPrecondition},
-		{":0", false, api.KindFailedPrecondition},
-		{"192.0.2.1:0", false, api.KindFailedPrecondition},
-		{"7070", false, api.KindInvalid},
-		{"0.0.0.0:0", true, ""},
-	}
-	for _, tt := range tests {
-		ln, err := Listen(tt.addr, tt.remote)
-		if tt.kind == "" {
-			if err != nil {
-				t.Errorf("Listen(%q, %v): %v", tt.addr, tt.remote, err)
-				continue
-			}
-			ln.Close()
-			continue
-		}
-		if err == nil {
-			ln.Close()
-			t.Errorf("Listen(%q, %v) succeeded, want %s", tt.addr, tt.remote, tt.kind)
-			continue
-		}
-		if api.KindOf(err) != tt.kind || api.AsError(err).Fix == "" {
-			t.Errorf("Listen(%q, %v) = %v (kind %s), want %s with a fix", tt.addr, tt.remote, err, api.KindOf(err), tt.kind)
-		}
-	}
+	loopbacktest.Listen(t, Listen, "7070")
 }
 
 func TestAuthCSRFAndRebinding(t *testing.T) {
