@@ -64,34 +64,29 @@ func imageNotFound(nameOrID string) error {
 
 // GetImage returns the image with that name or ID.
 func (s *Store) GetImage(ctx context.Context, nameOrID string) (api.Image, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT `+imageColumns+` FROM images WHERE name = ?1 OR id = ?1
+	return getByNameOrID(ctx, s.db, "images", imageColumns, nameOrID, scanImage, imageNotFound)
+}
+
+// getByNameOrID reads the row of table whose name (first) or id is
+// nameOrID; none is notFound(nameOrID).
+func getByNameOrID[T any](ctx context.Context, q querier, table, columns, nameOrID string,
+	scan func(scanner) (T, error), notFound func(string) error) (T, error) {
+	row := q.QueryRowContext(ctx, `SELECT `+columns+` FROM `+table+` WHERE name = ?1 OR id = ?1
 		ORDER BY name = ?1 DESC LIMIT 1`, nameOrID)
-	img, err := scanImage(row)
+	v, err := scan(row)
+	var zero T
 	if errors.Is(err, sql.ErrNoRows) {
-		return api.Image{}, imageNotFound(nameOrID)
+		return zero, notFound(nameOrID)
 	}
 	if err != nil {
-		return api.Image{}, fmt.Errorf("reading image %s: %w", nameOrID, err)
+		return zero, fmt.Errorf("reading %s %s: %w", strings.TrimSuffix(table, "s"), nameOrID, err)
 	}
-	return img, nil
+	return v, nil
 }
 
 // ListImages returns every image, ordered by name.
 func (s *Store) ListImages(ctx context.Context) ([]api.Image, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+imageColumns+` FROM images ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("listing images: %w", err)
-	}
-	defer rows.Close()
-	var out []api.Image
-	for rows.Next() {
-		img, err := scanImage(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing images: %w", err)
-		}
-		out = append(out, img)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "listing images", scanImage, `SELECT `+imageColumns+` FROM images ORDER BY name`)
 }
 
 // UpdateImage overwrites the record with img.ID. A missing ID is NotFound; a
@@ -179,20 +174,35 @@ func (s *Store) ImageChildren(ctx context.Context, name string) ([]string, error
 }
 
 func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
+	return queryAll(ctx, q, "querying", scanOne[string], query, args...)
+}
+
+// queryAll runs query and returns each row as scan reads it; its errors
+// begin with what.
+func queryAll[T any](ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, what string, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("querying: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, fmt.Errorf("querying: %w", err)
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		out = append(out, s)
+		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+// scanOne reads a row of one column.
+func scanOne[T any](sc scanner) (T, error) {
+	var v T
+	err := sc.Scan(&v)
+	return v, err
 }
 
 func exists(ctx context.Context, q querier, query string, args ...any) (bool, error) {

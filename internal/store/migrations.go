@@ -170,20 +170,7 @@ func dropColumnIfExists(ctx context.Context, tx *sql.Tx, table, column string) e
 func appliedIDs(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }) ([]int, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id FROM schema_migrations ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("reading schema_migrations: %w", err)
-	}
-	defer rows.Close()
-	var ids []int
-	for rows.Next() {
-		var id int
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("reading schema_migrations: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return queryAll(ctx, q, "reading schema_migrations", scanOne[int], `SELECT id FROM schema_migrations ORDER BY id`)
 }
 
 // migrate applies, in order, every migration in list that is not recorded

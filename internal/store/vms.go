@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -161,34 +160,12 @@ func freeCIDLocked(ctx context.Context, tx *sql.Tx, min uint32) (uint32, error) 
 
 // GetVM returns the VM with that name or ID.
 func (s *Store) GetVM(ctx context.Context, nameOrID string) (api.VM, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE name = ?1 OR id = ?1
-		ORDER BY name = ?1 DESC LIMIT 1`, nameOrID)
-	vm, err := scanVM(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return api.VM{}, vmNotFound(nameOrID)
-	}
-	if err != nil {
-		return api.VM{}, fmt.Errorf("reading vm %s: %w", nameOrID, err)
-	}
-	return vm, nil
+	return getByNameOrID(ctx, s.db, "vms", vmColumns, nameOrID, scanVM, vmNotFound)
 }
 
 // ListVMs returns every VM, ordered by name.
 func (s *Store) ListVMs(ctx context.Context) ([]api.VM, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+vmColumns+` FROM vms ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("listing vms: %w", err)
-	}
-	defer rows.Close()
-	var out []api.VM
-	for rows.Next() {
-		vm, err := scanVM(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing vms: %w", err)
-		}
-		out = append(out, vm)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, "listing vms", scanVM, `SELECT `+vmColumns+` FROM vms ORDER BY name`)
 }
 
 // UpdateVM overwrites the whole record with vm.ID, Runtime included, and
