@@ -19,12 +19,9 @@ import (
 func daemonCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "daemon", Short: "Start, stop and inspect bangerd"}
 	cmd.AddCommand(
-		&cobra.Command{Use: "start", Short: "Start bangerd if it is not running", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonStatus(cmd.Context()) }},
-		&cobra.Command{Use: "stop", Short: "Shut bangerd down cleanly (VMs keep running)", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonStop(cmd.Context()) }},
-		&cobra.Command{Use: "status", Short: "Show the daemon's status", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonStatus(cmd.Context()) }},
+		noArgsCmd("start", "Start bangerd if it is not running", e.daemonStatus),
+		noArgsCmd("stop", "Shut bangerd down cleanly (VMs keep running)", e.daemonStop),
+		noArgsCmd("status", "Show the daemon's status", e.daemonStatus),
 	)
 	var follow bool
 	logs := &cobra.Command{Use: "logs", Short: "Print the daemon's log", Args: cobra.NoArgs,

@@ -12,12 +12,7 @@ import (
 )
 
 func doctorCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "doctor",
-		Short: "Check that this host can run banger (no daemon needed)",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return e.doctor(cmd.Context()) },
-	}
+	return noArgsCmd("doctor", "Check that this host can run banger (no daemon needed)", e.doctor)
 }
 
 // doctor runs the checks locally; exit code 1 when any check fails.

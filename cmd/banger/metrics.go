@@ -11,8 +11,7 @@ import (
 // daemonMetricsCmd is `banger daemon metrics`: the daemon's Prometheus
 // metrics (the text a scraper reads from the web UI's /metrics) on stdout.
 func daemonMetricsCmd(e *env) *cobra.Command {
-	return &cobra.Command{Use: "metrics", Short: "Print the daemon's Prometheus metrics (text format)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return e.daemonMetrics(cmd.Context()) }}
+	return noArgsCmd("metrics", "Print the daemon's Prometheus metrics (text format)", e.daemonMetrics)
 }
 
 func (e *env) daemonMetrics(ctx context.Context) error {

@@ -80,6 +80,12 @@ func (e *env) warnVersion(c *client.Client) {
 	}
 }
 
+// noArgsCmd is a command that takes no arguments and runs run.
+func noArgsCmd(use, short string, run func(context.Context) error) *cobra.Command {
+	return &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd.Context()) }}
+}
+
 // call gets a client for the daemon (starting it if needed) and calls fn
 // with it: the first two steps of nearly every command.
 func call[T any](ctx context.Context, e *env, fn func(*client.Client) (T, error)) (T, error) {

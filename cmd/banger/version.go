@@ -19,12 +19,7 @@ type versionInfo struct {
 }
 
 func versionCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the client's and (if it answers) the daemon's version",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return e.version(cmd.Context()) },
-	}
+	return noArgsCmd("version", "Print the client's and (if it answers) the daemon's version", e.version)
 }
 
 // version never starts the daemon; it asks one that is already running.

@@ -13,12 +13,7 @@ import (
 
 func webCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "web", Short: "The browser UI"}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "url",
-		Short: "Print the URL that logs a browser into the web UI (it carries the token)",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return e.webURL(cmd.Context()) },
-	})
+	cmd.AddCommand(noArgsCmd("url", "Print the URL that logs a browser into the web UI (it carries the token)", e.webURL))
 	return cmd
 }
 
