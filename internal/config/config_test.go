@@ -157,21 +157,28 @@ func TestParseErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse([]byte(tt.doc), "/x.toml")
-			if err == nil {
-				t.Fatalf("Parse(%q) succeeded", tt.doc)
-			}
-			if !api.IsInvalid(err) {
-				t.Errorf("kind = %s, want Invalid", api.KindOf(err))
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error\n  %s\nwant it to contain\n  %s", err, w)
-				}
-			}
+			wantInvalid(t, tt.doc, err, tt.want)
 			if !strings.Contains(err.Error(), "fix: edit /x.toml") {
 				t.Errorf("error %q has no fix", err)
 			}
 		})
+	}
+}
+
+// wantInvalid fails t unless err (from parsing doc) is Invalid and says
+// every string in want.
+func wantInvalid(t *testing.T, doc string, err error, want []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("Parse(%q) succeeded", doc)
+	}
+	if !api.IsInvalid(err) {
+		t.Errorf("kind = %s, want Invalid", api.KindOf(err))
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error\n  %s\nwant it to contain\n  %s", err, w)
+		}
 	}
 }
 

@@ -1,10 +1,7 @@
 package config
 
 import (
-	"strings"
 	"testing"
-
-	"banger/internal/api"
 )
 
 // metrics_listen is validated like web_listen: loopback (or off) is fine, a
@@ -40,17 +37,7 @@ func TestMetricsListen(t *testing.T) {
 				}
 				return
 			}
-			if err == nil {
-				t.Fatalf("Parse(%q) succeeded", tt.doc)
-			}
-			if !api.IsInvalid(err) {
-				t.Errorf("kind = %s, want Invalid", api.KindOf(err))
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error\n  %s\nwant it to contain\n  %s", err, w)
-				}
-			}
+			wantInvalid(t, tt.doc, err, tt.want)
 		})
 	}
 }
