@@ -6,9 +6,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"banger/internal/api"
@@ -42,6 +44,7 @@ type Fake struct {
 
 	mu        sync.Mutex
 	listeners map[string]net.Listener // by API socket; guarded by mu
+	guests    map[int]vmm.Handles     // started guests by pid; guarded by mu
 	starts    int                     // successful Starts; guarded by mu
 }
 
@@ -83,6 +86,32 @@ func (f *Fake) Starts() int {
 	return f.starts
 }
 
+// Running returns how many guests this Fake started still run.
+func (f *Fake) Running() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, h := range f.guests {
+		if f.Alive(h) {
+			n++
+		}
+	}
+	return n
+}
+
+// KillAll kills every guest this Fake started (for t.Cleanup).
+func (f *Fake) KillAll(ctx context.Context) {
+	f.mu.Lock()
+	var hs []vmm.Handles
+	for _, h := range f.guests {
+		hs = append(hs, h)
+	}
+	f.mu.Unlock()
+	for _, h := range hs {
+		_ = f.Kill(ctx, h)
+	}
+}
+
 // Start validates spec, writes Console to the serial log and starts the
 // guest process.
 func (f *Fake) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) {
@@ -122,17 +151,18 @@ func (f *Fake) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) {
 	}
 	go cmd.Wait() // reap it, as proc.Start does
 	f.mu.Lock()
-	if f.listeners == nil {
-		f.listeners = map[string]net.Listener{}
-	}
-	f.listeners[spec.APISocket] = l
-	f.starts++
-	f.mu.Unlock()
 	h := vmm.Handles{PID: cmd.Process.Pid, APISocket: spec.APISocket, AgentSocket: spec.AgentSocket,
 		AgentTransport: f.Caps.AgentTransport, Accel: f.Caps.Accel}
 	if f.Caps.AgentTransport != vmm.TransportSerial && f.Caps.AgentTransport != vmm.TransportVsockHybrid {
 		h.AgentSocket, h.VsockCID = "", spec.VsockCID
 	}
+	if f.listeners == nil {
+		f.listeners, f.guests = map[string]net.Listener{}, map[int]vmm.Handles{}
+	}
+	f.listeners[spec.APISocket] = l
+	f.guests[h.PID] = h
+	f.starts++
+	f.mu.Unlock()
 	return h, nil
 }
 
@@ -210,6 +240,7 @@ func (f *Fake) cleanup(h vmm.Handles) {
 		l.Close()
 		delete(f.listeners, h.APISocket)
 	}
+	delete(f.guests, h.PID)
 	f.mu.Unlock()
 	proc.RemoveSockets(h.APISocket, h.AgentSocket)
 }
@@ -225,4 +256,24 @@ func (f *Fake) State(ctx context.Context, h vmm.Handles) (vmm.State, error) {
 // Alive reports whether the guest process in h runs.
 func (f *Fake) Alive(h vmm.Handles) bool {
 	return h.APISocket != "" && proc.Alive(h.PID, fakeMarker+h.APISocket)
+}
+
+// Spec returns a spec Fake accepts: empty boot files in a temporary
+// directory, the engine's paths in dir.
+func Spec(t *testing.T, dir string) vmm.Spec {
+	boot := t.TempDir()
+	spec := vmm.Spec{
+		Name: "fake1", VMDir: dir, VCPUs: 2, MemoryMiB: 256,
+		Kernel: filepath.Join(boot, "vmlinuz"), Vmlinux: filepath.Join(boot, "vmlinux"),
+		Disks: []vmm.Disk{{ID: "root", Path: filepath.Join(boot, "root.ext4"), Format: "raw"}},
+		Tap:   "tap0", MAC: "06:00:00:00:00:01", VsockCID: 3,
+		APISocket: filepath.Join(dir, "api.sock"), AgentSocket: filepath.Join(dir, "agent.sock"),
+		SerialLog: filepath.Join(dir, "serial.log"), EngineLog: filepath.Join(dir, "engine.log"),
+	}
+	for _, p := range []string{spec.Kernel, spec.Vmlinux, spec.Disks[0].Path} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return spec
 }
