@@ -3,13 +3,13 @@ package vm
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"banger/internal/api"
 	"banger/internal/progress"
 	"banger/internal/vmm"
+	"banger/internal/vmm/vmmtest"
 )
 
 // Start, Edit, ExportDisks and GrowSystemDisk refuse a VM that is not
@@ -41,15 +41,11 @@ func TestOneStoppedCheck(t *testing.T) {
 	}
 
 	// an engine process alive under the VM's handles
-	cmd := exec.Command("sleep", "300")
-	if err := cmd.Start(); err != nil {
+	vh, err := f.eng.Start(ctx, vmmtest.Spec(t, t.TempDir()))
+	if err != nil {
 		t.Fatal(err)
 	}
-	go cmd.Wait()
-	f.eng.mu.Lock()
-	f.eng.procs = append(f.eng.procs, cmd.Process)
-	f.eng.mu.Unlock()
-	h.Engine, h.VMM.PID = vmm.QEMU, cmd.Process.Pid
+	h.Engine, h.VMM = vmm.QEMU, vh
 	f.m.cacheHandles(v.ID, h)
 	check("runs", `vm "s" is running`, "stop it first: banger vm stop s")
 

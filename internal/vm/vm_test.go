@@ -19,6 +19,7 @@ import (
 	"banger/internal/progress"
 	"banger/internal/store"
 	"banger/internal/vmm"
+	"banger/internal/vmm/vmmtest"
 )
 
 // These tests drive the orchestrator with a real store, real disks (sparse
@@ -68,64 +69,6 @@ func (f *fakeNet) TapStats(string) (int64, int64, error) { return 0, 0, nil }
 func (f *fakeNet) taps() int                             { f.mu.Lock(); defer f.mu.Unlock(); return len(f.inUse) }
 func (f *fakeNet) hostCount() int                        { f.mu.Lock(); defer f.mu.Unlock(); return len(f.hosts) }
 
-// scriptEngine fails Start on demand or starts a real sleep process that
-// writes to the serial log (a guest whose agent never answers).
-type scriptEngine struct {
-	startErr error
-	mu       sync.Mutex
-	procs    []*os.Process
-}
-
-func (e *scriptEngine) Info() vmm.Info {
-	return vmm.Info{Name: vmm.QEMU, Available: true, AgentTransport: vmm.TransportSerial, Qcow2: true}
-}
-
-func (e *scriptEngine) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
-	if e.startErr != nil {
-		return vmm.Handles{}, e.startErr
-	}
-	os.WriteFile(s.SerialLog, []byte("Linux version test\n"), 0o600)
-	cmd := exec.Command("sleep", "300")
-	if err := cmd.Start(); err != nil {
-		return vmm.Handles{}, err
-	}
-	go cmd.Wait()
-	e.mu.Lock()
-	e.procs = append(e.procs, cmd.Process)
-	e.mu.Unlock()
-	return vmm.Handles{PID: cmd.Process.Pid, APISocket: s.APISocket, AgentSocket: s.AgentSocket,
-		AgentTransport: vmm.TransportSerial, Accel: "tcg"}, nil
-}
-
-func (e *scriptEngine) Stop(ctx context.Context, h vmm.Handles, _ time.Duration) error {
-	return e.Kill(ctx, h)
-}
-
-func (e *scriptEngine) Kill(context.Context, vmm.Handles) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, p := range e.procs {
-		p.Kill()
-	}
-	e.procs = nil
-	return nil
-}
-
-func (e *scriptEngine) State(context.Context, vmm.Handles) (vmm.State, error) {
-	return vmm.StateRunning, nil
-}
-
-func (e *scriptEngine) Alive(h vmm.Handles) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, p := range e.procs {
-		if p.Pid == h.PID {
-			return true
-		}
-	}
-	return false
-}
-
 type work struct{}
 
 func (work) CloneAndGrow(ctx context.Context, seed, dst string, size int64) error {
@@ -137,7 +80,7 @@ type fixture struct {
 	m   *Manager
 	st  *store.Store
 	net *fakeNet
-	eng *scriptEngine
+	eng *vmmtest.Fake
 	dir string
 }
 
@@ -164,6 +107,11 @@ func newFixture(t *testing.T) *fixture {
 		Engines: []string{vmm.QEMU}, Managed: true, WorkSeedSize: 16 << 20}
 	mkext4(t, img.Rootfs, "32M")
 	mkext4(t, img.WorkSeed, "16M")
+	for _, p := range []string{img.Kernel, img.Initrd} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := st.CreateImage(ctx, &img); err != nil {
 		t.Fatal(err)
 	}
@@ -172,8 +120,11 @@ func newFixture(t *testing.T) *fixture {
 	cfg.ReadyTimeout = config.Duration(1500 * time.Millisecond)
 	cfg.DefaultImage = "img"
 	cfg.VCPUs, cfg.Memory, cfg.DiskSize = 1, 256<<20, 64<<20
-	f := &fixture{st: st, net: newFakeNet(), eng: &scriptEngine{}, dir: dir}
-	t.Cleanup(func() { f.eng.Kill(ctx, vmm.Handles{}) })
+	// A guest whose agent never answers.
+	eng := vmmtest.NewFake(vmm.Info{Name: vmm.QEMU})
+	eng.Console = "Linux version test\n"
+	f := &fixture{st: st, net: newFakeNet(), eng: eng, dir: dir}
+	t.Cleanup(func() { f.eng.KillAll(ctx) })
 	m, err := New(Options{Config: cfg, Store: st, Engines: map[string]vmm.Engine{vmm.QEMU: f.eng},
 		DefaultEngine: vmm.QEMU, Disk: diskcopy.New(), WorkDisks: work{}, Net: f.net,
 		VMsDir: filepath.Join(dir, "vms")})
@@ -218,7 +169,7 @@ func (f *fixture) assertEmpty(t *testing.T) {
 
 func TestCreateRevertsWhenTheEngineFails(t *testing.T) {
 	f := newFixture(t)
-	f.eng.startErr = errors.New("qemu exited: could not open tap")
+	f.eng.StartErr = errors.New("qemu exited: could not open tap")
 	rec := &progress.Recorder{}
 	_, err := f.m.Create(context.Background(), api.VMCreateRequest{Name: "a"}, rec)
 	if err == nil {
@@ -250,7 +201,7 @@ func TestCreateTimesOutWithDiagnosticsAndCleansUp(t *testing.T) {
 	if !dumped {
 		t.Errorf("the serial log tail was not in the diagnostics output: %v", rec.Lines)
 	}
-	if f.eng.Alive(vmm.Handles{PID: -1}) || len(f.eng.procs) != 0 {
+	if f.eng.Running() != 0 {
 		t.Errorf("engine process left running")
 	}
 	f.assertEmpty(t)

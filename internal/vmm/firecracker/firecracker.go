@@ -161,8 +161,11 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 			return vmm.Handles{}, api.Unavailable("vm %s: preparing the jail: %w", spec.Name, err)
 		}
 	} else {
-		// Firecracker refuses an existing socket path; a stale one is ours.
-		proc.RemoveSockets(spec.APISocket, spec.AgentSocket)
+		// Firecracker refuses an existing socket path; a stale one is ours,
+		// a live one another engine's.
+		if err := proc.ClaimSockets(spec.APISocket, spec.AgentSocket); err != nil {
+			return vmm.Handles{}, api.AlreadyExists("vm %s: %w", spec.Name, err)
+		}
 		for _, f := range []string{l.paths.LogPath, l.paths.MetricsPath} {
 			if err := rotate(f, true); err != nil {
 				return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -308,6 +309,21 @@ func LogTail(path string) string {
 		return s
 	}
 	return "(no output)"
+}
+
+// ClaimSockets readies the socket paths of an engine about to start: it
+// refuses when the first, the API socket, still accepts connections (a
+// running engine serves it; removing its files would orphan that engine)
+// and otherwise removes stale files at all of them.
+func ClaimSockets(api string, others ...string) error {
+	if api != "" {
+		if c, err := net.DialTimeout("unix", api, time.Second); err == nil {
+			c.Close()
+			return fmt.Errorf("%s is served by a running engine", api)
+		}
+	}
+	RemoveSockets(append([]string{api}, others...)...)
+	return nil
 }
 
 // RemoveSockets removes the socket files at paths, ignoring missing ones.

@@ -2,6 +2,7 @@ package proc
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,5 +124,34 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestClaimSockets(t *testing.T) {
+	dir := t.TempDir()
+	live, stale, other := filepath.Join(dir, "live.sock"), filepath.Join(dir, "stale.sock"), filepath.Join(dir, "agent.sock")
+	l, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, p := range []string{stale, other} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ClaimSockets(live, other); err == nil {
+		t.Error("ClaimSockets over a served socket succeeded")
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("a refused claim removed %s: %v", other, err)
+	}
+	if err := ClaimSockets(stale, other); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{stale, other} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("stale %s not removed", p)
+		}
 	}
 }

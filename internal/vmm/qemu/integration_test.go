@@ -169,29 +169,10 @@ type bootEnv struct {
 }
 
 func newBootEnv(t *testing.T) *bootEnv {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (tap device in a network namespace): run as root")
-	}
-	if _, err := exec.LookPath(DefaultBinary); err != nil {
-		t.Skip("no qemu-system-x86_64: apt-get install qemu-system-x86")
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun: modprobe tun")
-	}
+	requireBoot(t)
 	kernel := testKernel(t)
 	env := &bootEnv{kernel: kernel, initrd: testInitramfs(t, kernel, guestInit), tap: "bgt0"}
-	ns := "banger-t-" + randHex(4)
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	run(t, "ip", "-n", ns, "tuntap", "add", "dev", env.tap, "mode", "tap")
-	run(t, "ip", "-n", ns, "link", "set", env.tap, "up")
-	// QEMU must open the tap inside the namespace: a wrapper execs it there
-	// (same pid, so Alive's cmdline check sees QEMU's own arguments).
-	wrapper := filepath.Join(t.TempDir(), "qemu-in-netns")
-	script := "#!/bin/sh\nexec ip netns exec " + ns + " " + DefaultBinary + " \"$@\"\n"
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	wrapper := tapInNetns(t, env.tap)
 	dir := t.TempDir()
 	for i, name := range []string{"root.ext4", "work.ext4"} {
 		env.disks[i] = filepath.Join(dir, name)
@@ -202,6 +183,36 @@ func newBootEnv(t *testing.T) *bootEnv {
 	env.cfg = Config{Binary: wrapper, Accel: "tcg", TSCkHz: hostTSCkHz(t)}
 	env.engine = New(env.cfg)
 	return env
+}
+
+// requireBoot skips unless this host can boot a test guest.
+func requireBoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (tap device in a network namespace): run as root")
+	}
+	if _, err := exec.LookPath(DefaultBinary); err != nil {
+		t.Skip("no qemu-system-x86_64: apt-get install qemu-system-x86")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("no /dev/net/tun: modprobe tun")
+	}
+}
+
+// tapInNetns makes tap in a new network namespace (removed on cleanup) and
+// returns a QEMU binary that runs there: a wrapper that execs QEMU inside
+// it (same pid, so Alive's cmdline check sees QEMU's own arguments).
+func tapInNetns(t *testing.T, tap string) string {
+	ns := "banger-t-" + randHex(4)
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	run(t, "ip", "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+	run(t, "ip", "-n", ns, "link", "set", tap, "up")
+	wrapper := filepath.Join(t.TempDir(), "qemu-in-netns")
+	script := "#!/bin/sh\nexec ip netns exec " + ns + " " + DefaultBinary + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return wrapper
 }
 
 func (env *bootEnv) spec(t *testing.T, cmdline string) vmm.Spec {

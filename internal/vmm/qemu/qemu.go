@@ -66,6 +66,7 @@ func (e *Engine) probe() vmm.Info {
 		Accel:          e.cfg.Accel,
 		AgentTransport: e.transport(),
 		Qcow2:          true,
+		GuestShutdown:  vmm.ShutdownPoweroff,
 	}
 	path, err := exec.LookPath(e.cfg.Binary)
 	if err != nil {
@@ -111,8 +112,10 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 		return vmm.Handles{}, api.Invalid("vm %s: no tap device given", spec.Name)
 	}
 	// Stale sockets from an earlier run would make the readiness check
-	// talk to nothing; QEMU replaces them anyway.
-	proc.RemoveSockets(spec.APISocket, spec.AgentSocket)
+	// talk to nothing; QEMU replaces them anyway. Live ones are refused.
+	if err := proc.ClaimSockets(spec.APISocket, spec.AgentSocket); err != nil {
+		return vmm.Handles{}, api.AlreadyExists("vm %s: %w", spec.Name, err)
+	}
 
 	r := revert.New()
 	defer r.Fail()
