@@ -20,10 +20,11 @@ LDFLAGS  := -s -w -X banger/internal/buildinfo.Version=$(VERSION)
 GO       ?= go
 
 # Host packages banger needs at run time, and those only its tests need
-# (btrfs for the disk conformance suite, chromium for the web UI test).
+# (btrfs for the disk conformance suite, chromium for the web UI test, lintian
+# for the package test).
 APT_PACKAGES      := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables xfsprogs \
                      iproute2 openssh-client util-linux kmod ca-certificates
-APT_TEST_PACKAGES := btrfs-progs chromium
+APT_TEST_PACKAGES := btrfs-progs chromium lintian
 
 .PHONY: all need-root build deps test-deps install uninstall deb test-package demo test test-unit test-integration test-live \
         fuzz verify bench bench-create test-image clean

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/logcap"
 )
 
 // DaemonBinary is the daemon's executable name.
@@ -150,19 +150,19 @@ func startDetached(cfg config.Config, bin string) (<-chan error, error) {
 	return exited, nil
 }
 
-// tail returns the last n lines of the daemon's output file and log.
+// tail returns the last n lines of the daemon's output file and log, read
+// from their ends (bangerd.log is not capped: never read it whole).
 func tail(cfg config.Config, n int) string {
 	var b strings.Builder
 	for _, p := range []string{OutputFile(cfg), cfg.LogPath()} {
-		data, err := os.ReadFile(p)
-		if err != nil || len(bytes.TrimSpace(data)) == 0 {
+		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
 			continue
 		}
-		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-		if len(lines) > n {
-			lines = lines[len(lines)-n:]
+		text := logcap.Tail(p, n, 64<<10)
+		if strings.TrimSpace(text) == "" {
+			continue
 		}
-		fmt.Fprintf(&b, "--- %s ---\n%s\n", p, strings.Join(lines, "\n"))
+		fmt.Fprintf(&b, "--- %s ---\n%s\n", p, text)
 	}
 	if b.Len() == 0 {
 		return "(no output)"

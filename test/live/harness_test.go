@@ -44,6 +44,7 @@ func TestMain(m *testing.M) {
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Printf("building %s: %v\n%s", b.name, err, out)
+			os.RemoveAll(dir)
 			os.Exit(1)
 		}
 	}
