@@ -139,15 +139,9 @@ func (m *Manager) vmAlive(v api.VM) (*Handles, bool) {
 	}
 	e, ok := m.engines[h.Engine]
 	if !ok {
-		return h, pidExists(h.VMM.PID)
+		return h, proc.Exists(h.VMM.PID)
 	}
 	return h, e.Alive(h.VMM)
-}
-
-// pidExists reports whether a process (not a zombie) has pid.
-func pidExists(pid int) bool {
-	st, err := proc.State(pid)
-	return err == nil && st != 'Z' && st != 'X'
 }
 
 // unloadedEngine returns the error (with the fix) for an operation on a VM

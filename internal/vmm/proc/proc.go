@@ -134,8 +134,7 @@ func Alive(pid int, marker string) bool {
 	if pid <= 0 || marker == "" {
 		return false
 	}
-	state, err := State(pid)
-	if err != nil || state == 'Z' || state == 'X' {
+	if !Exists(pid) {
 		return false
 	}
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
@@ -143,6 +142,13 @@ func Alive(pid int, marker string) bool {
 		return false
 	}
 	return bytes.Contains(cmdline, []byte(marker))
+}
+
+// Exists reports whether a process has pid and is not a zombie (whatever
+// its command line; Alive also checks that).
+func Exists(pid int) bool {
+	state, err := State(pid)
+	return err == nil && state != 'Z' && state != 'X'
 }
 
 // State returns the one-letter state of pid from /proc/<pid>/stat.
