@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"path/filepath"
+	"os"
 	"strings"
 	"time"
 
@@ -18,6 +18,7 @@ import (
 func imageBuildCmd(e *env) *cobra.Command {
 	var (
 		req     api.ImageBuildRequest
+		script  string
 		copies  []string
 		size    sizeFlag
 		timeout time.Duration
@@ -32,7 +33,7 @@ A failing script, --timeout or Ctrl-C remove the builder VM and register nothing
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
-			if err := resolveBuild(&req, copies, size, timeout); err != nil {
+			if err := resolveBuild(&req, script, copies, size, timeout); err != nil {
 				return err
 			}
 			return e.imageLongOp(cmd.Context(), "building image "+req.Name+" from "+req.From,
@@ -41,8 +42,8 @@ A failing script, --timeout or Ctrl-C remove the builder VM and register nothing
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.From, "from", "", "the parent image (required)")
-	f.StringVar(&req.Script, "script", "", "executable script run as root in the builder")
-	f.StringArrayVar(&copies, "copy", nil, "copy a host file into the builder, SRC:DST (repeatable)")
+	f.StringVar(&script, "script", "", "executable script run as root in the builder (read by this CLI and sent)")
+	f.StringArrayVar(&copies, "copy", nil, "copy a file into the builder, SRC:DST (repeatable; read by this CLI and sent)")
 	f.Var(&size, "size", "root filesystem size, e.g. 4GiB (default: the parent's)")
 	f.StringSliceVar(&req.With, "with", nil, "features to add, e.g. opencode")
 	f.StringArrayVar(&req.Env, "env", nil, "KEY=VALUE in the scripts' environment (repeatable), e.g. http_proxy=…")
@@ -51,26 +52,39 @@ A failing script, --timeout or Ctrl-C remove the builder VM and register nothing
 	return cmd
 }
 
-// resolveBuild makes host paths absolute (the daemon has another working
-// directory) and parses --copy.
-func resolveBuild(req *api.ImageBuildRequest, copies []string, size sizeFlag, timeout time.Duration) error {
-	if req.Script != "" {
-		abs, err := filepath.Abs(req.Script)
-		if err != nil {
-			return api.Invalid("--script %s: %w", req.Script, err)
+// resolveBuild reads --script and the --copy sources as the user running
+// the CLI and puts their contents in the request: the daemon (root) never
+// opens a path a caller names. Together they may be api.MaxBuildUpload
+// bytes.
+func resolveBuild(req *api.ImageBuildRequest, script string, copies []string, size sizeFlag, timeout time.Duration) error {
+	total := 0
+	read := func(flag, src string) (*api.FileUpload, error) {
+		f, err := readUpload(flag, src, api.MaxBuildUpload-total)
+		if f != nil {
+			total += len(f.Data)
 		}
-		req.Script = abs
+		return f, err
+	}
+	if script != "" {
+		f, err := read("--script", script)
+		if err != nil {
+			return err
+		}
+		if f.Mode&0o111 == 0 {
+			return api.Invalid("--script %s is not executable", script).WithFix("chmod +x " + script)
+		}
+		req.ScriptFile = f
 	}
 	for _, c := range copies {
 		src, dst, ok := strings.Cut(c, ":")
 		if !ok || src == "" || dst == "" {
 			return api.Invalid("--copy %q is not SRC:DST", c).WithFix("--copy ./file:/etc/file")
 		}
-		abs, err := filepath.Abs(src)
+		f, err := read("--copy", src)
 		if err != nil {
-			return api.Invalid("--copy %s: %w", c, err)
+			return err
 		}
-		req.Copy = append(req.Copy, api.ImageCopy{Src: abs, Dst: dst})
+		req.Copy = append(req.Copy, api.ImageCopy{File: f, Dst: dst})
 	}
 	if timeout <= 0 {
 		return api.Invalid("--timeout %s must be positive", timeout).WithFix("--timeout 30m")
@@ -78,6 +92,37 @@ func resolveBuild(req *api.ImageBuildRequest, copies []string, size sizeFlag, ti
 	req.Size = size.bytes()
 	req.TimeoutSeconds = int((timeout + time.Second - 1) / time.Second)
 	return nil
+}
+
+// readUpload reads a regular file of at most room bytes (what is left of
+// api.MaxBuildUpload) for a build request, as the user running the CLI.
+func readUpload(flag, src string, room int) (*api.FileUpload, error) {
+	fh, err := os.Open(src)
+	if err != nil {
+		return nil, api.Invalid("%s %s: %w", flag, src, err).WithFix("check the path and that you can read it")
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return nil, api.Invalid("%s %s: %w", flag, src, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, api.Invalid("%s %s is not a regular file", flag, src).
+			WithFix("copy files one by one (or pack a directory with tar and unpack it in --script)")
+	}
+	tooBig := api.Invalid("%s %s: the build's files would be more than the %d MiB limit", flag, src, api.MaxBuildUpload>>20).
+		WithFix("download large files inside --script (curl, apt) or put them in a VM and promote it")
+	if fi.Size() > int64(room) {
+		return nil, tooBig
+	}
+	data, err := io.ReadAll(io.LimitReader(fh, int64(room)+1))
+	if err != nil {
+		return nil, api.Invalid("%s %s: %w", flag, src, err)
+	}
+	if len(data) > room {
+		return nil, tooBig
+	}
+	return &api.FileUpload{Name: src, Mode: uint32(fi.Mode().Perm()), Data: data}, nil
 }
 
 func imagePromoteCmd(e *env) *cobra.Command {

@@ -35,7 +35,9 @@ type ImageCreateRequest struct {
 	With     []string `json:"with,omitempty"`     // features, e.g. "opencode"
 }
 
-// ImageRegisterRequest adopts existing artefacts (host paths).
+// ImageRegisterRequest adopts existing artefacts (host paths). The daemon
+// opens them as root, so it accepts this request only from a root peer of
+// its Unix socket (see HostPathPolicy).
 type ImageRegisterRequest struct {
 	Name     string `json:"name"`
 	Kernel   string `json:"kernel"`
@@ -50,8 +52,13 @@ type ImageRegisterRequest struct {
 type ImageBuildRequest struct {
 	Name   string      `json:"name"`
 	From   string      `json:"from"`
-	Script string      `json:"script,omitempty"` // absolute host path of an executable script
-	Copy   []ImageCopy `json:"copy,omitempty"`
+	// Script is the absolute host path of an executable script, opened by
+	// the daemon: accepted from a root peer only (old CLIs send it).
+	Script string `json:"script,omitempty"`
+	// ScriptFile is the script's contents, read by the client as its user
+	// (the CLI and the web UI send this, never Script).
+	ScriptFile *FileUpload `json:"script_file,omitempty"`
+	Copy       []ImageCopy `json:"copy,omitempty"`
 	Size   int64       `json:"size,omitempty"` // rootfs size in bytes; 0 = the parent's
 	With   []string    `json:"with,omitempty"` // features, e.g. "opencode" (runs the shipped script)
 	Env    []string    `json:"env,omitempty"`  // KEY=VALUE for the scripts, e.g. http_proxy=…
@@ -59,10 +66,69 @@ type ImageBuildRequest struct {
 	TimeoutSeconds int `json:"timeout_seconds,omitempty"`
 }
 
-// ImageCopy is one file copied into a builder VM before its script runs.
+// ImageCopy is one file copied into a builder VM before its script runs:
+// either File (its contents, read by the client) or Src (a host path the
+// daemon opens, accepted from a root peer only).
 type ImageCopy struct {
-	Src string `json:"src"` // absolute host path of a regular file
-	Dst string `json:"dst"` // absolute guest path
+	Src  string      `json:"src,omitempty"` // absolute host path of a regular file
+	File *FileUpload `json:"file,omitempty"`
+	Dst  string      `json:"dst"` // absolute guest path
+}
+
+// FileUpload is a file's contents sent in a request, read by the client as
+// the user running it, so that the daemon never opens a path a caller names.
+type FileUpload struct {
+	Name string `json:"name"`           // the client's name for it (logs and errors only)
+	Mode uint32 `json:"mode,omitempty"` // permission bits (0 = 0644; a script is always 0755)
+	Data []byte `json:"data"`
+}
+
+// MaxBuildUpload bounds the files (--copy and --script together) one image
+// build request may carry; MaxBuildBody is the request body that allows it
+// (base64 is 4/3 of the bytes, plus the rest of the request).
+const (
+	MaxBuildUpload = 32 << 20
+	MaxBuildBody   = MaxBuildUpload/3*4 + 1<<20
+)
+
+// HostPaths lists the host paths the request asks the daemon to open
+// (old clients' Script and Copy Src); nil when everything is uploaded.
+func (r ImageBuildRequest) HostPaths() []string {
+	var ps []string
+	if r.Script != "" {
+		ps = append(ps, r.Script)
+	}
+	for _, c := range r.Copy {
+		if c.Src != "" {
+			ps = append(ps, c.Src)
+		}
+	}
+	return ps
+}
+
+// UploadBytes is the size of the files the request carries.
+func (r ImageBuildRequest) UploadBytes() int {
+	n := 0
+	if r.ScriptFile != nil {
+		n += len(r.ScriptFile.Data)
+	}
+	for _, c := range r.Copy {
+		if c.File != nil {
+			n += len(c.File.Data)
+		}
+	}
+	return n
+}
+
+// HostPaths lists the host paths a register request names (all of them).
+func (r ImageRegisterRequest) HostPaths() []string {
+	var ps []string
+	for _, p := range []string{r.Kernel, r.Initrd, r.Rootfs, r.WorkSeed, r.Vmlinux} {
+		if p != "" {
+			ps = append(ps, p)
+		}
+	}
+	return ps
 }
 
 // ImagePromoteRequest turns a stopped VM's disks into image Name.

@@ -186,6 +186,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	d.srv = &http.Server{
 		Handler:           d.routes(),
 		BaseContext:       func(net.Listener) context.Context { return d.reqCtx },
+		ConnContext:       peerContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 	}

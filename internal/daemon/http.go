@@ -70,12 +70,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // bytes, no unknown fields, nothing after the value. An empty body leaves v
 // unchanged. Every failure is an Invalid error saying what is wrong.
 func DecodeRequest(r io.Reader, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r, MaxRequestBody+1))
+	return DecodeRequestLimit(r, v, MaxRequestBody)
+}
+
+// DecodeRequestLimit is DecodeRequest with a body of at most limit bytes
+// (image build, whose request carries files).
+func DecodeRequestLimit(r io.Reader, v any, limit int64) error {
+	body, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return api.Invalid("reading request body: %w", err)
 	}
-	if len(body) > MaxRequestBody {
-		return api.Invalid("request body is larger than %d bytes", MaxRequestBody)
+	if int64(len(body)) > limit {
+		return api.Invalid("request body is larger than %d bytes", limit)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil

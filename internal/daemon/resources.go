@@ -117,6 +117,43 @@ func longOp[R named, T any](d *Daemon, kind string, work func(context.Context, R
 	}
 }
 
+// registerImage begins image register: its artefacts are host paths the
+// daemon opens as root, so only a root peer may name them (checkHostPaths).
+func (d *Daemon) registerImage(w http.ResponseWriter, r *http.Request) error {
+	var req api.ImageRegisterRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	if err := checkHostPaths(r, "image register", req.HostPaths(),
+		"run it as root (sudo banger image register …), or build the image with banger image build / create instead"); err != nil {
+		return err
+	}
+	return d.begin(w, "image.register", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
+		return d.images.Register(ctx, req, rep)
+	})
+}
+
+// buildImage begins image build. Its files come in the request (read by the
+// client as its user, up to api.MaxBuildUpload); host paths (old clients)
+// are accepted from a root peer only.
+func (d *Daemon) buildImage(w http.ResponseWriter, r *http.Request) error {
+	var req api.ImageBuildRequest
+	if err := DecodeRequestLimit(r.Body, &req, api.MaxBuildBody); err != nil {
+		return err
+	}
+	if n := req.UploadBytes(); n > api.MaxBuildUpload {
+		return api.Invalid("the build's files are %d MiB together, more than the %d MiB limit", n>>20, api.MaxBuildUpload>>20).
+			WithFix("download large files inside --script (curl, apt) or put them in a VM and promote it")
+	}
+	if err := checkHostPaths(r, "image build", req.HostPaths(),
+		"use a banger CLI from this release (it sends the files' contents), or run it as root"); err != nil {
+		return err
+	}
+	return d.begin(w, "image.build", req.Name, func(ctx context.Context, rep progress.Reporter) (any, error) {
+		return d.images.Build(ctx, req, rep)
+	})
+}
+
 func targetOf(req any) string {
 	switch r := req.(type) {
 	case api.ImageCreateRequest:

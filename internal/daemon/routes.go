@@ -26,8 +26,8 @@ func (d *Daemon) routes() http.Handler {
 	h("GET /v1/images", d.listImages)
 	h("GET /v1/images/{name}", d.getImage)
 	h("POST /v1/images", longOp(d, "image.create", d.images.Create))
-	h("POST /v1/images/register", longOp(d, "image.register", d.images.Register))
-	h("POST /v1/images/build", longOp(d, "image.build", d.images.Build))
+	h("POST /v1/images/register", d.registerImage)
+	h("POST /v1/images/build", d.buildImage)
 	h("POST /v1/images/promote", longOp(d, "image.promote", d.images.Promote))
 	h("DELETE /v1/images/{name}", d.deleteImage)
 

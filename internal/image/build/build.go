@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -193,14 +194,21 @@ func (bd *Builder) checkBuild(ctx context.Context, req *api.ImageBuildRequest) (
 	if err := image.CheckFeatures(req.With); err != nil {
 		return api.Image{}, err
 	}
-	if req.Script == "" && len(req.Copy) == 0 && len(req.With) == 0 {
+	if req.Script == "" && req.ScriptFile == nil && len(req.Copy) == 0 && len(req.With) == 0 {
 		return api.Image{}, api.Invalid("nothing to build: no script, no files, no features").
 			WithFix("give --script FILE, --copy SRC:DST or --with opencode")
+	}
+	if req.Script != "" && req.ScriptFile != nil {
+		return api.Image{}, api.Invalid("the request has both a script path and a script file").
+			WithFix("send one: the CLI sends the file's contents")
 	}
 	if req.Script != "" {
 		if err := checkScript(req.Script); err != nil {
 			return api.Image{}, err
 		}
+	}
+	if req.ScriptFile != nil && len(req.ScriptFile.Data) == 0 {
+		return api.Image{}, api.Invalid("--script %s is empty", req.ScriptFile.Name).WithFix("give a script with commands in it")
 	}
 	for _, c := range req.Copy {
 		if err := checkCopy(c); err != nil {
@@ -240,8 +248,17 @@ func checkScript(p string) error {
 	return nil
 }
 
-// checkCopy needs a readable regular host file and an absolute guest path.
+// checkCopy needs an uploaded file or a readable regular host file (a
+// path only a root peer may send, checked by the daemon), and an absolute
+// guest path.
 func checkCopy(c api.ImageCopy) error {
+	if c.File != nil {
+		if c.Src != "" {
+			return api.Invalid("--copy %s: both a host path and a file's contents", c.Dst).
+				WithFix("send one: the CLI sends the file's contents")
+		}
+		return checkDst(c.File.Name, c.Dst)
+	}
 	if !filepath.IsAbs(c.Src) {
 		return api.Invalid("--copy %s:%s: the source is not an absolute path", c.Src, c.Dst).
 			WithFix("pass the source's absolute path")
@@ -254,8 +271,12 @@ func checkCopy(c api.ImageCopy) error {
 		return api.Invalid("--copy %s:%s: the source is not a regular file", c.Src, c.Dst).
 			WithFix("copy files one by one (or pack a directory with tar and unpack it in --script)")
 	}
-	if !path.IsAbs(c.Dst) || strings.HasSuffix(c.Dst, "/") || path.Clean(c.Dst) != c.Dst || c.Dst == "/" {
-		return api.Invalid("--copy %s:%s: the destination must be a clean absolute file path in the guest", c.Src, c.Dst).
+	return checkDst(c.Src, c.Dst)
+}
+
+func checkDst(src, dst string) error {
+	if !path.IsAbs(dst) || strings.HasSuffix(dst, "/") || path.Clean(dst) != dst || dst == "/" {
+		return api.Invalid("--copy %s:%s: the destination must be a clean absolute file path in the guest", src, dst).
 			WithFix("e.g. --copy ./app.conf:/etc/app.conf")
 	}
 	return nil
@@ -368,8 +389,30 @@ func (b *buildRun) copyIn(ctx context.Context) error {
 		n++
 		return guestPut(ctx, b.bd.Guests, b.vm, dst, mode, f)
 	}
+	upload := func(f *api.FileUpload, dst string, mode uint32) error {
+		if mode == 0 {
+			mode = f.Mode & 0o7777
+		}
+		if mode == 0 {
+			mode = 0o644
+		}
+		b.log.Line(fmt.Sprintf("+ copy %s → %s (%o)", f.Name, dst, mode))
+		n++
+		return guestPut(ctx, b.bd.Guests, b.vm, dst, mode, bytes.NewReader(f.Data))
+	}
 	for _, c := range b.req.Copy {
-		if err := put(c.Src, c.Dst, 0); err != nil {
+		var err error
+		if c.File != nil {
+			err = upload(c.File, c.Dst, 0)
+		} else {
+			err = put(c.Src, c.Dst, 0)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if b.req.ScriptFile != nil {
+		if err := upload(b.req.ScriptFile, guestBuildDir+"/script", 0o755); err != nil {
 			return err
 		}
 	}
@@ -408,7 +451,7 @@ func (b *buildRun) runScripts(ctx context.Context) error {
 		env[k] = v
 	}
 	var scripts []string
-	if b.req.Script != "" {
+	if b.req.Script != "" || b.req.ScriptFile != nil {
 		scripts = append(scripts, guestBuildDir+"/script")
 	}
 	for _, d := range feature.Default.Of(b.req.With) {
@@ -435,6 +478,9 @@ func (b *buildRun) runScripts(ctx context.Context) error {
 
 func (b *buildRun) scriptName(guest string) string {
 	if guest == guestBuildDir+"/script" {
+		if b.req.ScriptFile != nil {
+			return b.req.ScriptFile.Name
+		}
 		return b.req.Script
 	}
 	name := strings.TrimSuffix(path.Base(guest), ".sh")
@@ -516,7 +562,14 @@ func (b *buildRun) recipe() (string, error) {
 		}
 		r.Script = sum
 	}
+	if b.req.ScriptFile != nil {
+		r.Script = bytesSHA256(b.req.ScriptFile.Data)
+	}
 	for _, c := range b.req.Copy {
+		if c.File != nil {
+			r.Copies = append(r.Copies, bytesSHA256(c.File.Data)+" "+c.Dst)
+			continue
+		}
 		sum, err := image.FileSHA256(c.Src)
 		if err != nil {
 			return "", err
@@ -525,4 +578,11 @@ func (b *buildRun) recipe() (string, error) {
 	}
 	j, err := json.Marshal(r)
 	return string(j), err
+}
+
+// bytesSHA256 is the hex SHA-256 of an uploaded file (as image.FileSHA256
+// is of a host file), for the recipe.
+func bytesSHA256(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

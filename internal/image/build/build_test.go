@@ -489,3 +489,43 @@ func TestPromote(t *testing.T) {
 		t.Errorf("deleting a parent: %v", err)
 	}
 }
+
+// The CLI and the web UI send the files' contents: the builder puts them in
+// the guest without opening any host path, with their modes (a script is
+// always executable), and the recipe hashes the contents.
+func TestBuildUploadedFiles(t *testing.T) {
+	f := newBuildFixture(t)
+	conf := []byte("key = value\n")
+	img, err := f.svc.Build(context.Background(), api.ImageBuildRequest{Name: "child", From: "base",
+		ScriptFile: &api.FileUpload{Name: "./setup.sh", Mode: 0o700, Data: []byte("#!/bin/sh\necho hi\n")},
+		Copy:       []api.ImageCopy{{File: &api.FileUpload{Name: "app.conf", Mode: 0o600, Data: conf}, Dst: "/etc/app.conf"}}},
+		&progress.Recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.g.stdins["/etc/app.conf"] != len(conf) || f.g.stdins["/tmp/banger-build/script"] != len("#!/bin/sh\necho hi\n") {
+		t.Errorf("uploaded files not put in the builder: %v", f.g.stdins)
+	}
+	if !slices.ContainsFunc(f.g.ran, func(a []string) bool { return len(a) == 1 && a[0] == "/tmp/banger-build/script" }) {
+		t.Errorf("the uploaded script did not run: %v", f.g.ran)
+	}
+	if img.Name != "child" {
+		t.Errorf("image = %+v", img)
+	}
+	f.assertClean(t, "child")
+}
+
+func TestBuildUploadRefusesBadRequests(t *testing.T) {
+	f := newBuildFixture(t)
+	file := &api.FileUpload{Name: "x", Data: []byte("x")}
+	for name, req := range map[string]api.ImageBuildRequest{
+		"script path and file": {Name: "c", From: "base", Script: scriptFile(t, 0o755), ScriptFile: file},
+		"empty script":         {Name: "c", From: "base", ScriptFile: &api.FileUpload{Name: "s"}},
+		"src and file":         {Name: "c", From: "base", Copy: []api.ImageCopy{{Src: scriptFile(t, 0o644), File: file, Dst: "/x"}}},
+		"relative dst":         {Name: "c", From: "base", Copy: []api.ImageCopy{{File: file, Dst: "x"}}},
+	} {
+		if _, err := f.svc.Build(context.Background(), req, nil); !api.IsInvalid(err) {
+			t.Errorf("%s: %v, want Invalid", name, err)
+		}
+	}
+}
