@@ -109,6 +109,22 @@ function createForm() {
   return form;
 }
 
+// MAX_BUILD_UPLOAD is api.MaxBuildUpload: the files one build may carry.
+const MAX_BUILD_UPLOAD = 32 * 2 ** 20;
+
+// base64 reads a File as base64 (how the API carries []byte).
+function base64(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(String(r.result).replace(/^data:[^,]*,/, ''));
+    r.onerror = () => reject(r.error);
+    r.readAsDataURL(file);
+  });
+}
+
+// buildForm is image build: the script and files are uploaded (read by the
+// browser from the user's machine), never named as host paths — the daemon
+// opens no path a web caller names.
 function buildForm() {
   const progress = h('div', { class: 'progress-area' });
   const from = h('select', { id: 'bi-from', name: 'from', required: true });
@@ -122,15 +138,29 @@ function buildForm() {
     h('h2', { id: 'bi-h' }, 'Build from an image'),
     h('label', { for: 'bi-name' }, 'Name'), h('input', { id: 'bi-name', name: 'name', required: true, autocomplete: 'off', placeholder: 'e.g. dev' }),
     h('label', { for: 'bi-from' }, 'From image'), from,
-    h('label', { for: 'bi-script' }, 'Script ', h('span', { class: 'hint' }, '(absolute path on the host, run as root in a builder VM)')),
-    h('input', { id: 'bi-script', name: 'script', autocomplete: 'off', placeholder: '/home/me/setup.sh' }),
+    h('label', { for: 'bi-script' }, 'Script ', h('span', { class: 'hint' }, '(uploaded, run as root in /root in a builder VM)')),
+    h('input', { id: 'bi-script', name: 'script', type: 'file' }),
+    h('label', { for: 'bi-copy' }, 'Files ', h('span', { class: 'hint' }, '(uploaded into the directory below)')),
+    h('input', { id: 'bi-copy', name: 'copy', type: 'file', multiple: true }),
+    h('label', { for: 'bi-copy-dir' }, 'Copy files to'), h('input', { id: 'bi-copy-dir', name: 'copydir', autocomplete: 'off', value: '/root' }),
     h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'opencode' }), ' with opencode'),
     h('button', { type: 'submit', class: 'btn primary' }, 'Build image'), progress);
-  form.addEventListener('submit', ev => {
+  form.addEventListener('submit', async ev => {
     ev.preventDefault();
     const fd = new FormData(form);
     const req = { name: fd.get('name').trim(), from: fd.get('from') };
-    if (fd.get('script').trim()) req.script = fd.get('script').trim();
+    const script = form.querySelector('#bi-script').files[0];
+    const files = [...form.querySelector('#bi-copy').files];
+    const total = (script?.size ?? 0) + files.reduce((n, f) => n + f.size, 0);
+    if (total > MAX_BUILD_UPLOAD) {
+      progress.replaceChildren(h('div', { class: 'error', role: 'alert' },
+        `The files are ${Math.ceil(total / 2 ** 20)} MiB together, more than the ${MAX_BUILD_UPLOAD / 2 ** 20} MiB limit. ` +
+        'Download large files inside the script instead.'));
+      return;
+    }
+    if (script) req.script_file = { name: script.name, mode: 0o755, data: await base64(script) };
+    const dir = fd.get('copydir').trim().replace(/\/+$/, '') || '/root';
+    if (files.length) req.copy = await Promise.all(files.map(async f => ({ dst: `${dir}/${f.name}`, file: { name: f.name, mode: 0o644, data: await base64(f) } })));
     if (fd.get('opencode')) req.with = ['opencode'];
     runOp(progress, `Building image ${req.name}`, '/v1/images/build', req, form.querySelector('button[type=submit]'));
   });
