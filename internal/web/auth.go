@@ -20,7 +20,8 @@ import (
 	"banger/internal/loopback"
 )
 
-// CookieName is the cookie /login sets to the token.
+// CookieName is the cookie older versions' /login set to the token; /login
+// now expires it (it authorises nothing).
 const CookieName = "banger_token"
 
 // KindUnauthenticated is the error kind of a 401 answer (a missing or wrong
@@ -105,38 +106,65 @@ func (s *Server) guard(next http.Handler) http.Handler {
 	})
 }
 
-// authorized reports whether r carries the token, and whether by cookie.
-func (s *Server) authorized(r *http.Request) (ok, byCookie bool) {
-	if c, err := r.Cookie(CookieName); err == nil && s.tokenEqual(c.Value) {
-		return true, true
-	}
-	if auth, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found && s.tokenEqual(auth) {
-		return true, false
-	}
-	return false, false
+// authorized reports whether r carries the token in its Authorization
+// header. A browser sends that header only when the page's own script adds
+// it — the page keeps the token in its origin's localStorage, which a page
+// on another port of the same host cannot read — so the credential is
+// bound to the UI's origin. No cookie authorises anything: cookies are not
+// port-scoped, and a cookie for 127.0.0.1 reaches every server on it.
+func (s *Server) authorized(r *http.Request) bool {
+	auth, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return found && s.tokenEqual(auth)
 }
 
 func (s *Server) tokenEqual(v string) bool {
 	return subtle.ConstantTimeCompare([]byte(v), []byte(s.token)) == 1
 }
 
-// requireToken answers 401 without the token. Requests authorized by the
-// cookie that change state (any method but GET/HEAD/OPTIONS) or upgrade to
-// a WebSocket must come from our own origin: the Origin header must be
-// present and name the Host the request was sent to, and Sec-Fetch-Site
-// (when the browser sends it) must be same-origin. SameSite=Strict already
-// keeps the cookie off cross-site requests; this is the second lock.
+func unauthenticated(w http.ResponseWriter, r *http.Request) {
+	writeError(w, r, http.StatusUnauthorized, &api.Error{Kind: KindUnauthenticated,
+		Message: "missing or wrong web UI token",
+		Fix:     "run `banger web url` and open the URL it prints"})
+}
+
+// requireToken answers 401 without the token (see authorized). A request
+// a browser marks as coming from another origin (Sec-Fetch-Site other than
+// same-origin or none, or an Origin naming another host:port) is refused
+// first, whatever it carries.
 func (s *Server) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ok, byCookie := s.authorized(r)
-		if !ok {
-			writeError(w, r, http.StatusUnauthorized, &api.Error{Kind: KindUnauthenticated,
-				Message: "missing or wrong web UI token",
-				Fix:     "run `banger web url` and open the URL it prints"})
+		if err := notCrossOrigin(r); err != nil {
+			writeError(w, r, http.StatusForbidden, err)
 			return
 		}
-		unsafe := r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions
-		if byCookie && (unsafe || strings.EqualFold(r.Header.Get("Upgrade"), "websocket")) {
+		if !s.authorized(r) {
+			unauthenticated(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requireTicket is requireToken for the two endpoints a browser cannot add
+// a header to (EventSource, WebSocket): they also accept ?ticket=, a
+// single-use ticket the page gets from POST /v1/tickets with its token.
+// A WebSocket upgrade must come from our own origin (Origin present and
+// naming the Host).
+func (s *Server) requireTicket(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := notCrossOrigin(r); err != nil {
+			writeError(w, r, http.StatusForbidden, err)
+			return
+		}
+		byTicket := false
+		if !s.authorized(r) {
+			if !s.tickets.take(r.URL.Query().Get("ticket")) {
+				unauthenticated(w, r)
+				return
+			}
+			byTicket = true
+		}
+		if byTicket && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			if err := sameOrigin(r); err != nil {
 				writeError(w, r, http.StatusForbidden, err)
 				return
@@ -146,34 +174,44 @@ func (s *Server) requireToken(next http.Handler) http.Handler {
 	})
 }
 
-func sameOrigin(r *http.Request) *api.Error {
-	fix := "use the banger UI itself; other sites cannot drive it"
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
-		return api.Invalid("cross-site request refused (Sec-Fetch-Site: %s)", site).WithFix(fix)
+const crossOriginFix = "use the banger UI itself; other sites and other ports cannot drive it"
+
+// notCrossOrigin refuses what the browser says comes from another origin.
+// Requests without these headers (curl, scrapers) pass to the token check.
+func notCrossOrigin(r *http.Request) *api.Error {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return api.Invalid("cross-origin request refused (Sec-Fetch-Site: %s)", site).WithFix(crossOriginFix)
 	}
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return api.Invalid("request without an Origin header refused").WithFix(fix)
-	}
-	u, err := url.Parse(origin)
-	if err != nil || !strings.EqualFold(u.Host, r.Host) {
-		return api.Invalid("request from origin %q refused: this is %s", origin, r.Host).WithFix(fix)
+	if origin := r.Header.Get("Origin"); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || !strings.EqualFold(u.Host, r.Host) {
+			return api.Invalid("request from origin %q refused: this is %s", origin, r.Host).WithFix(crossOriginFix)
+		}
 	}
 	return nil
+}
+
+// sameOrigin needs an Origin header naming the Host (a browser's WebSocket
+// always sends one).
+func sameOrigin(r *http.Request) *api.Error {
+	if r.Header.Get("Origin") == "" {
+		return api.Invalid("request without an Origin header refused").WithFix(crossOriginFix)
+	}
+	return notCrossOrigin(r)
 }
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>banger</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="0; url=/">
-<link rel="stylesheet" href="/assets/style.css"></head>
+<link rel="stylesheet" href="/assets/style.css">
+<script type="module" src="/assets/login.js"></script></head>
 <body class="login"><main class="login-box"><h1>banger</h1>
 <p>{{.}}</p><p><a href="/">Continue to banger</a></p></main></body></html>`))
 
-// login checks ?token=, sets the cookie and sends the browser to the app.
-// The answer is a page (not a 30x) so the next request is a same-origin
-// navigation that carries the SameSite=Strict cookie, and the token URL is
-// left behind in the history of a reload-free redirect.
+// login checks ?token= and answers a page whose script (assets/login.js)
+// keeps the token in this origin's localStorage, drops the token URL from
+// the history and opens the app. It also expires the cookie older banger
+// versions set, which every port of this host was sent.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if !s.tokenEqual(r.URL.Query().Get("token")) {
 		writeError(w, r, http.StatusUnauthorized, &api.Error{Kind: KindUnauthenticated,
@@ -181,11 +219,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			Fix:     "run `banger web url` on the daemon's host and open the URL it prints"})
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: s.token, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode})
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_ = loginPage.Execute(w, "Logged in.")
+	_ = loginPage.Execute(w, "Logging in…")
 }
 
 var errorPage = template.Must(template.New("error").Parse(`<!doctype html>

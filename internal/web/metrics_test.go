@@ -22,7 +22,7 @@ func TestMetricsBehindToken(t *testing.T) {
 		{"wrong bearer", map[string]string{"Authorization": "Bearer nope"}, 401, "missing or wrong"},
 		{"wrong cookie", map[string]string{"Cookie": CookieName + "=nope"}, 401, "missing or wrong"},
 		{"bearer", map[string]string{"Authorization": "Bearer " + s.token}, 200, `"path":"/v1/metrics"`},
-		{"cookie", map[string]string{"Cookie": CookieName + "=" + s.token}, 200, `"path":"/v1/metrics"`},
+		{"cookie is no credential", map[string]string{"Cookie": CookieName + "=" + s.token}, 401, "missing or wrong"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

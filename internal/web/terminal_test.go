@@ -56,11 +56,14 @@ func dialTerminal(t *testing.T, s *Server, name, origin string) (*websocket.Conn
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	h := http.Header{}
-	h.Set("Cookie", CookieName+"="+s.token)
 	if origin != "" {
 		h.Set("Origin", origin)
 	}
-	return websocket.Dial(ctx, "ws://"+s.Addr().String()+"/v1/vms/"+name+"/terminal?rows=30&cols=100",
+	tk, err := s.tickets.issue(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return websocket.Dial(ctx, "ws://"+s.Addr().String()+"/v1/vms/"+name+"/terminal?rows=30&cols=100&ticket="+tk,
 		&websocket.DialOptions{HTTPHeader: h})
 }
 

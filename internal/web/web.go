@@ -12,11 +12,20 @@
 // serves until Shutdown, which cancels the base context of every request
 // (waking event streams and terminals) and closes the listener.
 //
-// Security: every request except GET /login needs the token, as the
-// HttpOnly SameSite=Strict cookie that /login sets or as a Bearer header;
-// state-changing requests and WebSocket upgrades made with the cookie must
-// come from our own origin (CSRF); and unless AllowRemote the Host header
-// must name a loopback address or localhost (DNS rebinding). See auth.go.
+// Security: the token is bound to the UI's origin. /login?token= hands it
+// to the page, which keeps it in its origin's localStorage (another port on
+// the same host is another origin and cannot read it) and sends it as an
+// Authorization: Bearer header; no cookie authorises anything (cookies are
+// not port-scoped). The event stream and the terminal WebSocket, which a
+// browser cannot give a header, take a single-use ticket (POST /v1/tickets,
+// 30 s) in the URL instead, and the WebSocket must come from our own
+// origin. A request the browser marks as cross-origin (Sec-Fetch-Site,
+// Origin) is refused before the token check. Unless AllowRemote the Host
+// header must name a loopback address or localhost (DNS rebinding). The
+// app's static files are served without the token: they hold no data.
+// Requests through the UI reach the daemon without a Unix-socket peer, so
+// the daemon treats them as unprivileged (no host paths: image build
+// uploads its files). See auth.go and tickets.go.
 package web
 
 import (
@@ -67,13 +76,14 @@ type Options struct {
 
 // Server is a running web UI. Make it with New, then call Serve.
 type Server struct {
-	opts   Options
-	token  string
-	ln     net.Listener
-	srv    *http.Server
-	hub    *hub
-	ctx    context.Context
-	cancel context.CancelFunc
+	opts    Options
+	token   string
+	ln      net.Listener
+	srv     *http.Server
+	hub     *hub
+	tickets ticketBox
+	ctx     context.Context
+	cancel  context.CancelFunc
 }
 
 // New loads or creates the token and opens the listener; nothing is served
@@ -152,17 +162,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /login", s.login)
-	mux.Handle("GET /v1/events", s.requireToken(http.HandlerFunc(s.events)))
-	mux.Handle("GET /v1/vms/{name}/terminal", s.requireToken(http.HandlerFunc(s.terminal)))
+	mux.Handle("POST /v1/tickets", s.requireToken(http.HandlerFunc(s.ticket)))
+	mux.Handle("GET /v1/events", s.requireTicket(http.HandlerFunc(s.events)))
+	mux.Handle("GET /v1/vms/{name}/terminal", s.requireTicket(http.HandlerFunc(s.terminal)))
 	mux.Handle("/v1/", s.requireToken(noStore(s.opts.API)))
 	mux.Handle("GET /metrics", s.requireToken(noStore(atPath("/v1/metrics", s.opts.API))))
+	// The app itself (HTML, scripts, styles) holds no data and is served
+	// to anyone who passes the Host check; everything it shows comes from
+	// the API with the token.
 	static, _ := fs.Sub(assets, "assets")
 	files := http.FileServerFS(static)
-	mux.Handle("GET /assets/", s.requireToken(http.StripPrefix("/assets/", files)))
-	mux.Handle("GET /{$}", s.requireToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /assets/", http.StripPrefix("/assets/", files))
+	mux.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		http.ServeFileFS(w, r, static, "index.html")
-	})))
+	}))
 	mux.Handle("/", s.requireToken(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusNotFound, api.NotFound("no page %s", r.URL.Path).WithFix("open / for the UI"))
 	})))

@@ -103,6 +103,8 @@ func TestAuthCSRFAndRebinding(t *testing.T) {
 	s, _ := newTestServer(t, Options{})
 	base := "http://" + s.Addr().String()
 	cookie := CookieName + "=" + s.token
+	bearer := "Bearer " + s.token
+	other := "http://127.0.0.1:1" // another port of this host: another origin
 	tests := []struct {
 		name   string
 		method string
@@ -113,22 +115,26 @@ func TestAuthCSRFAndRebinding(t *testing.T) {
 		want   string // substring of the body
 	}{
 		{"no token api", "GET", "/v1/vms", nil, "", 401, `"kind":"Unauthenticated"`},
-		{"no token page", "GET", "/", map[string]string{"Accept": "text/html"}, "", 401, "banger web url"},
-		{"wrong cookie", "GET", "/v1/vms", map[string]string{"Cookie": CookieName + "=nope"}, "", 401, "missing or wrong"},
+		{"cookie is no credential", "GET", "/v1/vms", map[string]string{"Cookie": cookie}, "", 401, "missing or wrong"},
+		{"wrong bearer", "GET", "/v1/vms", map[string]string{"Authorization": "Bearer nope"}, "", 401, "missing or wrong"},
 		{"wrong login", "GET", "/login?token=nope", map[string]string{"Accept": "text/html"}, "", 401, "wrong or missing login token"},
-		{"cookie get", "GET", "/v1/vms", map[string]string{"Cookie": cookie}, "", 200, "[]"},
-		{"bearer get", "GET", "/v1/status", map[string]string{"Authorization": "Bearer " + s.token}, "", 200, `"/v1/status"`},
-		{"page", "GET", "/", map[string]string{"Cookie": cookie}, "", 200, "<title>banger</title>"},
-		{"asset", "GET", "/assets/app.js", map[string]string{"Cookie": cookie}, "", 200, "import"},
-		{"vendored xterm", "GET", "/assets/vendor/xterm.mjs", map[string]string{"Cookie": cookie}, "", 200, "Terminal"},
-		{"post without origin", "POST", "/v1/vms", map[string]string{"Cookie": cookie}, "", 403, "without an Origin"},
-		{"post cross origin", "POST", "/v1/vms", map[string]string{"Cookie": cookie, "Origin": "http://evil.example"}, "", 403, "evil.example"},
-		{"post cross site", "DELETE", "/v1/vms/x", map[string]string{"Cookie": cookie, "Origin": base, "Sec-Fetch-Site": "cross-site"}, "", 403, "cross-site"},
-		{"post same origin", "POST", "/v1/vms", map[string]string{"Cookie": cookie, "Origin": base, "Sec-Fetch-Site": "same-origin"}, "", 200, `"POST"`},
-		{"post bearer", "POST", "/v1/vms", map[string]string{"Authorization": "Bearer " + s.token}, "", 200, `"POST"`},
-		{"rebinding host", "GET", "/v1/vms", map[string]string{"Cookie": cookie}, "evil.example:7070", 403, "not this machine's loopback"},
-		{"localhost host", "GET", "/v1/vms", map[string]string{"Cookie": cookie}, "localhost:7070", 200, "[]"},
-		{"unknown page", "GET", "/nope", map[string]string{"Cookie": cookie}, "", 404, "no page"},
+		{"bearer get", "GET", "/v1/status", map[string]string{"Authorization": bearer}, "", 200, `"/v1/status"`},
+		{"page without token", "GET", "/", nil, "", 200, "<title>banger</title>"},
+		{"asset without token", "GET", "/assets/app.js", nil, "", 200, "import"},
+		{"vendored xterm", "GET", "/assets/vendor/xterm.mjs", nil, "", 200, "Terminal"},
+		{"post bearer", "POST", "/v1/vms", map[string]string{"Authorization": bearer}, "", 200, `"POST"`},
+		{"post same origin", "POST", "/v1/vms", map[string]string{"Authorization": bearer, "Origin": base, "Sec-Fetch-Site": "same-origin"}, "", 200, `"POST"`},
+		{"other port origin", "GET", "/v1/vms", map[string]string{"Authorization": bearer, "Origin": other}, "", 403, "127.0.0.1:1"},
+		{"same-site get", "GET", "/v1/vms", map[string]string{"Cookie": cookie, "Sec-Fetch-Site": "same-site"}, "", 403, "same-site"},
+		{"cross origin post", "POST", "/v1/vms", map[string]string{"Authorization": bearer, "Origin": "http://evil.example"}, "", 403, "evil.example"},
+		{"cross site delete", "DELETE", "/v1/vms/x", map[string]string{"Authorization": bearer, "Origin": base, "Sec-Fetch-Site": "cross-site"}, "", 403, "cross-site"},
+		{"events without ticket", "GET", "/v1/events", map[string]string{"Cookie": cookie}, "", 401, "missing or wrong"},
+		{"events bad ticket", "GET", "/v1/events?ticket=nope", nil, "", 401, "missing or wrong"},
+		{"ticket needs token", "POST", "/v1/tickets", map[string]string{"Cookie": cookie}, "", 401, "missing or wrong"},
+		{"ticket", "POST", "/v1/tickets", map[string]string{"Authorization": bearer}, "", 200, `"expires_in":30`},
+		{"rebinding host", "GET", "/v1/vms", map[string]string{"Authorization": bearer}, "evil.example:7070", 403, "not this machine's loopback"},
+		{"localhost host", "GET", "/v1/vms", map[string]string{"Authorization": bearer}, "localhost:7070", 200, "[]"},
+		{"unknown page", "GET", "/nope", map[string]string{"Authorization": bearer}, "", 404, "no page"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,7 +161,9 @@ func TestAuthCSRFAndRebinding(t *testing.T) {
 	}
 }
 
-func TestLoginSetsStrictCookie(t *testing.T) {
+// /login hands the token to the page's script (kept in localStorage) and
+// expires the cookie older versions set; no cookie carries the token.
+func TestLoginKeepsNoCookie(t *testing.T) {
 	s, _ := newTestServer(t, Options{})
 	u := s.LoginURL()
 	if !strings.HasPrefix(u, "http://127.0.0.1:") || !strings.Contains(u, "/login?token="+s.token) {
@@ -165,14 +173,67 @@ func TestLoginSetsStrictCookie(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("login: %d", resp.StatusCode)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "/assets/login.js") || strings.Contains(string(body), s.token) {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
 	}
-	cs := resp.Cookies()
-	if len(cs) != 1 || cs[0].Name != CookieName || cs[0].Value != s.token || !cs[0].HttpOnly ||
-		cs[0].SameSite != http.SameSiteStrictMode || cs[0].Path != "/" {
-		t.Fatalf("login cookie = %+v, want HttpOnly SameSite=Strict %s on /", cs, CookieName)
+	for _, c := range resp.Cookies() {
+		if c.Value != "" || c.MaxAge >= 0 {
+			t.Fatalf("login sets cookie %+v, want none but the old one expired", c)
+		}
+	}
+}
+
+// A ticket opens the event stream once; it cannot be used twice.
+func TestTicketSingleUse(t *testing.T) {
+	s, _ := newTestServer(t, Options{})
+	base := "http://" + s.Addr().String()
+	req, _ := http.NewRequest("POST", base+"/v1/tickets", nil)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tk Ticket
+	json.NewDecoder(resp.Body).Decode(&tk)
+	resp.Body.Close()
+	if len(tk.Ticket) != 64 {
+		t.Fatalf("ticket = %+v", tk)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	get := func() int {
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/events?ticket="+tk.Ticket, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := get(); c != 200 {
+		t.Fatalf("first use: %d", c)
+	}
+	if c := get(); c != 401 {
+		t.Fatalf("second use: %d, want 401", c)
+	}
+}
+
+func TestTicketBoxBoundsAndExpiry(t *testing.T) {
+	var b ticketBox
+	now := time.Now()
+	first, _ := b.issue(now.Add(-time.Hour)) // long expired
+	for range maxTickets + 10 {
+		if _, err := b.issue(now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(b.m) > maxTickets {
+		t.Fatalf("%d tickets outstanding, bound %d", len(b.m), maxTickets)
+	}
+	if b.take(first) || b.take("") {
+		t.Fatal("an expired or empty ticket was accepted")
 	}
 }
 

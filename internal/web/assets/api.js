@@ -1,5 +1,21 @@
-// api.js — the daemon's /v1 API, called with the login cookie. Errors are
-// the daemon's own: kind, message, fix and the fix's action (see fix.js).
+// api.js — the daemon's /v1 API, called with the token /login kept in this
+// origin's localStorage, as an Authorization header (no cookie: cookies
+// reach every port of the host). Errors are the daemon's own: kind,
+// message, fix and the fix's action (see fix.js).
+
+const TOKEN_KEY = 'banger.token';
+
+export const loggedOutError = () => new ApiError('Unauthenticated', 'not logged in to this banger UI',
+  'run `banger web url` on the daemon\'s host and open the URL it prints', 401);
+
+// headers are the API version and the token; without a token it throws.
+function headers() {
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (!token) throw loggedOutError();
+  return { 'X-Banger-API': '1.1', Authorization: `Bearer ${token}` };
+}
+
+export const loggedIn = () => !!localStorage.getItem(TOKEN_KEY);
 
 export class ApiError extends Error {
   constructor(kind, message, fix, status, action) {
@@ -12,7 +28,7 @@ export class ApiError extends Error {
 }
 
 export async function call(method, path, body, signal) {
-  const opts = { method, headers: { 'X-Banger-API': '1.1' }, credentials: 'same-origin', signal };
+  const opts = { method, headers: headers(), credentials: 'omit', signal };
   if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
     opts.body = JSON.stringify(body);
@@ -55,7 +71,7 @@ export const output = (id, from, signal) =>
 // streamText reads a streaming text response (the serial log with
 // follow=1) and hands each chunk to onChunk until the signal aborts.
 export async function streamText(path, onChunk, signal) {
-  const res = await fetch(path, { headers: { 'X-Banger-API': '1.1' }, credentials: 'same-origin', signal });
+  const res = await fetch(path, { headers: headers(), credentials: 'omit', signal });
   if (!res.ok) {
     let data = null;
     try { data = await res.json(); } catch { /* not JSON */ }
@@ -68,3 +84,7 @@ export async function streamText(path, onChunk, signal) {
     onChunk(value);
   }
 }
+
+// ticket gets a single-use ticket for the URL of an EventSource or a
+// WebSocket, which cannot carry the Authorization header.
+export const ticket = () => call('POST', '/v1/tickets').then(r => r.data.ticket);

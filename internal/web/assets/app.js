@@ -2,6 +2,8 @@
 // event stream. Plain ES modules, no build step.
 
 import { connect } from './events.js';
+import { loggedIn, loggedOutError } from './api.js';
+import { errorBox } from './ui.js';
 import { vmsPage, vmPage } from './vms.js';
 import { imagesPage } from './images.js';
 import { hostPage } from './host.js';
@@ -26,6 +28,11 @@ function route() {
   document.title = `banger · ${parts.filter(Boolean).join(' · ') || 'vms'}`;
 }
 
-connect(document.getElementById('conn'));
-window.addEventListener('hashchange', () => { route(); main.focus({ preventScroll: true }); });
-route();
+if (!loggedIn()) {
+  // Opened without /login?token= (or its localStorage was cleared).
+  main.replaceChildren(errorBox(loggedOutError()));
+} else {
+  connect(document.getElementById('conn'));
+  window.addEventListener('hashchange', () => { route(); main.focus({ preventScroll: true }); });
+  route();
+}

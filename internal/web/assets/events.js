@@ -2,6 +2,8 @@
 // events; the daemon publishes VM, image and operation snapshots when they
 // change, and stats samples of running VMs). No polling in the browser.
 
+import { ticket } from './api.js';
+
 const MAX_SAMPLES = 60;
 
 export const state = {
@@ -25,16 +27,35 @@ function emit(what) {
   }
 }
 
+// connect opens the stream with a fresh ticket (EventSource cannot send
+// the token header), and on any error closes it and reconnects with a new
+// ticket after a pause; a refused ticket request means logged out.
 export function connect(statusEl) {
-  const es = new EventSource('/v1/events');
   const setStatus = (ok, text) => {
     state.connected = ok;
     statusEl.textContent = text;
     statusEl.classList.toggle('ok', ok);
     statusEl.classList.toggle('bad', !ok);
   };
-  es.onopen = () => setStatus(true, 'live');
-  es.onerror = () => setStatus(false, es.readyState === EventSource.CLOSED ? 'disconnected (reload to log in again)' : 'reconnecting…');
+  const open = async () => {
+    let t;
+    try {
+      t = await ticket();
+    } catch (err) {
+      if (err.status === 401) { setStatus(false, 'logged out (run banger web url)'); return; }
+      setStatus(false, 'reconnecting…');
+      setTimeout(open, 2000);
+      return;
+    }
+    const es = new EventSource(`/v1/events?ticket=${encodeURIComponent(t)}`);
+    listen(es);
+    es.onopen = () => setStatus(true, 'live');
+    es.onerror = () => { es.close(); setStatus(false, 'reconnecting…'); setTimeout(open, 2000); };
+  };
+  open();
+}
+
+function listen(es) {
   for (const kind of ['vms', 'images', 'operations']) {
     es.addEventListener(kind, ev => {
       state[kind] = JSON.parse(ev.data) ?? [];

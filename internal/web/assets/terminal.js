@@ -6,6 +6,7 @@ import { Terminal } from './vendor/xterm.mjs';
 import { FitAddon } from './vendor/addon-fit.mjs';
 import { h, badge, errorBox } from './ui.js';
 import { state, onChange } from './events.js';
+import { ticket } from './api.js';
 
 const enc = encodeURIComponent;
 
@@ -44,11 +45,21 @@ export function terminalPage(main, name) {
   const encoder = new TextEncoder();
   let ws = null;
 
-  function open() {
+  // open connects with a fresh single-use ticket (a WebSocket cannot send
+  // the token header).
+  async function open() {
     errEl.replaceChildren();
     reconnect.hidden = true;
+    let t;
+    try {
+      t = await ticket();
+    } catch (err) {
+      errEl.replaceChildren(errorBox(err));
+      reconnect.hidden = false;
+      return;
+    }
     const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    ws = new WebSocket(`${proto}://${location.host}/v1/vms/${enc(name)}/terminal?rows=${term.rows}&cols=${term.cols}`);
+    ws = new WebSocket(`${proto}://${location.host}/v1/vms/${enc(name)}/terminal?rows=${term.rows}&cols=${term.cols}&ticket=${enc(t)}`);
     ws.binaryType = 'arraybuffer';
     ws.onopen = () => { status.textContent = 'connected'; status.className = 'term-status ok'; term.focus(); };
     ws.onmessage = ev => {
