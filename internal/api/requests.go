@@ -50,8 +50,8 @@ type ImageRegisterRequest struct {
 // ImageBuildRequest builds an image from an image: a builder VM boots from
 // From, gets Copy files, runs Script as root and is captured as Name.
 type ImageBuildRequest struct {
-	Name   string      `json:"name"`
-	From   string      `json:"from"`
+	Name string `json:"name"`
+	From string `json:"from"`
 	// Script is the absolute host path of an executable script, opened by
 	// the daemon: accepted from a root peer only (old CLIs send it).
 	Script string `json:"script,omitempty"`
@@ -59,9 +59,9 @@ type ImageBuildRequest struct {
 	// (the CLI and the web UI send this, never Script).
 	ScriptFile *FileUpload `json:"script_file,omitempty"`
 	Copy       []ImageCopy `json:"copy,omitempty"`
-	Size   int64       `json:"size,omitempty"` // rootfs size in bytes; 0 = the parent's
-	With   []string    `json:"with,omitempty"` // features, e.g. "opencode" (runs the shipped script)
-	Env    []string    `json:"env,omitempty"`  // KEY=VALUE for the scripts, e.g. http_proxy=…
+	Size       int64       `json:"size,omitempty"` // rootfs size in bytes; 0 = the parent's
+	With       []string    `json:"with,omitempty"` // features, e.g. "opencode" (runs the shipped script)
+	Env        []string    `json:"env,omitempty"`  // KEY=VALUE for the scripts, e.g. http_proxy=…
 	// TimeoutSeconds bounds the whole build (0 = 30 minutes).
 	TimeoutSeconds int `json:"timeout_seconds,omitempty"`
 }
