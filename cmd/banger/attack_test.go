@@ -71,7 +71,7 @@ func onTerminal(t *testing.T, configPath string, args ...string) (code int, stdo
 // through `vm logs` neutralised (each control shown as a visible escape);
 // --raw passes the bytes unchanged.
 func TestAttackLogsTerminalEscapes(t *testing.T) {
-	fake := &daemontest.VMs{LogsFunc: func(_ context.Context, _ string, _ bool, w io.Writer) error {
+	fake := &daemontest.VMs{LogsFunc: func(_ context.Context, _ string, _ api.LogOptions, w io.Writer) error {
 		_, err := io.WriteString(w, hostile)
 		return err
 	}}

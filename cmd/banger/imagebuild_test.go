@@ -64,3 +64,23 @@ func TestResolveBuildRefuses(t *testing.T) {
 		}
 	}
 }
+
+func TestLogJSONWriter(t *testing.T) {
+	var doc, stream strings.Builder
+	w := &logJSONWriter{vm: "a", out: &doc}
+	w.Write([]byte("one\ntw"))
+	w.Write([]byte("o\n\x1b]52;c;x\x07"))
+	w.close()
+	if want := "{\n  \"vm\": \"a\",\n  \"lines\": [\n    \"one\",\n    \"two\",\n    \"\\u001b]52;c;x\\u0007\"\n  ]\n}\n"; doc.String() != want {
+		t.Errorf("document = %q, want %q", doc.String(), want)
+	}
+	s := &logJSONWriter{vm: "a", out: &stream, stream: true}
+	s.Write([]byte("one\ntwo"))
+	if stream.String() != "{\"vm\":\"a\",\"line\":\"one\"}\n" {
+		t.Errorf("stream before the line ends = %q", stream.String())
+	}
+	s.close()
+	if !strings.HasSuffix(stream.String(), "{\"vm\":\"a\",\"line\":\"two\"}\n") {
+		t.Errorf("stream = %q", stream.String())
+	}
+}

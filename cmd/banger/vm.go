@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -209,32 +210,108 @@ func vmEditCmd(e *env) *cobra.Command {
 }
 
 func vmLogsCmd(e *env) *cobra.Command {
-	var follow, raw bool
+	var raw bool
+	var opt api.LogOptions
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print a VM's serial console",
-		Long: "Print a VM's serial console. On a terminal, control characters the guest wrote (escape\n" +
-			"sequences) are shown as visible escapes such as \\x1b; --raw prints them as written.",
+		Long: "Print a VM's serial console (--tail N: its last N lines, read from the log's end). On a\n" +
+			"terminal, control characters the guest wrote (escape sequences) are shown as visible escapes\n" +
+			"such as \\x1b; --raw prints them as written. --json prints {\"vm\",\"lines\"}, or with --follow\n" +
+			"one {\"vm\",\"line\"} object a line.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client(cmd.Context())
-			if err != nil {
-				return err
+			if opt.Tail < 0 || opt.Tail > api.MaxLogTail {
+				return api.Invalid("--tail %d is not a line count from 0 to %d", opt.Tail, api.MaxLogTail).WithFix("--tail 100")
 			}
-			if raw || !termsafe.IsTerminal(e.stdout) {
-				return c.Logs(cmd.Context(), args[0], follow, e.stdout)
-			}
-			tw := termsafe.NewWriter(e.stdout)
-			err = c.Logs(cmd.Context(), args[0], follow, tw)
-			if ferr := tw.Flush(); err == nil {
-				err = ferr
-			}
-			return err
+			return e.vmLogs(cmd.Context(), args[0], opt, raw)
 		},
 	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	cmd.Flags().BoolVarP(&opt.Follow, "follow", "f", false, "keep printing new output")
+	cmd.Flags().IntVarP(&opt.Tail, "tail", "n", 0, "start at the last N lines (0: the whole log)")
 	cmd.Flags().BoolVar(&raw, "raw", false, "print the guest's bytes unchanged, terminal control included")
 	return cmd
+}
+
+func (e *env) vmLogs(ctx context.Context, name string, opt api.LogOptions, raw bool) error {
+	c, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	if e.jsonOut {
+		jw := &logJSONWriter{vm: name, out: e.stdout, stream: opt.Follow}
+		if err := c.Logs(ctx, name, opt, jw); err != nil {
+			return err
+		}
+		return jw.close()
+	}
+	if raw || !termsafe.IsTerminal(e.stdout) {
+		return c.Logs(ctx, name, opt, e.stdout)
+	}
+	tw := termsafe.NewWriter(e.stdout)
+	err = c.Logs(ctx, name, opt, tw)
+	if ferr := tw.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// logJSONWriter turns the serial console into JSON: with stream, one
+// {"vm","line"} object a complete line as it arrives; else every line
+// kept for one {"vm","lines"} document at close. JSON escapes the guest's
+// control characters.
+type logJSONWriter struct {
+	vm     string
+	out    io.Writer
+	stream bool
+	part   []byte
+	lines  []string
+}
+
+func (w *logJSONWriter) Write(p []byte) (int, error) {
+	w.part = append(w.part, p...)
+	for {
+		i := bytes.IndexByte(w.part, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		if err := w.line(string(w.part[:i])); err != nil {
+			return 0, err
+		}
+		w.part = w.part[i+1:]
+	}
+}
+
+func (w *logJSONWriter) line(l string) error {
+	if !w.stream {
+		w.lines = append(w.lines, l)
+		return nil
+	}
+	return json.NewEncoder(w.out).Encode(struct {
+		VM   string `json:"vm"`
+		Line string `json:"line"`
+	}{w.vm, l})
+}
+
+func (w *logJSONWriter) close() error {
+	if len(w.part) > 0 {
+		if err := w.line(string(w.part)); err != nil {
+			return err
+		}
+		w.part = nil
+	}
+	if w.stream {
+		return nil
+	}
+	if w.lines == nil {
+		w.lines = []string{}
+	}
+	enc := json.NewEncoder(w.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(struct {
+		VM    string   `json:"vm"`
+		Lines []string `json:"lines"`
+	}{w.vm, w.lines})
 }
 
 func vmStatsCmd(e *env) *cobra.Command {

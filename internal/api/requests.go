@@ -20,7 +20,7 @@ package api
 //	POST   /v1/vms/{name}/start|stop|restart → Operation
 //	DELETE /v1/vms/{name}                 → Operation
 //	PATCH  /v1/vms/{name}                 VMEditRequest → VM
-//	GET    /v1/vms/{name}/logs?follow=1   text/plain stream (serial console)
+//	GET    /v1/vms/{name}/logs?follow=1&tail=N text/plain stream (serial console; LogOptions)
 //	POST   /v1/vms/{name}/exec            upgrade to a raw stream speaking the agent's exec protocol
 //	GET    /v1/vms/{name}/stats           VMStats
 //	GET    /v1/operations/{id}?wait=DUR   Operation (long-poll: answers when it changes or after DUR)
@@ -176,6 +176,21 @@ type VMDetail struct {
 	Alive   bool       `json:"alive"`
 	URLs    []string   `json:"urls,omitempty"`
 }
+
+// LogOptions are GET /v1/vms/{name}/logs's query: follow=1 keeps writing
+// new output; tail=N starts at the last N lines (0 = the whole log), read
+// from the log's end (at most MaxLogTail lines, within the last
+// MaxLogTailBytes).
+type LogOptions struct {
+	Follow bool
+	Tail   int
+}
+
+// MaxLogTail and MaxLogTailBytes bound vm logs --tail.
+const (
+	MaxLogTail      = 100000
+	MaxLogTailBytes = 8 << 20
+)
 
 // ExecRequest is the first message of an exec stream.
 type ExecRequest struct {

@@ -282,10 +282,18 @@ func (c *Client) Stats(ctx context.Context, name string) (api.VMStats, error) {
 	return get[api.VMStats](ctx, c, "/v1/vms/"+esc(name)+"/stats")
 }
 
-// Logs copies a VM's serial console to w; with follow it keeps copying until
-// ctx ends (which is then not an error).
-func (c *Client) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/vms/"+esc(name)+"/logs", boolQuery("follow", follow), nil)
+// Logs copies a VM's serial console to w (from its last opt.Tail lines when
+// set); with opt.Follow it keeps copying until ctx ends (which is then not
+// an error).
+func (c *Client) Logs(ctx context.Context, name string, opt api.LogOptions, w io.Writer) error {
+	q := boolQuery("follow", opt.Follow)
+	if opt.Tail > 0 {
+		if q == nil {
+			q = url.Values{}
+		}
+		q.Set("tail", strconv.Itoa(opt.Tail))
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/vms/"+esc(name)+"/logs", q, nil)
 	if err != nil {
 		return err
 	}

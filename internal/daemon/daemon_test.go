@@ -471,12 +471,12 @@ func TestExecHijackPipe(t *testing.T) {
 }
 
 func TestLogsStream(t *testing.T) {
-	fake := &daemontest.VMs{LogsFunc: func(ctx context.Context, name string, follow bool, w io.Writer) error {
+	fake := &daemontest.VMs{LogsFunc: func(ctx context.Context, name string, opt api.LogOptions, w io.Writer) error {
 		if name != "a" {
 			return api.NotFound("vm %q not found", name)
 		}
 		fmt.Fprintln(w, "line 1")
-		if !follow {
+		if !opt.Follow {
 			return nil
 		}
 		fmt.Fprintln(w, "line 2")
@@ -485,16 +485,16 @@ func TestLogsStream(t *testing.T) {
 	}}
 	r := start(t, testConfig(t), daemon.Options{Services: daemontest.Services(fake, nil)})
 	var buf bytes.Buffer
-	if err := r.c.Logs(context.Background(), "a", false, &buf); err != nil || buf.String() != "line 1\n" {
+	if err := r.c.Logs(context.Background(), "a", api.LogOptions{}, &buf); err != nil || buf.String() != "line 1\n" {
 		t.Fatalf("logs = %q, %v", buf.String(), err)
 	}
-	if err := r.c.Logs(context.Background(), "b", false, &buf); !api.IsNotFound(err) {
+	if err := r.c.Logs(context.Background(), "b", api.LogOptions{}, &buf); !api.IsNotFound(err) {
 		t.Fatalf("logs of missing vm: %v", err)
 	}
 	// follow: lines arrive while the stream is still open.
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	go func() { r.c.Logs(ctx, "a", true, pw); pw.Close() }()
+	go func() { r.c.Logs(ctx, "a", api.LogOptions{Follow: true}, pw); pw.Close() }()
 	sc := bufio.NewScanner(pr)
 	for _, want := range []string{"line 1", "line 2"} {
 		if !sc.Scan() || sc.Text() != want {

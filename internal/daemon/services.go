@@ -38,7 +38,7 @@ type VMService interface {
 	Exec(ctx context.Context, name string) (net.Conn, error)
 	// Logs writes the VM's serial console to w; with follow it keeps writing
 	// until ctx ends.
-	Logs(ctx context.Context, name string, follow bool, w io.Writer) error
+	Logs(ctx context.Context, name string, opt api.LogOptions, w io.Writer) error
 	// Stats returns one VM's counters; LatestStats the stats loop's latest
 	// sample of every VM it sampled, without sampling on the caller's time
 	// (for the metrics scrape).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 
 	"banger/internal/api"
@@ -37,8 +38,16 @@ func (f *flushWriter) Write(p []byte) (int, error) {
 }
 
 func (d *Daemon) vmLogs(w http.ResponseWriter, r *http.Request) error {
+	opt := api.LogOptions{Follow: queryBool(r, "follow")}
+	if v := r.URL.Query().Get("tail"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > api.MaxLogTail {
+			return api.Invalid("tail %q is not a line count from 0 to %d", v, api.MaxLogTail).WithFix("--tail 100")
+		}
+		opt.Tail = n
+	}
 	fw := &flushWriter{w: w, rc: http.NewResponseController(w)}
-	err := d.vms.Logs(r.Context(), r.PathValue("name"), queryBool(r, "follow"), fw)
+	err := d.vms.Logs(r.Context(), r.PathValue("name"), opt, fw)
 	if fw.wrote {
 		// The status is gone; the client sees the stream end.
 		if err != nil && r.Context().Err() == nil {

@@ -124,6 +124,55 @@ func Tail(path string, n int, maxBytes int64) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
+// TailStart returns the offset in r (size bytes long) where its last n
+// lines begin, reading backwards from the end in 32 KiB blocks and never
+// more than maxBytes: when the last n lines are longer than that, it is
+// the first line start inside the window (or the window's start, mid-line,
+// when the window holds no line break). A final line break ends the last
+// line; it does not start an empty one. n <= 0 is the end (no lines).
+func TailStart(r io.ReaderAt, size int64, n int, maxBytes int64) (int64, error) {
+	if n <= 0 || size <= 0 {
+		return max(size, 0), nil
+	}
+	floor := max(size-maxBytes, 0)
+	end := size
+	var last [1]byte
+	if _, err := r.ReadAt(last[:], size-1); err != nil && err != io.EOF {
+		return 0, err
+	}
+	if last[0] == '\n' {
+		end--
+	}
+	const block = 32 << 10
+	buf := make([]byte, block)
+	found, earliest := 0, int64(-1)
+	for pos := end; pos > floor; {
+		start := max(pos-block, floor)
+		b := buf[:pos-start]
+		if _, err := r.ReadAt(b, start); err != nil && err != io.EOF {
+			return 0, err
+		}
+		for i := len(b) - 1; i >= 0; i-- {
+			if b[i] != '\n' {
+				continue
+			}
+			found++
+			earliest = start + int64(i) + 1
+			if found == n {
+				return earliest, nil
+			}
+		}
+		pos = start
+	}
+	if floor == 0 {
+		return 0, nil
+	}
+	if earliest >= 0 {
+		return earliest, nil
+	}
+	return floor, nil
+}
+
 // Writer appends to a file the daemon owns, keeping it under a byte cap:
 // before a write would take it past the cap, the file is renamed to
 // path+".1" (replacing the older copy) and started afresh. It is safe for

@@ -1,6 +1,7 @@
 package logcap
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,5 +67,64 @@ func TestWriterRotates(t *testing.T) {
 	old, _ := os.ReadFile(path + Rotated)
 	if string(cur) != "xxxxxxxxxx" || string(old) != "abc\n" {
 		t.Errorf("file %q, .1 %q", cur, old)
+	}
+}
+
+// countingReaderAt counts the bytes read through it.
+type countingReaderAt struct {
+	r    io.ReaderAt
+	read int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.read += int64(n)
+	return n, err
+}
+
+func TestTailStart(t *testing.T) {
+	for _, tt := range []struct {
+		name, text string
+		n          int
+		max        int64
+		want       string // the text from the offset
+	}{
+		{"last two", "a\nb\nc\n", 2, 1 << 20, "b\nc\n"},
+		{"no final newline", "a\nb\nc", 2, 1 << 20, "b\nc"},
+		{"more than there are", "a\nb\n", 5, 1 << 20, "a\nb\n"},
+		{"zero", "a\nb\n", 0, 1 << 20, ""},
+		{"empty", "", 3, 1 << 20, ""},
+		{"window cuts a line", "aaaa\nbbbb\ncccc\n", 3, 8, "cccc\n"},
+		{"window inside one line", "xxxxxxxxxxxx\n", 3, 4, "xxx\n"},
+	} {
+		r := strings.NewReader(tt.text)
+		off, err := TailStart(r, int64(len(tt.text)), tt.n, tt.max)
+		if err != nil || tt.text[off:] != tt.want {
+			t.Errorf("%s: from %d = %q (%v), want %q", tt.name, off, tt.text[min(off, int64(len(tt.text))):], err, tt.want)
+		}
+	}
+}
+
+// The last lines of a 1 GiB log are found by reading its end only.
+func TestTailStartReadsOnlyTheEnd(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "serial.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const size = 1 << 30
+	f.Truncate(size) // sparse
+	tail := strings.Repeat("line of output\n", 50)
+	f.WriteAt([]byte(tail), size)
+	c := &countingReaderAt{r: f}
+	off, err := TailStart(c, size+int64(len(tail)), 10, 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off != size+40*15 {
+		t.Fatalf("offset %d, want %d", off, size+40*15)
+	}
+	if c.read > 64<<10 {
+		t.Fatalf("read %d bytes of a 1 GiB log for 10 lines, want <= 64 KiB", c.read)
 	}
 }

@@ -3,6 +3,7 @@ package vm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"time"
@@ -41,9 +42,12 @@ func (m *Manager) capLogs(ctx context.Context) {
 	}
 }
 
-// Logs writes the VM's serial console to w; with follow it keeps writing
-// new output until ctx ends or the VM is deleted.
-func (m *Manager) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
+// Logs writes the VM's serial console to w — from its last opt.Tail lines
+// when set, found from the log's end (logcap.TailStart) without reading the
+// rest; with opt.Follow it keeps writing new output until ctx ends or the
+// VM is deleted.
+func (m *Manager) Logs(ctx context.Context, name string, opt api.LogOptions, w io.Writer) error {
+	follow := opt.Follow
 	v, err := m.getVM(ctx, name)
 	if err != nil {
 		return err
@@ -54,6 +58,12 @@ func (m *Manager) Logs(ctx context.Context, name string, follow bool, w io.Write
 			return nil
 		}
 		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if f != nil && opt.Tail > 0 {
+		if err := seekTail(f, opt.Tail); err != nil {
+			f.Close()
 			return err
 		}
 	}
@@ -106,4 +116,18 @@ func (m *Manager) Logs(ctx context.Context, name string, follow bool, w io.Write
 			}
 		}
 	}
+}
+
+// seekTail moves f to the start of its last n lines.
+func seekTail(f *os.File, n int) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	off, err := logcap.TailStart(f, fi.Size(), n, api.MaxLogTailBytes)
+	if err != nil {
+		return fmt.Errorf("finding the last %d lines of %s: %w", n, f.Name(), err)
+	}
+	_, err = f.Seek(off, io.SeekStart)
+	return err
 }

@@ -41,7 +41,7 @@ type VMs struct {
 	// ExecFunc: default is Unavailable "no agent".
 	ExecFunc func(ctx context.Context, name string) (net.Conn, error)
 	// LogsFunc: default writes nothing.
-	LogsFunc func(ctx context.Context, name string, follow bool, w io.Writer) error
+	LogsFunc func(ctx context.Context, name string, opt api.LogOptions, w io.Writer) error
 	// LatestStatsFunc: default has no samples.
 	LatestStatsFunc func() []api.VMStats
 }
@@ -119,9 +119,9 @@ func (f *VMs) Exec(ctx context.Context, name string) (net.Conn, error) {
 	return nil, api.Unavailable("no agent")
 }
 
-func (f *VMs) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
+func (f *VMs) Logs(ctx context.Context, name string, opt api.LogOptions, w io.Writer) error {
 	if f.LogsFunc != nil {
-		return f.LogsFunc(ctx, name, follow, w)
+		return f.LogsFunc(ctx, name, opt, w)
 	}
 	return nil
 }
