@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -38,15 +39,27 @@ func TestAttackWebOtherOrigin(t *testing.T) {
 		t.Skip("no chromium: apt-get install chromium (make deps does)")
 	}
 	vms, _ := json.Marshal([]api.VM{{Name: "legit", Runtime: api.VMRuntime{State: api.VMRunning}}})
+	images, _ := json.Marshal([]api.Image{{Name: "base"}})
+	builds := make(chan api.ImageBuildRequest, 4)
 	apiH := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
+		case "/v1/images/build":
+			var req api.ImageBuildRequest
+			json.NewDecoder(r.Body).Decode(&req)
+			builds <- req
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(api.Unavailable("test: no builder"))
+			return
 		case "/v1/vms":
 			if r.Method == http.MethodGet {
 				w.Write(vms)
 				return
 			}
-		case "/v1/images", "/v1/operations":
+		case "/v1/images":
+			w.Write(images)
+			return
+		case "/v1/operations":
 			w.Write([]byte("[]"))
 			return
 		}
@@ -126,6 +139,22 @@ func TestAttackWebOtherOrigin(t *testing.T) {
 	mu.Unlock()
 	if legitTerm != "legit" {
 		t.Fatalf("the UI's own terminal did not reach the VM (Exec calls %q)", legitTerm)
+	}
+	// The image build form uploads the script: the request carries its
+	// contents, no host path.
+	script := filepath.Join(t.TempDir(), "setup.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho from-the-browser\n"), 0o644)
+	run("image build form", chromedp.Navigate(a+"/#/images"), chromedp.WaitVisible(chromedp.CSS("#bi-name")),
+		chromedp.SendKeys(chromedp.CSS("#bi-name"), "webbuilt"),
+		chromedp.SetUploadFiles(chromedp.CSS("#bi-script"), []string{script}),
+		chromedp.Click(chromedp.CSS("#build-image button[type=submit]")))
+	select {
+	case req := <-builds:
+		if req.Script != "" || req.ScriptFile == nil || string(req.ScriptFile.Data) != "#!/bin/sh\necho from-the-browser\n" || len(req.HostPaths()) != 0 {
+			t.Fatalf("the web UI's build request = %+v, want the script's contents and no host path", req)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the image build form sent nothing")
 	}
 	// The user then opens the other user's page on B.
 	run("attack page", chromedp.Navigate("http://"+lnB.Addr().String()+"/"), chromedp.Sleep(3*time.Second))
