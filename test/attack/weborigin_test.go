@@ -89,9 +89,10 @@ func TestAttackWebOtherOrigin(t *testing.T) {
 	// A: the UI's own handler, behind a recorder of what the attack got.
 	lnA := listenLocal(t)
 	a := "http://" + lnA.Addr().String()
+	ui := s.Handler()
 	serve(t, lnA, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusWriter{ResponseWriter: w}
-		s.Handler().ServeHTTP(rec, r)
+		ui.ServeHTTP(rec, r)
 		if atk := r.URL.Query().Get("atk"); atk != "" && rec.status() < 400 {
 			mu.Lock()
 			authed = append(authed, fmt.Sprintf("%s %s (%s): %d", r.Method, r.URL.Path, atk, rec.status()))
