@@ -34,6 +34,9 @@ import (
 // no credential may reach B; the UI on A still lists VMs over the event
 // stream and opens a terminal WebSocket.
 func TestAttackWebOtherOrigin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: drives headless Chromium (~8 s)")
+	}
 	chrome, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Skip("no chromium: apt-get install chromium (make deps does)")
