@@ -30,6 +30,15 @@ type dnsServer struct {
 	subnet    netip.Prefix
 	upstreams []string
 	log       *slog.Logger
+	// allowed and learn, when set, apply the querying guest's egress
+	// policy: whether a name may be forwarded, and the answer's addresses
+	// to record before the guest sees them (guest.go).
+	allowed func(src netip.Addr, qname string) bool
+	learn   func(src netip.Addr, qname string, resp *dns.Msg)
+	// inflight bounds concurrent upstream forwards (each holds a socket);
+	// limits rate-limits each source.
+	inflight chan struct{}
+	limits   *rateLimits
 
 	mu    sync.Mutex // guards the fields below
 	hosts map[string]netip.Addr
@@ -45,6 +54,8 @@ func newDNSServer(subnet netip.Prefix, upstreams []string, log *slog.Logger) *dn
 		log:       log,
 		hosts:     map[string]netip.Addr{},
 		names:     map[netip.Addr]string{},
+		inflight:  make(chan struct{}, maxInflightForwards),
+		limits:    newRateLimits(perSourceQPS, perSourceBurst),
 	}
 }
 
@@ -147,14 +158,28 @@ func (s *dnsServer) stop(ctx context.Context) error {
 
 // ServeDNS implements dns.Handler.
 func (s *dnsServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	resp := s.answer(req, w.RemoteAddr().Network())
+	var src netip.Addr
+	if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil {
+		src = ap.Addr().Unmap()
+	}
+	if !s.limits.allow(src, time.Now()) {
+		_ = w.WriteMsg(new(dns.Msg).SetRcode(req, dns.RcodeRefused))
+		return
+	}
+	resp := s.answerFrom(src, req, w.RemoteAddr().Network())
 	if err := w.WriteMsg(resp); err != nil {
 		s.log.Debug("dns reply failed", "err", err)
 	}
 }
 
-// answer builds the reply to req, arrived over network ("udp" or "tcp").
+// answer builds the reply to req, arrived over network ("udp" or "tcp"),
+// from no particular guest.
 func (s *dnsServer) answer(req *dns.Msg, network string) *dns.Msg {
+	return s.answerFrom(netip.Addr{}, req, network)
+}
+
+// answerFrom builds the reply to req from src.
+func (s *dnsServer) answerFrom(src netip.Addr, req *dns.Msg, network string) *dns.Msg {
 	resp := new(dns.Msg)
 	if len(req.Question) != 1 || req.Opcode != dns.OpcodeQuery {
 		return resp.SetRcode(req, dns.RcodeFormatError)
@@ -169,7 +194,14 @@ func (s *dnsServer) answer(req *dns.Msg, network string) *dns.Msg {
 			return s.answerPTR(req, q, ip)
 		}
 	}
-	return s.forward(req, network)
+	if s.allowed != nil && !s.allowed(src, name) {
+		return new(dns.Msg).SetRcode(req, dns.RcodeRefused)
+	}
+	resp = s.forward(req, network)
+	if s.learn != nil && resp.Rcode == dns.RcodeSuccess {
+		s.learn(src, name, resp)
+	}
+	return resp
 }
 
 func (s *dnsServer) answerHost(req *dns.Msg, q dns.Question) *dns.Msg {
@@ -220,6 +252,13 @@ func ptrAddr(name string) (netip.Addr, bool) {
 func (s *dnsServer) forward(req *dns.Msg, network string) *dns.Msg {
 	if network != "tcp" {
 		network = "udp"
+	}
+	select {
+	case s.inflight <- struct{}{}:
+		defer func() { <-s.inflight }()
+	default:
+		s.log.Debug("dns forward refused: too many in flight")
+		return new(dns.Msg).SetRcode(req, dns.RcodeServerFailure)
 	}
 	c := &dns.Client{Net: network, Timeout: forwardTimeout}
 	for _, up := range s.upstreams {

@@ -59,6 +59,10 @@ type Config struct {
 	DNSUpstreams []string
 	// DNSPort is the port the DNS server listens on at the gateway (default 53).
 	DNSPort int
+	// GlobalAllow are destinations (CIDR or IP, optional :port) every VM
+	// in mode internet or allow reaches even on a private range: a
+	// corporate proxy, a package mirror.
+	GlobalAllow []string
 }
 
 // Manager owns banger's host network. It is safe for concurrent use.
@@ -79,6 +83,15 @@ type Manager struct {
 	stop    chan struct{}
 	stopped chan struct{}
 	setUp   bool
+
+	gmu sync.Mutex // guards the fields below
+	// guests are the bound VMs, by name (guest.go).
+	guests map[string]*guestState
+	// attached are the subnets of the host's interfaces, denied to mode
+	// internet; read when the table is written.
+	attached []netip.Prefix
+	// globalAllow is Config.GlobalAllow parsed (set by New only).
+	globalAllow []cidrEntry
 }
 
 var ifNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
@@ -107,13 +120,20 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	if cfg.DNSUpstreams == nil {
 		cfg.DNSUpstreams = resolvConfUpstreams("/etc/resolv.conf")
 	}
+	allow, err := parseGlobalAllow(cfg.GlobalAllow)
+	if err != nil {
+		return nil, err
+	}
 	m := &Manager{
-		cfg:     cfg,
-		log:     log.With("component", "netw"),
-		gateway: cfg.Subnet.Addr().Next(),
-		inUse:   map[string]bool{},
+		cfg:         cfg,
+		log:         log.With("component", "netw"),
+		gateway:     cfg.Subnet.Addr().Next(),
+		inUse:       map[string]bool{},
+		guests:      map[string]*guestState{},
+		globalAllow: allow,
 	}
 	m.dns = newDNSServer(cfg.Subnet, cfg.DNSUpstreams, m.log)
+	m.dns.allowed, m.dns.learn = m.dnsAllowed, m.dnsLearn
 	return m, nil
 }
 
@@ -238,6 +258,9 @@ func (m *Manager) Teardown(ctx context.Context) error {
 	m.free = nil
 	m.inUse = map[string]bool{}
 	m.mu.Unlock()
+	m.gmu.Lock()
+	m.guests = map[string]*guestState{}
+	m.gmu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("tearing down network %s: %w", m.cfg.Bridge, err)
 	}

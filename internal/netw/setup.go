@@ -37,6 +37,9 @@ func (m *Manager) setupLocked(ctx context.Context) error {
 	if err := m.ensureGatewayAddr(br, r); err != nil {
 		return err
 	}
+	if err := hardenIPv6(m.cfg.Bridge); err != nil {
+		return err
+	}
 	if err := netlink.LinkSetUp(br); err != nil {
 		return fmt.Errorf("bringing bridge %s up: %w", m.cfg.Bridge, err)
 	}

@@ -303,6 +303,9 @@ func attachPort(link, br netlink.Link) error {
 	if err := netlink.LinkSetIsolated(link, true); err != nil {
 		return fmt.Errorf("isolating bridge port %s: %w", name, err)
 	}
+	if err := hardenIPv6(name); err != nil {
+		return err
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bringing %s up: %w", name, err)
 	}

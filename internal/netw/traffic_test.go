@@ -23,6 +23,10 @@ const (
 	uplinkHost = "198.51.100.1"
 	uplinkPeer = "198.51.100.2"
 	internetIP = "203.0.113.10"
+	// the guests' veth peers in the banger namespace, named like banger
+	// taps so the bridge table treats them as taps
+	portA = "banger-tap-a"
+	portB = "banger-tap-b"
 )
 
 // prepTraffic builds, without touching the host namespace, three more
@@ -34,7 +38,7 @@ func prepTraffic(tb testing.TB, ns string) []string {
 		addNetns(tb, n)
 	}
 	run(tb, "ip", "-n", ns, "link", "set", "lo", "up")
-	for _, g := range []struct{ ns, port, ip string }{{ga, "va", guestA}, {gb, "vb", guestB}} {
+	for _, g := range []struct{ ns, port, ip string }{{ga, portA, guestA}, {gb, portB, guestB}} {
 		run(tb, "ip", "-n", ns, "link", "add", g.port, "type", "veth", "peer", "name", "eth0", "netns", g.ns)
 		run(tb, "ip", "-n", g.ns, "addr", "add", g.ip+"/24", "dev", "eth0")
 		run(tb, "ip", "-n", g.ns, "link", "set", "eth0", "up")
@@ -119,7 +123,7 @@ func TestIntegrationTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, port := range []string{"va", "vb"} {
+	for _, port := range []string{portA, portB} {
 		link, err := netlink.LinkByName(port)
 		if err != nil {
 			t.Fatal(err)
@@ -131,6 +135,11 @@ func TestIntegrationTraffic(t *testing.T) {
 	}
 	m.SetHost("a", netip.MustParseAddr(guestA))
 	m.SetHost("b", netip.MustParseAddr(guestB))
+	for _, g := range []struct{ name, ns, port, ip string }{{"a", ga, portA, guestA}, {"b", gb, portB, guestB}} {
+		if err := m.BindGuest(Guest{Name: g.name, Tap: g.port, IP: netip.MustParseAddr(g.ip), MAC: nsMAC(t, g.ns)}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// servers: the internet (DNS + who-is-calling), guest B, and a host
 	// service on the gateway address that guests must not reach
@@ -210,4 +219,19 @@ func writeSysctl(t *testing.T, path, v string) {
 	if err := os.WriteFile(path, []byte(v+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// nsMAC returns the MAC of eth0 in namespace ns.
+func nsMAC(t *testing.T, ns string) net.HardwareAddr {
+	t.Helper()
+	var mac net.HardwareAddr
+	inNS(t, ns, func() {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mac = l.Attrs().HardwareAddr
+	})
+	return mac
 }
