@@ -197,7 +197,11 @@ func (s *dnsServer) answerFrom(src netip.Addr, req *dns.Msg, network string) *dn
 	if s.allowed != nil && !s.allowed(src, name) {
 		return new(dns.Msg).SetRcode(req, dns.RcodeRefused)
 	}
+	if !s.limits.acquire(src) {
+		return new(dns.Msg).SetRcode(req, dns.RcodeServerFailure)
+	}
 	resp = s.forward(req, network)
+	s.limits.release(src)
 	if s.learn != nil && resp.Rcode == dns.RcodeSuccess {
 		s.learn(src, name, resp)
 	}

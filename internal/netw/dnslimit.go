@@ -13,6 +13,8 @@ const (
 	// maxInflightForwards bounds concurrent upstream forwards; beyond it a
 	// query gets SERVFAIL at once.
 	maxInflightForwards = 64
+	// maxInflightPerSource keeps one source from holding all of them.
+	maxInflightPerSource = 16
 	// perSourceQPS and perSourceBurst: a token bucket per source address;
 	// beyond it a query gets REFUSED.
 	perSourceQPS   = 50
@@ -31,12 +33,33 @@ type bucket struct {
 type rateLimits struct {
 	rate, burst float64
 
-	mu      sync.Mutex // guards buckets
-	buckets map[netip.Addr]*bucket
+	mu       sync.Mutex // guards the fields below
+	buckets  map[netip.Addr]*bucket
+	inflight map[netip.Addr]int
 }
 
 func newRateLimits(rate, burst float64) *rateLimits {
-	return &rateLimits{rate: rate, burst: burst, buckets: map[netip.Addr]*bucket{}}
+	return &rateLimits{rate: rate, burst: burst, buckets: map[netip.Addr]*bucket{}, inflight: map[netip.Addr]int{}}
+}
+
+// acquire counts one more forward in flight for src, unless src already
+// has maxInflightPerSource; release undoes it.
+func (l *rateLimits) acquire(src netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inflight[src] >= maxInflightPerSource {
+		return false
+	}
+	l.inflight[src]++
+	return true
+}
+
+func (l *rateLimits) release(src netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inflight[src]--; l.inflight[src] <= 0 {
+		delete(l.inflight, src)
+	}
 }
 
 // allow takes a token from src's bucket at time now.

@@ -137,6 +137,9 @@ func compilePolicy(p api.NetPolicy) (policy, error) {
 // parseCIDREntry parses "ip", "ip:port", "cidr" or "cidr:port"; ok is
 // false (and err nil) when s does not start like an IPv4 address.
 func parseCIDREntry(s string) (cidrEntry, bool, error) {
+	if strings.Count(s, ":") > 1 {
+		return cidrEntry{}, true, fmt.Errorf("IPv6 entries are not supported (VMs have no IPv6)")
+	}
 	if s == "" || s[0] < '0' || s[0] > '9' || strings.Count(s, ".") != 3 && !strings.Contains(s, "/") {
 		return cidrEntry{}, false, nil
 	}
