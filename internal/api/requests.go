@@ -175,6 +175,8 @@ type VMDetail struct {
 	Handles *VMHandles `json:"handles,omitempty"`
 	Alive   bool       `json:"alive"`
 	URLs    []string   `json:"urls,omitempty"`
+	// Net is the VM's egress policy and, while it runs, its denied count.
+	Net *NetStatus `json:"net,omitempty"`
 }
 
 // LogOptions are GET /v1/vms/{name}/logs's query: follow=1 keeps writing

@@ -56,6 +56,8 @@ type Config struct {
 	BridgeName        string       `toml:"bridge_name"`
 	Subnet            netip.Prefix `toml:"subnet"`
 	TapPoolSize       int          `toml:"tap_pool_size"`
+	NetworkPolicy     string       `toml:"network_policy"`
+	NetworkAllow      []string     `toml:"network_allow"`
 	StatsPollInterval Duration     `toml:"stats_poll_interval"`
 	VCPUs             int          `toml:"vcpus"`
 	Memory            Size         `toml:"memory"`
@@ -93,6 +95,7 @@ func Default() Config {
 		BridgeName:        "banger0",
 		Subnet:            netip.MustParsePrefix("10.203.0.0/24"),
 		TapPoolSize:       4,
+		NetworkPolicy:     "internet",
 		StatsPollInterval: Duration(5 * time.Second),
 		VCPUs:             2,
 		Memory:            1 * GiB,

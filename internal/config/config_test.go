@@ -382,3 +382,21 @@ func TestParseErrorLinesForImplicitTables(t *testing.T) {
 		}
 	}
 }
+
+func TestNetworkKeys(t *testing.T) {
+	c, err := Parse([]byte("network_policy = \"none\"\nnetwork_allow = [\"10.1.2.3:3128\", \"192.168.5.0/24\"]\n"), "t")
+	if err != nil || c.NetworkPolicy != "none" || len(c.NetworkAllow) != 2 || c.NetworkAllow[1] != "192.168.5.0/24" {
+		t.Fatalf("got %q %q (err %v)", c.NetworkPolicy, c.NetworkAllow, err)
+	}
+	for in, want := range map[string]string{
+		"network_policy = \"open\"\n":          `network_policy: "open" is not one of internet, none`,
+		"network_allow = [\"10.0.0.300/8\"]\n": `network_allow: "10.0.0.300/8" is not an IPv4 CIDR`,
+		"network_allow = [\"1.2.3.4:0\"]\n":    `network_allow: "1.2.3.4:0" is not an IPv4 CIDR`,
+		"network_allow = [1]\n":                `expected an array of quoted strings`,
+		"network_allow = \"10.0.0.0/8\"\n":     `expected an array of quoted strings`,
+	} {
+		if _, err := Parse([]byte(in), "t"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err %v, want %q", in, err, want)
+		}
+	}
+}

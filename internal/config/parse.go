@@ -243,8 +243,30 @@ func assign(f reflect.Value, v any) error {
 			f.SetBool(b)
 			return nil
 		}
+	case reflect.Slice:
+		if f.Type().Elem().Kind() == reflect.String {
+			return setStrings(f, v)
+		}
 	}
 	return typeErr(f.Type(), v)
+}
+
+// setStrings sets a []string field from a TOML array of strings.
+func setStrings(f reflect.Value, v any) error {
+	arr, ok := v.([]any)
+	if !ok {
+		return typeErr(f.Type(), v)
+	}
+	var out []string
+	for _, e := range arr {
+		s, ok := e.(string)
+		if !ok {
+			return fmt.Errorf("expected an array of quoted strings, got %s in it", tomlTypeName(e))
+		}
+		out = append(out, s)
+	}
+	f.Set(reflect.ValueOf(out))
+	return nil
 }
 
 func typeErr(t reflect.Type, v any) error {
@@ -260,6 +282,8 @@ func typeErr(t reflect.Type, v any) error {
 			want = "an integer"
 		case reflect.Bool:
 			want = "true or false"
+		case reflect.Slice:
+			want = "an array of quoted strings"
 		default:
 			want = "a quoted string" // netip.Prefix and other text values
 		}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -71,6 +72,8 @@ func (c Config) problems() []problem {
 	}
 	p = append(p, c.subnetProblems()...)
 	p = append(p, intRange("tap_pool_size", c.TapPoolSize, 0, 64)...)
+	p = append(p, oneOf("network_policy", c.NetworkPolicy, "internet", "none")...)
+	p = append(p, networkAllowProblems(c.NetworkAllow)...)
 	p = append(p, atLeast("stats_poll_interval", c.StatsPollInterval, Duration(100*time.Millisecond), Duration.String)...)
 	p = append(p, intRange("vcpus", c.VCPUs, 1, 32)...)
 	p = append(p, atLeast("memory", c.Memory, 128*MiB, Size.String)...)
@@ -140,4 +143,29 @@ func (c Config) metricsProblems() []problem {
 		"%q is not a loopback address and metrics_listen has no token; "+
 			"use a loopback address such as 127.0.0.1:9470 (scrape it through the web UI's /metrics with its token from elsewhere), "+
 			"or set metrics_allow_remote = true if every machine that can reach it may read VM names and counters")
+}
+
+// networkAllowProblems checks the global allow-list: IPv4 CIDRs or
+// addresses, each with an optional :port.
+func networkAllowProblems(entries []string) []problem {
+	var p []problem
+	for _, e := range entries {
+		addr, port, hasPort := strings.Cut(strings.TrimSpace(e), ":")
+		ok := true
+		if hasPort {
+			n, err := strconv.Atoi(port)
+			ok = err == nil && n >= 1 && n <= 65535
+		}
+		if pre, err := netip.ParsePrefix(addr); err == nil {
+			ok = ok && pre.Addr().Is4()
+		} else if a, err := netip.ParseAddr(addr); err == nil {
+			ok = ok && a.Is4()
+		} else {
+			ok = false
+		}
+		if !ok {
+			p = append(p, problem{"network_allow", fmt.Sprintf("%q is not an IPv4 CIDR or address with an optional :port (e.g. \"10.1.2.3:3128\")", e)})
+		}
+	}
+	return p
 }

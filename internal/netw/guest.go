@@ -335,7 +335,9 @@ func (m *Manager) pinNeighbour(g *guestState, set bool) error {
 	return nil
 }
 
-func isNoEntry(err error) bool { return err != nil && (err == unix.ENOENT || err.Error() == unix.ENOENT.Error()) }
+func isNoEntry(err error) bool {
+	return err != nil && (err == unix.ENOENT || err.Error() == unix.ENOENT.Error())
+}
 
 // isBangerPort accepts banger tap names and, for the namespace tests, any
 // valid interface name.

@@ -24,6 +24,7 @@ var migrations = []migration{
 	{2, "agent transport and metrics", migrateAgentMetrics},
 	{3, "handles out of sqlite", migrateHandlesOut},
 	{4, "data patches", migratePatches},
+	{5, "vm network policies", migrateNetPolicies},
 }
 
 // latestID is the highest migration id this binary knows.
