@@ -149,6 +149,9 @@ func vmFields(w io.Writer, d api.VMDetail) {
 	if len(d.URLs) > 0 {
 		kv = append(kv, [2]string{"urls", strings.Join(d.URLs, " ")})
 	}
+	if d.Net != nil {
+		kv = append(kv, netStatusKV(*d.Net)...)
+	}
 	fields(w, kv)
 }
 

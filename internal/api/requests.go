@@ -23,6 +23,8 @@ package api
 //	GET    /v1/vms/{name}/logs?follow=1&tail=N text/plain stream (serial console; LogOptions)
 //	POST   /v1/vms/{name}/exec            upgrade to a raw stream speaking the agent's exec protocol
 //	GET    /v1/vms/{name}/stats           VMStats
+//	GET    /v1/vms/{name}/policy          NetStatus
+//	PUT    /v1/vms/{name}/policy          SetNetPolicyRequest → NetStatus (live when running)
 //	GET    /v1/operations/{id}?wait=DUR   Operation (long-poll: answers when it changes or after DUR)
 
 // ImageCreateRequest builds an image from nothing (debootstrap).

@@ -42,6 +42,8 @@ func (d *Daemon) routes() http.Handler {
 	h("GET /v1/vms/{name}/logs", d.vmLogs)
 	h("POST /v1/vms/{name}/exec", d.vmExec)
 	h("GET /v1/vms/{name}/stats", d.vmStats)
+	h("GET /v1/vms/{name}/policy", d.getNetPolicy)
+	h("PUT /v1/vms/{name}/policy", d.setNetPolicy)
 
 	h("GET /v1/operations", d.listOperations)
 	h("GET /v1/operations/{id}", d.getOperation)

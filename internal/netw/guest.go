@@ -403,3 +403,13 @@ func (m *Manager) dnsLearn(src netip.Addr, qname string, resp *dns.Msg) {
 		m.log.Warn("recording allowed addresses", "vm", g.Name, "name", qname, "err", err)
 	}
 }
+
+// BindVM is BindGuest for callers holding a VM's record fields: mac in
+// text form.
+func (m *Manager) BindVM(name, tap string, ip netip.Addr, mac string, p api.NetPolicy) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return api.Invalid("vm %s has a bad mac %q: %v", name, mac, err)
+	}
+	return m.BindGuest(Guest{Name: name, Tap: tap, IP: ip, MAC: hw, Policy: p})
+}

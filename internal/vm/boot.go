@@ -54,6 +54,11 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 	}
 	m.net.SetHost(v.Name, ip)
 	r.Add(func() { m.net.RemoveHost(v.Name) })
+	if err := m.bindNet(ctx, v, tap); err != nil {
+		done(err)
+		return err
+	}
+	r.Add(func() { m.unbindNet(v) })
 	if hit {
 		rep.Detail(tap + " (pool)")
 	} else {

@@ -200,6 +200,7 @@ func (m *Manager) stopLocked(ctx context.Context, v *api.VM, reason string) erro
 // system disk's kernel state; handles.json keeps only the disk record.
 func (m *Manager) releaseKernelState(ctx context.Context, v *api.VM, h *Handles) {
 	m.net.RemoveHost(v.Name)
+	m.unbindNet(v)
 	if h == nil {
 		m.cacheHandles(v.ID, nil)
 		return
@@ -277,6 +278,7 @@ func (m *Manager) deleteLocked(ctx context.Context, v *api.VM, rep progress.Repo
 
 	done = rep.Stage(StageRelease)
 	m.net.RemoveHost(v.Name)
+	m.unbindNet(v)
 	if h != nil && h.Tap != "" {
 		if err := m.net.ReleaseTap(ctx, h.Tap); err != nil {
 			done(err)
@@ -371,6 +373,9 @@ func (m *Manager) Detail(ctx context.Context, name string) (api.VMDetail, error)
 	if alive {
 		d.Handles = h.API()
 		d.URLs = m.urls(ctx, v)
+	}
+	if st, err := m.netStatus(ctx, &v); err == nil {
+		d.Net = &st
 	}
 	return d, nil
 }

@@ -80,6 +80,9 @@ func (m *Manager) reconcileOne(ctx context.Context, v api.VM) (string, error) {
 		if ip, err := netip.ParseAddr(v.Runtime.GuestIP); err == nil {
 			m.net.SetHost(v.Name, ip)
 		}
+		if err := m.bindNet(ctx, &v, h.Tap); err != nil {
+			log.Error("reconcile: the vm's tap stays closed", "err", err)
+		}
 		if v.Runtime.State == api.VMCreating || v.Runtime.State == api.VMStarting {
 			// The guest may not have booted yet: finish its readiness in the
 			// background; it ends running, or failed with the reason.
@@ -126,6 +129,9 @@ func (m *Manager) keepUnloaded(ctx context.Context, v api.VM, h *Handles, why er
 	m.net.MarkInUse(h.Tap)
 	if ip, err := netip.ParseAddr(v.Runtime.GuestIP); err == nil {
 		m.net.SetHost(v.Name, ip)
+	}
+	if err := m.bindNet(ctx, &v, h.Tap); err != nil {
+		m.log.Error("reconcile: the vm's tap stays closed", "vm", v.Name, "err", err)
 	}
 	v.Runtime.LastError = why.Error()
 	return h.Tap, m.st.UpdateVMRuntime(ctx, v.ID, v.Runtime)

@@ -319,7 +319,7 @@ func hostSeams() seams {
 			}, nil
 		},
 		newNetwork: func(cfg config.Config, log *slog.Logger) (hostNetwork, bool, error) {
-			n, err := netw.New(netw.Config{Bridge: cfg.BridgeName, Subnet: cfg.Subnet, TapPoolSize: cfg.TapPoolSize}, log)
+			n, err := netw.New(netw.Config{Bridge: cfg.BridgeName, Subnet: cfg.Subnet, TapPoolSize: cfg.TapPoolSize, GlobalAllow: cfg.NetworkAllow}, log)
 			if err != nil {
 				return nil, false, err
 			}
