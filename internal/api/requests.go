@@ -214,5 +214,7 @@ type VMStats struct {
 	DiskWrite  int64   `json:"disk_write_bytes"`
 	NetRxBytes int64   `json:"net_rx_bytes"`
 	NetTxBytes int64   `json:"net_tx_bytes"`
-	SampledAt  string  `json:"sampled_at"`
+	// NetDenied counts packets the VM's egress policy dropped.
+	NetDenied int64  `json:"net_denied_packets"`
+	SampledAt string `json:"sampled_at"`
 }

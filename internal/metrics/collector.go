@@ -28,6 +28,7 @@ type vmCollector struct {
 	diskWrite *prometheus.Desc
 	netRx     *prometheus.Desc
 	netTx     *prometheus.Desc
+	denied    *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*vmCollector)(nil)
@@ -46,11 +47,12 @@ func newVMCollector(vms VMLister, stats StatsSource, timeout time.Duration) *vmC
 		diskWrite: perVM("disk_written_bytes_total", "Bytes a running VM's engine process wrote (wchar: disk I/O and more)."),
 		netRx:     perVM("network_receive_bytes_total", "Bytes the guest received on its tap."),
 		netTx:     perVM("network_transmit_bytes_total", "Bytes the guest sent on its tap."),
+		denied:    perVM("network_denied_packets_total", "Packets the VM's egress policy dropped since it started."),
 	}
 }
 
 func (c *vmCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.byState, c.cpu, c.rss, c.diskRead, c.diskWrite, c.netRx, c.netTx} {
+	for _, d := range []*prometheus.Desc{c.byState, c.cpu, c.rss, c.diskRead, c.diskWrite, c.netRx, c.netTx, c.denied} {
 		ch <- d
 	}
 }
@@ -93,5 +95,6 @@ func (c *vmCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.diskWrite, float64(s.DiskWrite))
 		counter(c.netRx, float64(s.NetRxBytes))
 		counter(c.netTx, float64(s.NetTxBytes))
+		counter(c.denied, float64(s.NetDenied))
 	}
 }

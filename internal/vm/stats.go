@@ -99,6 +99,11 @@ func (m *Manager) sample(v api.VM) (*statSample, error) {
 			s.stats.NetTxBytes, s.stats.NetRxBytes = rx, tx
 		}
 	}
+	if g, ok := m.net.(netGuard); ok {
+		if st, err := g.GuestStatus(v.Name); err == nil {
+			s.stats.NetDenied = int64(st.Denied)
+		}
+	}
 	return s, nil
 }
 
