@@ -3,6 +3,7 @@
 
 import { call, follow, get, streamText } from './api.js';
 import { state, onChange } from './events.js';
+import { policyCard } from './netpolicy.js';
 import { h, bytes, duration, badge, errorBox, showError, opPanel, sparkline, confirmButton, keepFocus } from './ui.js';
 
 const enc = encodeURIComponent;
@@ -177,10 +178,12 @@ export function vmPage(main, name) {
   const charts = h('div', {});
   const log = h('pre', { class: 'serial', tabindex: '0', 'aria-label': `Serial console of ${name}` });
   const logErr = h('div', {});
+  const policy = policyCard(name, ctl.signal);
   main.replaceChildren(head, errEl,
     h('div', { class: 'grid2' },
       h('section', { class: 'card', 'aria-labelledby': 'facts-h' }, h('h2', { id: 'facts-h' }, 'Details'), info),
       h('section', { class: 'card', 'aria-labelledby': 'stats-h' }, h('h2', { id: 'stats-h' }, 'Stats ', h('span', { class: 'hint' }, 'live')), charts)),
+    policy.card,
     h('section', { class: 'card', 'aria-labelledby': 'serial-h' }, h('h2', { id: 'serial-h' }, 'Serial console ', h('span', { class: 'hint' }, 'following')), logErr, log));
   const draw = () => keepFocus(() => {
     const vm = (state.vms ?? []).find(v => v.name === name);
@@ -198,7 +201,10 @@ export function vmPage(main, name) {
     charts.replaceChildren(statCharts(name));
   });
   draw();
-  const off = onChange(what => { if (what === 'vms' || what === 'stats') draw(); });
+  const off = onChange(what => {
+    if (what === 'vms' || what === 'stats') draw();
+    if (what === 'stats') policy.refresh();
+  });
   let text = '';
   streamText(`/v1/vms/${enc(name)}/logs?follow=1`, chunk => {
     const stick = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
