@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,6 +67,10 @@ type env struct {
 	// extraEnv is added to the CLI's environment (and so to a daemon the
 	// CLI starts), e.g. http_proxy for image create.
 	extraEnv []string
+	// uplinkHost and uplinkNS are the addresses e.uplink uses (chosen up
+	// front: the proxy is on banger's network_allow list, since the
+	// default policy keeps guests off link-local addresses).
+	uplinkHost, uplinkNS string
 }
 
 func randHex(n int) string {
@@ -81,6 +86,9 @@ func newEnv(t *testing.T) *env {
 	img := testimage.Get(t)
 	id := randHex(3)
 	e := &env{t: t, ns: "bgr-" + id, stateDir: "/tmp/bgr-" + id, image: img}
+	third, base := 100+mrand.IntN(100), 4*mrand.IntN(60)
+	e.uplinkHost = fmt.Sprintf("169.254.%d.%d", third, base+1)
+	e.uplinkNS = fmt.Sprintf("169.254.%d.%d", third, base+2)
 	run(t, "ip", "netns", "add", e.ns)
 	t.Cleanup(e.teardown)
 	run(t, "ip", "-n", e.ns, "link", "set", "lo", "up")
@@ -108,8 +116,9 @@ vcpus = 1
 disk_size = "1GiB"
 agent_bin = %q
 ssh_key_path = %q
+network_allow = [%q]
 `, e.stateDir, filepath.Join(e.stateDir, "bangerd.sock"), filepath.Join(binDir, "banger-agent"),
-		testimage.KeyPath(testimage.CacheDir()))
+		testimage.KeyPath(testimage.CacheDir()), e.uplinkHost)
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

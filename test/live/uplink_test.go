@@ -2,9 +2,7 @@ package live
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -24,9 +22,7 @@ func (e *env) uplink(t *testing.T) string {
 	t.Helper()
 	id := strings.TrimPrefix(e.ns, "bgr-")
 	host, peer := "bgu-"+id, "bgp-"+id
-	third, base := 100+rand.IntN(100), 4*rand.IntN(60)
-	hostIP := fmt.Sprintf("169.254.%d.%d", third, base+1)
-	nsIP := fmt.Sprintf("169.254.%d.%d", third, base+2)
+	hostIP, nsIP := e.uplinkHost, e.uplinkNS
 	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", e.ns)
 	t.Cleanup(func() { run(t, "ip", "link", "del", host) })
 	run(t, "ip", "addr", "add", hostIP+"/30", "dev", host)
