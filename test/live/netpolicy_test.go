@@ -1,0 +1,64 @@
+package live
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+
+	"banger/internal/api"
+)
+
+// A real guest under the default policy reaches what network_allow lists
+// (the uplink proxy, on a link-local address the default otherwise
+// denies); `vm policy --mode none` cuts it off at once without a restart
+// and counts the drops, `vm policy --allow` opens exactly that address
+// again; the host still reaches the guest's sshd through the anti-spoofing
+// rules, and banger's DNS still answers .vm names in mode none.
+func TestIntegrationLiveNetPolicy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	proxy := e.uplink(t)
+	host, portStr, err := net.SplitHostPort(strings.TrimPrefix(proxy, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	name := "np-" + randHex(2)
+	if r := e.banger("vm", "create", "--name", name); r.code != 0 {
+		t.Fatalf("vm create: exit %d\n%s", r.code, r.stderr)
+	}
+	if !e.guestTCP(name, host, port) {
+		t.Fatalf("mode internet: the guest cannot reach the allow-listed uplink %s:%d", host, port)
+	}
+	if r := e.banger("vm", "ssh", name, "--", "true"); r.code != 0 {
+		t.Errorf("vm ssh through the anti-spoofing rules: exit %d\n%s", r.code, r.stderr)
+	}
+
+	var st api.NetStatus
+	e.mustJSON(&st, "vm", "policy", name, "--mode", "none")
+	if st.Policy.Mode != api.NetNone || !st.Applied {
+		t.Errorf("vm policy --mode none: %+v", st)
+	}
+	if e.guestTCP(name, host, port) {
+		t.Errorf("mode none: the guest still reaches %s:%d", host, port)
+	}
+	out := e.must("vm", "exec", name, "--", "sh", "-c", "getent hosts "+name+".vm || echo unresolved")
+	if !strings.Contains(out, name) {
+		t.Errorf("mode none: %s.vm does not resolve in the guest: %q", name, out)
+	}
+	var d api.VMDetail
+	e.mustJSON(&d, "vm", "show", name)
+	if d.Net == nil || d.Net.Denied == 0 {
+		t.Errorf("vm show after denied connections: net %+v, want denied > 0", d.Net)
+	}
+	r := e.banger("vm", "policy", name, "--allow", "10.0.0.300/8")
+	if r.code == 0 || !strings.Contains(r.stderr, "10.0.0.300/8") {
+		t.Errorf("a bad policy: exit %d, stderr %q; want an error naming the entry", r.code, r.stderr)
+	}
+	e.mustJSON(&st, "vm", "policy", name, "--allow", host+":"+portStr)
+	if !e.guestTCP(name, host, port) {
+		t.Errorf("--allow %s:%d: the guest cannot reach it", host, port)
+	}
+	e.must("vm", "delete", name)
+}
