@@ -38,7 +38,7 @@ func sshArgv(cfg config.Config, vm api.VM, command []string) []string {
 	argv := []string{"ssh",
 		"-i", cfg.KeyPath(),
 		"-o", "UserKnownHostsFile=" + filepath.Join(vm.Runtime.VMDir, "known_hosts"),
-		"-o", "StrictHostKeyChecking=accept-new",
+		"-o", "StrictHostKeyChecking=yes",
 		"-o", "LogLevel=ERROR",
 		"root@" + vm.Runtime.GuestIP,
 	}
@@ -67,6 +67,11 @@ func (e *env) vmSSH(ctx context.Context, name string, command []string) error {
 	if err := waitPort(ctx, d.VM.Runtime.GuestIP, "22", sshWait, e.stderr); err != nil {
 		return api.Unavailable("sshd in vm %s did not answer on %s:22 within %s: %w", name, d.VM.Runtime.GuestIP, sshWait, err).
 			WithFix("see the guest's console").WithAction("vm logs", name)
+	}
+	// banger writes known_hosts from the key the guest's agent reports:
+	// strict from the first connection, no trust on first use.
+	if _, err := call(ctx, e, func(c *client.Client) (api.KnownHosts, error) { return c.KnownHosts(ctx, name) }); err != nil {
+		return fmt.Errorf("learning the ssh host key of vm %s: %w", name, err)
 	}
 	argv := sshArgv(cfg, d.VM, command)
 	if err := syscall.Exec(bin, argv, os.Environ()); err != nil {

@@ -64,7 +64,7 @@ func TestSSHArgv(t *testing.T) {
 	cfg.SSHKeyPath = "/k/id"
 	vm := api.VM{Runtime: api.VMRuntime{GuestIP: "10.203.0.5", VMDir: "/s/vms/a"}}
 	got := strings.Join(sshArgv(cfg, vm, []string{"uname", "-a"}), " ")
-	want := "ssh -i /k/id -o UserKnownHostsFile=/s/vms/a/known_hosts -o StrictHostKeyChecking=accept-new -o LogLevel=ERROR root@10.203.0.5 uname -a"
+	want := "ssh -i /k/id -o UserKnownHostsFile=/s/vms/a/known_hosts -o StrictHostKeyChecking=yes -o LogLevel=ERROR root@10.203.0.5 uname -a"
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}

@@ -37,3 +37,10 @@ type NetStatus struct {
 type SetNetPolicyRequest struct {
 	Policy NetPolicy `json:"policy"`
 }
+
+// KnownHosts is a VM's SSH host keys as banger learned them through its
+// agent and wrote them to Path (vm ssh checks them strictly).
+type KnownHosts struct {
+	Path string   `json:"path"`
+	Keys []string `json:"keys"` // known_hosts lines
+}

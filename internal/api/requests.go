@@ -25,6 +25,7 @@ package api
 //	GET    /v1/vms/{name}/stats           VMStats
 //	GET    /v1/vms/{name}/policy          NetStatus
 //	PUT    /v1/vms/{name}/policy          SetNetPolicyRequest → NetStatus (live when running)
+//	POST   /v1/vms/{name}/known-hosts     KnownHosts (host keys learned through the agent)
 //	GET    /v1/operations/{id}?wait=DUR   Operation (long-poll: answers when it changes or after DUR)
 
 // ImageCreateRequest builds an image from nothing (debootstrap).

@@ -48,3 +48,18 @@ func (d *Daemon) setNetPolicy(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, st)
 	return nil
 }
+
+// HostKeyService learns VMs' SSH host keys (vm.Manager); separate from
+// VMService like NetPolicyService.
+type HostKeyService interface {
+	KnownHosts(ctx context.Context, name string) (api.KnownHosts, error)
+}
+
+// knownHosts serves POST /v1/vms/{name}/known-hosts.
+func (d *Daemon) knownHosts(w http.ResponseWriter, r *http.Request) error {
+	s, ok := d.vms.(HostKeyService)
+	if !ok {
+		return api.Unavailable("this daemon cannot learn ssh host keys")
+	}
+	return serveNamed(w, r, s.KnownHosts)
+}

@@ -44,6 +44,7 @@ func (d *Daemon) routes() http.Handler {
 	h("GET /v1/vms/{name}/stats", d.vmStats)
 	h("GET /v1/vms/{name}/policy", d.getNetPolicy)
 	h("PUT /v1/vms/{name}/policy", d.setNetPolicy)
+	h("POST /v1/vms/{name}/known-hosts", d.knownHosts)
 
 	h("GET /v1/operations", d.listOperations)
 	h("GET /v1/operations/{id}", d.getOperation)
