@@ -2,6 +2,8 @@ package live
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,6 +35,15 @@ func TestIntegrationLiveNetPolicy(t *testing.T) {
 	}
 	if r := e.banger("vm", "ssh", name, "--", "true"); r.code != 0 {
 		t.Errorf("vm ssh through the anti-spoofing rules: exit %d\n%s", r.code, r.stderr)
+	}
+	// vm ssh trusted the key the agent reported, written by banger, not
+	// whatever answered first
+	var d0 api.VMDetail
+	e.mustJSON(&d0, "vm", "show", name)
+	kh, err := os.ReadFile(filepath.Join(d0.VM.Runtime.VMDir, "known_hosts"))
+	guestKey := strings.Fields(e.must("vm", "exec", name, "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"))
+	if err != nil || len(guestKey) < 2 || !strings.Contains(string(kh), d0.VM.Runtime.GuestIP+" "+guestKey[0]+" "+guestKey[1]) {
+		t.Errorf("known_hosts %q (err %v) does not hold the guest's key %q", kh, err, guestKey)
 	}
 
 	var st api.NetStatus
