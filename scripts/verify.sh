@@ -68,7 +68,7 @@ dump() {
 		echo "== sockets"; ls -la "$dir" 2>&1
 	fi
 	echo "== taps"; ip -n "$ns" -d link show 2>&1 | grep -A2 -E 'tap|banger' | head -40
-	echo "== nft (banger's table)"; ip netns exec "$ns" nft list table inet banger 2>&1
+	echo "== nft (banger's tables)"; ip netns exec "$ns" nft list table inet banger 2>&1; ip netns exec "$ns" nft list table bridge banger 2>&1
 	echo "== daemon log tail"; tail -n 40 "$state/bangerd.log" 2>&1
 }
 
@@ -96,7 +96,7 @@ B daemon start >/dev/null || { echo "FAIL: daemon start"; exit 1; }
 B daemon status >/dev/null || { echo "FAIL: daemon status"; exit 1; }
 B image register test --kernel "$imgdir/vmlinuz" --initrd "$imgdir/initrd.img" --rootfs "$imgdir/rootfs.ext4" \
 	--work-seed "$imgdir/work-seed.ext4" --vmlinux "$imgdir/vmlinux" >/dev/null || { echo "FAIL: image register"; exit 1; }
-nft_base=$(ip netns exec "$ns" nft -a list table inet banger 2>/dev/null | grep -c 'handle' || true)
+nft_base=$( (ip netns exec "$ns" nft -a list table inet banger; ip netns exec "$ns" nft -a list table bridge banger) 2>/dev/null | grep -c 'handle' || true)
 
 say "create $name (deadline ${deadline}s for boot and ssh)"
 end=$((t0 + deadline + 30))
@@ -139,7 +139,7 @@ done < <(losetup --list --noheadings -O NAME,BACK-FILE 2>/dev/null)
 if command -v dmsetup >/dev/null && [ -e /dev/mapper/control ]; then
 	for d in $(dmsetup ls 2>/dev/null | awk '/^banger-/{print $1}'); do leaks+=("dm target $d"); done
 fi
-nft_now=$(ip netns exec "$ns" nft -a list table inet banger 2>/dev/null | grep -c 'handle' || true)
+nft_now=$( (ip netns exec "$ns" nft -a list table inet banger; ip netns exec "$ns" nft -a list table bridge banger) 2>/dev/null | grep -c 'handle' || true)
 [ "$nft_now" = "$nft_base" ] || leaks+=("nft rules: $nft_base objects after start, $nft_now now")
 for p in $(pgrep -f "qemu-system.*$state|firecracker.*$state" 2>/dev/null); do leaks+=("engine process $p"); done
 while read -r mnt; do

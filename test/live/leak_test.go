@@ -123,9 +123,14 @@ func (e *env) teardown() {
 	exec.Command("ip", "netns", "del", e.ns).Run()
 }
 
-// nftObjects counts the rules, chains and sets (anything with a handle) in
-// banger's nft table inside the env's namespace.
+// nftObjects counts the rules, chains, sets, map elements' chains and
+// counters (anything with a handle) in banger's nft tables (inet and
+// bridge) inside the env's namespace.
 func (e *env) nftObjects() int {
-	out, _ := exec.Command("ip", "netns", "exec", e.ns, "nft", "-a", "list", "table", "inet", "banger").Output()
-	return strings.Count(string(out), "# handle")
+	n := 0
+	for _, fam := range []string{"inet", "bridge"} {
+		out, _ := exec.Command("ip", "netns", "exec", e.ns, "nft", "-a", "list", "table", fam, "banger").Output()
+		n += strings.Count(string(out), "# handle")
+	}
+	return n
 }
