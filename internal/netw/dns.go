@@ -39,6 +39,7 @@ type dnsServer struct {
 	// limits rate-limits each source.
 	inflight chan struct{}
 	limits   *rateLimits
+	cache    *dnsCache
 
 	mu    sync.Mutex // guards the fields below
 	hosts map[string]netip.Addr
@@ -56,6 +57,7 @@ func newDNSServer(subnet netip.Prefix, upstreams []string, log *slog.Logger) *dn
 		names:     map[netip.Addr]string{},
 		inflight:  make(chan struct{}, maxInflightForwards),
 		limits:    newRateLimits(perSourceQPS, perSourceBurst),
+		cache:     newDNSCache(),
 	}
 }
 
@@ -197,11 +199,14 @@ func (s *dnsServer) answerFrom(src netip.Addr, req *dns.Msg, network string) *dn
 	if s.allowed != nil && !s.allowed(src, name) {
 		return new(dns.Msg).SetRcode(req, dns.RcodeRefused)
 	}
-	if !s.limits.acquire(src) {
-		return new(dns.Msg).SetRcode(req, dns.RcodeServerFailure)
+	if resp = s.cache.get(req, time.Now()); resp == nil {
+		if !s.limits.acquire(src) {
+			return new(dns.Msg).SetRcode(req, dns.RcodeServerFailure)
+		}
+		resp = s.forward(req, network)
+		s.limits.release(src)
+		s.cache.put(req, resp, time.Now())
 	}
-	resp = s.forward(req, network)
-	s.limits.release(src)
 	if s.learn != nil && resp.Rcode == dns.RcodeSuccess {
 		s.learn(src, name, resp)
 	}

@@ -310,3 +310,41 @@ func TestIntegrationPolicyScale(t *testing.T) {
 		t.Errorf("rebind after unbind: %v", err)
 	}
 }
+
+func TestDNSCache(t *testing.T) {
+	c := newDNSCache()
+	now := time.Unix(1000, 0)
+	req := new(dns.Msg).SetQuestion("Example.com.", dns.TypeA)
+	resp := new(dns.Msg).SetReply(req)
+	resp.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "example.com.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP("192.0.2.1")}}
+	c.put(req, resp, now)
+	again := new(dns.Msg).SetQuestion("example.COM.", dns.TypeA)
+	got := c.get(again, now.Add(10*time.Second))
+	if got == nil || got.Id != again.Id || got.Answer[0].Header().Ttl != 50 {
+		t.Fatalf("cached answer: %v", got)
+	}
+	if got.Answer[0].Header().Ttl = 1; resp.Answer[0].Header().Ttl != 60 {
+		t.Errorf("the cache handed out its own record")
+	}
+	if c.get(again, now.Add(61*time.Second)) != nil {
+		t.Errorf("an expired answer was served")
+	}
+	if c.get(new(dns.Msg).SetQuestion("example.com.", dns.TypeAAAA), now) != nil {
+		t.Errorf("another type was served from the cache")
+	}
+	nx := new(dns.Msg).SetRcode(req, dns.RcodeNameError)
+	c2 := newDNSCache()
+	c2.put(req, nx, now)
+	if c2.get(req, now) != nil {
+		t.Errorf("NXDOMAIN was cached")
+	}
+	for i := range maxCacheEntries + 10 {
+		q := new(dns.Msg).SetQuestion(fmt.Sprintf("n%d.example.", i), dns.TypeA)
+		r := new(dns.Msg).SetReply(q)
+		r.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP("192.0.2.1")}}
+		c.put(q, r, now)
+	}
+	if n := len(c.entries); n > maxCacheEntries {
+		t.Errorf("%d cache entries, cap %d", n, maxCacheEntries)
+	}
+}
