@@ -64,6 +64,7 @@ func vmCreateCmd(e *env) *cobra.Command {
 	var (
 		req api.VMCreateRequest
 		res resources
+		np  netPolicyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -74,6 +75,7 @@ func vmCreateCmd(e *env) *cobra.Command {
 			if req.VCPUs, req.MemoryMiB, req.DiskBytes, err = res.check(); err != nil {
 				return err
 			}
+			req.NetPolicy = np.policy()
 			c, err := e.client(cmd.Context())
 			if err != nil {
 				return err
@@ -95,6 +97,7 @@ func vmCreateCmd(e *env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&req.Name, "name", "", "VM name (generated when empty)")
+	np.register(cmd)
 	cmd.Flags().BoolVar(&req.NoWait, "no-wait", false, "return once the engine runs; the VM is starting until its agent answers")
 	cmd.Flags().StringVar(&req.Image, "image", "", "image (default from config)")
 	cmd.Flags().StringVar(&req.Engine, "engine", "", "engine: firecracker or qemu (default from config)")

@@ -59,3 +59,26 @@ func netStatusKV(st api.NetStatus) [][2]string {
 	}
 	return kv
 }
+
+// netPolicyFlags are vm create's --net-mode and --net-allow.
+type netPolicyFlags struct {
+	mode  string
+	allow []string
+}
+
+func (f *netPolicyFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.mode, "net-mode", "", "egress policy: internet, none or allow (default from config; see vm policy)")
+	cmd.Flags().StringSliceVar(&f.allow, "net-allow", nil, "allowed CIDR[:port], IP[:port] or domain name (implies --net-mode allow)")
+}
+
+// policy returns the flags' policy, nil when neither was given.
+func (f *netPolicyFlags) policy() *api.NetPolicy {
+	if f.mode == "" && len(f.allow) == 0 {
+		return nil
+	}
+	p := api.NetPolicy{Mode: f.mode, Allow: f.allow}
+	if p.Mode == "" {
+		p.Mode = api.NetAllow
+	}
+	return &p
+}

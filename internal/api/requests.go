@@ -150,6 +150,9 @@ type VMCreateRequest struct {
 	DiskBytes int64  `json:"disk_bytes,omitempty"`
 	Engine    string `json:"engine,omitempty"` // override config engine
 	NoStart   bool   `json:"no_start,omitempty"`
+	// NetPolicy is the VM's egress policy (default: the network_policy
+	// config key); see `banger vm policy`.
+	NetPolicy *NetPolicy `json:"net_policy,omitempty"`
 	// NoWait ends the operation after the engine stage: the VM shows state
 	// "starting" until its agent answers, then "running" (or "failed" with
 	// the reason). Delete at any time stops it and cleans everything.

@@ -42,6 +42,10 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 	if err != nil {
 		return api.VM{}, err
 	}
+	pol, err := createPolicy(req)
+	if err != nil {
+		return api.VM{}, err
+	}
 	unlock := m.lockVM(v.Name)
 	defer unlock()
 	log := m.log.With("vm", v.Name)
@@ -68,6 +72,12 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 		return api.VM{}, fmt.Errorf("creating vm dir: %w", err)
 	}
 	r.Add(func() { os.RemoveAll(v.Runtime.VMDir) })
+	if pol != nil {
+		if err := m.st.SetNetPolicy(ctx, v.ID, *pol); err != nil { // goes with the row
+			done(err)
+			return api.VM{}, err
+		}
+	}
 	rep.Detail(fmt.Sprintf("%s %s", v.Runtime.GuestIP, v.Runtime.MAC))
 	done(nil)
 	m.stageHook("create", StageAllocate)

@@ -124,3 +124,15 @@ func (m *Manager) SetNetPolicy(ctx context.Context, name string, p api.NetPolicy
 	m.log.Info("network policy set", "vm", v.Name, "mode", norm.Mode, "entries", len(norm.Allow), "live", live)
 	return m.netStatus(ctx, &v)
 }
+
+// createPolicy validates a create request's policy (nil: the default).
+func createPolicy(req api.VMCreateRequest) (*api.NetPolicy, error) {
+	if req.NetPolicy == nil {
+		return nil, nil
+	}
+	p, err := netw.NormalizePolicy(*req.NetPolicy)
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
+}

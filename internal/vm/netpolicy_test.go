@@ -121,3 +121,21 @@ func TestNetPolicyLiveAndReverted(t *testing.T) {
 		t.Errorf("live change: %+v (err %v), bound %v", st, err, g.bound["c"])
 	}
 }
+
+func TestCreateWithNetPolicy(t *testing.T) {
+	f := newFixture(t)
+	withGuard(f)
+	ctx := context.Background()
+	bad := &api.NetPolicy{Allow: []string{"exa mple.com"}}
+	if _, err := f.m.Create(ctx, api.VMCreateRequest{Name: "a", NoStart: true, NetPolicy: bad}, progress.Nop{}); !api.IsInvalid(err) {
+		t.Fatalf("create with a bad policy: err %v, want Invalid", err)
+	}
+	f.assertEmpty(t)
+	none := &api.NetPolicy{Mode: "None"}
+	if _, err := f.m.Create(ctx, api.VMCreateRequest{Name: "a", NoStart: true, NetPolicy: none}, progress.Nop{}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := f.m.NetPolicy(ctx, "a"); err != nil || st.Policy.Mode != api.NetNone {
+		t.Errorf("policy after create: %+v (err %v), want none", st, err)
+	}
+}
