@@ -152,6 +152,9 @@ func vmFields(w io.Writer, d api.VMDetail) {
 	if d.Net != nil {
 		kv = append(kv, netStatusKV(*d.Net)...)
 	}
+	if len(d.HostCAs) > 0 {
+		kv = append(kv, [2]string{"host CAs trusted", strings.Join(d.HostCAs, " ")})
+	}
 	fields(w, kv)
 }
 

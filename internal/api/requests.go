@@ -183,6 +183,9 @@ type VMDetail struct {
 	URLs    []string   `json:"urls,omitempty"`
 	// Net is the VM's egress policy and, while it runs, its denied count.
 	Net *NetStatus `json:"net,omitempty"`
+	// HostCAs are the host CA files (guest_ca_certs) the running guest
+	// trusts besides its own bundle.
+	HostCAs []string `json:"host_cas,omitempty"`
 }
 
 // LogOptions are GET /v1/vms/{name}/logs's query: follow=1 keeps writing

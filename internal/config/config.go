@@ -58,6 +58,7 @@ type Config struct {
 	TapPoolSize       int          `toml:"tap_pool_size"`
 	NetworkPolicy     string       `toml:"network_policy"`
 	NetworkAllow      []string     `toml:"network_allow"`
+	GuestCACerts      []string     `toml:"guest_ca_certs"`
 	StatsPollInterval Duration     `toml:"stats_poll_interval"`
 	VCPUs             int          `toml:"vcpus"`
 	Memory            Size         `toml:"memory"`
@@ -96,6 +97,7 @@ func Default() Config {
 		Subnet:            netip.MustParsePrefix("10.203.0.0/24"),
 		TapPoolSize:       4,
 		NetworkPolicy:     "internet",
+		GuestCACerts:      []string{"/usr/local/share/ca-certificates/*.crt"},
 		StatsPollInterval: Duration(5 * time.Second),
 		VCPUs:             2,
 		Memory:            1 * GiB,

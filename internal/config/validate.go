@@ -74,6 +74,11 @@ func (c Config) problems() []problem {
 	p = append(p, intRange("tap_pool_size", c.TapPoolSize, 0, 64)...)
 	p = append(p, oneOf("network_policy", c.NetworkPolicy, "internet", "none")...)
 	p = append(p, networkAllowProblems(c.NetworkAllow)...)
+	for _, g := range c.GuestCACerts {
+		if _, err := filepath.Match(g, ""); err != nil || !filepath.IsAbs(g) {
+			p = append(p, problem{"guest_ca_certs", fmt.Sprintf("%q is not an absolute path or glob pattern", g)})
+		}
+	}
 	p = append(p, atLeast("stats_poll_interval", c.StatsPollInterval, Duration(100*time.Millisecond), Duration.String)...)
 	p = append(p, intRange("vcpus", c.VCPUs, 1, 32)...)
 	p = append(p, atLeast("memory", c.Memory, 128*MiB, Size.String)...)

@@ -158,6 +158,7 @@ func (m *Manager) finishBoot(ctx context.Context, v *api.VM, e vmm.Engine, h *Ha
 		done(err)
 		return err
 	}
+	m.installHostCAs(ctx, v, h)
 	done(nil)
 	if wait != api.WaitAgent {
 		alive := func() bool { return e.Alive(h.VMM) }

@@ -373,6 +373,7 @@ func (m *Manager) Detail(ctx context.Context, name string) (api.VMDetail, error)
 	if alive {
 		d.Handles = h.API()
 		d.URLs = m.urls(ctx, v)
+		d.HostCAs = guestCAs(v)
 	}
 	if st, err := m.netStatus(ctx, &v); err == nil {
 		d.Net = &st

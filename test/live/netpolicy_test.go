@@ -46,6 +46,21 @@ func TestIntegrationLiveNetPolicy(t *testing.T) {
 		t.Errorf("known_hosts %q (err %v) does not hold the guest's key %q", kh, err, guestKey)
 	}
 
+	// the host's extra CAs (guest_ca_certs, default /usr/local/share/
+	// ca-certificates/*.crt) are in the guest's bundle and listed by vm show
+	if hostCAs, _ := filepath.Glob("/usr/local/share/ca-certificates/*.crt"); len(hostCAs) > 0 {
+		if len(d0.HostCAs) != len(hostCAs) {
+			t.Errorf("vm show host_cas = %v, want %v", d0.HostCAs, hostCAs)
+		}
+		pemData, _ := os.ReadFile(hostCAs[0])
+		lines := strings.Split(strings.TrimSpace(string(pemData)), "\n")
+		probe := lines[len(lines)/2] // a base64 line from the middle of the certificate
+		out := e.must("vm", "exec", name, "--", "sh", "-c", "grep -c -F '"+probe+"' /etc/ssl/certs/ca-certificates.crt || true")
+		if strings.TrimSpace(out) == "0" {
+			t.Errorf("the guest's bundle lacks the host CA %s", hostCAs[0])
+		}
+	}
+
 	var st api.NetStatus
 	e.mustJSON(&st, "vm", "policy", name, "--mode", "none")
 	if st.Policy.Mode != api.NetNone || !st.Applied {
