@@ -19,26 +19,41 @@ import (
 // corporate CA) has its extra CAs in /usr/local/share/ca-certificates; the
 // guest must trust them too or `go mod download`, curl and apt over https
 // fail. At each boot, once the agent answers, the daemon sends the
-// certificates named by guest_ca_certs; the guest appends them to a copy of
-// its bundle in /run and bind-mounts that over /etc/ssl/certs/
-// ca-certificates.crt. Nothing lands on the guest's disks, so an image built
-// or promoted from the VM stays host-neutral. The names added are kept in
-// <vm dir>/host-cas.json for `vm show`.
+// certificates named by guest_ca_certs; the guest replaces a marked block at
+// the end of /etc/ssl/certs/ca-certificates.crt with them (temp file +
+// rename, so a guest's own update-ca-certificates keeps working; it drops
+// the block until the next boot). A clean stop (guestShutdown) strips the
+// block again, so an image built or promoted from the VM stays host-neutral
+// (a VM that crashed keeps it on disk until its next boot replaces it). The
+// names added are kept in <vm dir>/host-cas.json for `vm show`.
 const (
 	maxHostCAFiles = 32
 	maxHostCABytes = 256 << 10
 	hostCAsName    = "host-cas.json"
 )
 
+// hostCABegin and hostCAEnd mark banger's block in the guest's bundle.
+const (
+	hostCABegin = "# banger host CAs: begin"
+	hostCAEnd   = "# banger host CAs: end"
+	guestBundle = "/etc/ssl/certs/ca-certificates.crt"
+)
+
+// stripHostCAScript removes banger's block from the guest's bundle.
+const stripHostCAScript = `b=` + guestBundle + `
+[ -f "$b" ] || exit 0
+grep -qxF '` + hostCABegin + `' "$b" || exit 0
+sed '/^` + hostCABegin + `$/,/^` + hostCAEnd + `$/d' "$b" >"$b.banger" && chmod 0644 "$b.banger" && mv -f "$b.banger" "$b"
+`
+
 // hostCAScript runs in the guest with the PEM certificates on stdin.
 const hostCAScript = `set -eu
-b=/etc/ssl/certs/ca-certificates.crt
+b=` + guestBundle + `
 [ -f "$b" ] || { echo "no $b in the guest" >&2; exit 3; }
-mkdir -p /run/banger-ca
-if mountpoint -q "$b"; then umount "$b"; fi
-cp "$b" /run/banger-ca/bundle.crt
-cat >>/run/banger-ca/bundle.crt
-mount --bind /run/banger-ca/bundle.crt "$b"
+sed '/^` + hostCABegin + `$/,/^` + hostCAEnd + `$/d' "$b" >"$b.banger"
+{ echo '` + hostCABegin + `'; cat; echo '` + hostCAEnd + `'; } >>"$b.banger"
+chmod 0644 "$b.banger"
+mv -f "$b.banger" "$b"
 `
 
 // hostCAs reads the certificates guest_ca_certs names: PEM files holding

@@ -396,6 +396,10 @@ func (m *Manager) guestShutdown(ctx context.Context, v *api.VM, h *Handles, acti
 	defer cancel()
 	c, err := m.agentFor(ctx, v.ID, h)
 	if err == nil {
+		// the host's CAs leave the guest's disk (hostca.go)
+		if _, serr := c.Exec(ctx, api.ExecRequest{Argv: []string{"sh", "-c", stripHostCAScript}}, nil, io.Discard, io.Discard); serr != nil {
+			m.log.Info("removing the host's CAs before shutdown", "vm", v.Name, "err", serr)
+		}
 		_, err = c.Exec(ctx, api.ExecRequest{Argv: []string{"systemctl", action, "--no-block"}}, nil, io.Discard, io.Discard)
 	}
 	if err != nil {
