@@ -1,0 +1,204 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Scratch is a sandbox's one writable directory: a fresh directory owned
+// by the sandbox uid (mode 0700) under the sandbox's scratch root, bound at
+// /scratch. Host files the tool works on are passed as open file
+// descriptors (Pass: the tool names them /proc/self/fd/N), so the sandbox
+// never resolves a host path; results come out of the scratch dir only
+// through CopyOut, which follows nothing the tool left. Close gives passed
+// files back their owners and modes and removes the directory.
+type Scratch struct {
+	dir    string
+	uid    uint32
+	gid    uint32
+	passed []passedFile
+}
+
+// passedFile is a host file handed to the sandbox, with the owner and mode
+// to give back.
+type passedFile struct {
+	f        *os.File
+	uid, gid int
+	mode     os.FileMode
+}
+
+// NewScratch makes a scratch dir for s under its scratch root.
+func NewScratch(s *Sandbox) (*Scratch, error) {
+	if err := os.MkdirAll(s.root, 0o711); err != nil {
+		return nil, fmt.Errorf("making the sandbox scratch root: %w", err)
+	}
+	dir, err := os.MkdirTemp(s.root, ".sandbox-")
+	if err != nil {
+		return nil, fmt.Errorf("making a sandbox scratch dir: %w", err)
+	}
+	if err := os.Chown(dir, int(s.uid), int(s.gid)); err != nil {
+		os.Remove(dir)
+		return nil, fmt.Errorf("making a sandbox scratch dir: %w", err)
+	}
+	return &Scratch{dir: dir, uid: s.uid, gid: s.gid}, nil
+}
+
+// Dir is the scratch dir's host path (for tests and error messages; never
+// resolve names the tool made through it).
+func (sc *Scratch) Dir() string { return sc.dir }
+
+// Pass hands the regular host file at host to the sandbox for its next
+// runs: it is opened here (read-write when write is set; never following
+// a symlink), given to the sandbox uid until Close, and its descriptor is
+// inherited by the tool, which names it by the returned path
+// (/proc/self/fd/N). The sandbox cannot reach the file's directory.
+func (sc *Scratch) Pass(host string, write bool) (string, error) {
+	flags := os.O_RDONLY
+	if write {
+		flags = os.O_RDWR
+	}
+	f, err := os.OpenFile(host, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return "", fmt.Errorf("handing %s to the sandbox: %w", filepath.Base(host), err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return "", fmt.Errorf("handing %s to the sandbox: %w", filepath.Base(host), err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	sc.passed = append(sc.passed, passedFile{f: f, uid: int(st.Uid), gid: int(st.Gid), mode: fi.Mode().Perm()})
+	if err := f.Chown(int(sc.uid), int(sc.gid)); err != nil {
+		return "", fmt.Errorf("handing %s to the sandbox: %w", filepath.Base(host), err)
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", 2+len(sc.passed)), nil
+}
+
+// files are the descriptors the tool inherits, as fds 3, 4, …
+func (sc *Scratch) files() []*os.File {
+	fs := make([]*os.File, len(sc.passed))
+	for i, p := range sc.passed {
+		fs[i] = p.f
+	}
+	return fs
+}
+
+// Mkdir makes directory name in the scratch dir, owned by the sandbox uid.
+func (sc *Scratch) Mkdir(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	p := filepath.Join(sc.dir, name)
+	if err := os.Mkdir(p, 0o755); err != nil {
+		return err
+	}
+	return os.Lchown(p, int(sc.uid), int(sc.gid))
+}
+
+// checkName accepts a plain file name, no separators or dots.
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return fmt.Errorf("sandbox: bad scratch name %q", name)
+	}
+	return nil
+}
+
+// open opens rel (slash-separated, beneath the scratch dir) as a regular
+// file, refusing every symlink on the way and any escape.
+func (sc *Scratch) open(rel string) (*os.File, os.FileInfo, error) {
+	root, err := unix.Open(sc.dir, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NONBLOCK,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening %s the sandbox left: %w", rel, err)
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s the sandbox left is not a regular file (%s)", rel, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// ErrTooLarge is returned by CopyOut for a file over its limit.
+var ErrTooLarge = errors.New("file too large")
+
+// CopyOut copies the regular file rel (beneath the scratch dir, no symlink
+// on the way) to the new host file dst, owned by root with mode perm (no
+// setuid, no device: only the contents cross). A file over max bytes is
+// refused with ErrTooLarge.
+func (sc *Scratch) CopyOut(rel, dst string, perm os.FileMode, max int64) error {
+	src, fi, err := sc.open(rel)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if fi.Size() > max {
+		return fmt.Errorf("%s: %d bytes: %w (limit %d)", rel, fi.Size(), ErrTooLarge, max)
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, perm.Perm()&0o777)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(out, io.LimitReader(src, max+1))
+	if err == nil && n > max {
+		err = fmt.Errorf("%s: %w (limit %d)", rel, ErrTooLarge, max)
+	}
+	if err == nil {
+		err = out.Chown(0, 0)
+	}
+	if err == nil {
+		err = out.Chmod(perm.Perm() & 0o777)
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dst)
+	}
+	return err
+}
+
+// Close gives passed files back their owner and mode (no setuid) and
+// removes the scratch dir and everything the tool left in it (nothing is
+// followed). It returns the first error.
+func (sc *Scratch) Close() error {
+	var first error
+	for _, p := range sc.passed {
+		err := p.f.Chown(p.uid, p.gid)
+		if err == nil {
+			err = p.f.Chmod(p.mode)
+		}
+		if cerr := p.f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil && first == nil {
+			first = fmt.Errorf("giving %s back its owner: %w", p.f.Name(), err)
+		}
+	}
+	sc.passed = nil
+	if err := os.RemoveAll(sc.dir); err != nil && first == nil {
+		first = fmt.Errorf("removing the sandbox scratch dir: %w", err)
+	}
+	return first
+}
