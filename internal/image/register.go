@@ -277,18 +277,12 @@ func SeedFromRootfs(ctx context.Context, staging string) error {
 	return seedFrom(ctx, filepath.Join(staging, RootfsFile), filepath.Join(staging, WorkSeedFile))
 }
 
-// seedFrom makes the work-seed out from rootfs's /root.
+// seedFrom makes the work-seed out from rootfs's /root: read and built
+// inside the sandbox (ext4.MakeFromTree), so nothing in the guest's tree is
+// resolved on the host.
 func seedFrom(ctx context.Context, rootfs, out string) error {
-	home, err := os.MkdirTemp(filepath.Dir(out), ".seed-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(home)
-	src := ""
-	if ext4.CopyTreeOut(ctx, rootfs, "/root", home) {
-		src = filepath.Join(home, "root")
-	}
-	return ext4.Make(ctx, out, WorkSeedSize, "work", src)
+	_, err := ext4.MakeFromTree(ctx, out, WorkSeedSize, "work", rootfs, "/root")
+	return err
 }
 
 // rootfsFeatures detects the features an ext4 rootfs carries: the guest

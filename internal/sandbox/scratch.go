@@ -105,6 +105,23 @@ func (sc *Scratch) Mkdir(name string) error {
 	return os.Lchown(p, int(sc.uid), int(sc.gid))
 }
 
+// WriteFile writes a new file name into the scratch dir (a command file
+// for the tool), before the tool runs.
+func (sc *Scratch) WriteFile(name string, data []byte) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(sc.dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // checkName accepts a plain file name, no separators or dots.
 func checkName(name string) error {
 	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
