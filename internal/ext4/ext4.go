@@ -94,6 +94,16 @@ func Check(ctx context.Context, path string) error {
 	return nil
 }
 
+// Verify runs e2fsck -f -n (read-only): a filesystem with any error is
+// refused with e2fsck's last lines, nothing is changed.
+func Verify(ctx context.Context, path string) error {
+	out, err := onImage(ctx, path, false, func(p string) []string { return []string{"e2fsck", "-f", "-n", p} })
+	if err != nil {
+		return fmt.Errorf("e2fsck -f -n found errors (exit %d): %s", exitCode(err), LastLines(out, 3))
+	}
+	return nil
+}
+
 // Preen runs e2fsck -f -p, the check resize2fs insists on before it grows
 // a filesystem: exit 0 or 1 (errors fixed) are fine.
 func Preen(ctx context.Context, path string) error {

@@ -15,12 +15,16 @@ const toolTimeout = 10 * time.Minute
 // toolOutputMax caps a tool's output kept in memory.
 const toolOutputMax = 1 << 20
 
+// toolMemory caps a tool's address space: a crafted filesystem must not
+// make e2fsck take the host's memory.
+const toolMemory = 8 << 30
+
 // configFiles are the host files the tools read (read-only in the sandbox).
 var configFiles = []string{"/etc/mke2fs.conf", "/etc/e2fsck.conf"}
 
 // toolCmd is the sandboxed command for an e2fsprogs command line.
 func toolCmd(args []string) sandbox.Cmd {
-	return sandbox.Cmd{Args: args, ROBinds: configFiles, Timeout: toolTimeout, MaxOutput: toolOutputMax}
+	return sandbox.Cmd{Args: args, ROBinds: configFiles, Timeout: toolTimeout, MaxOutput: toolOutputMax, MaxMemory: toolMemory}
 }
 
 // session is one scratch dir of the default sandbox.

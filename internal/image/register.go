@@ -110,7 +110,7 @@ func registerInto(ctx context.Context, staging, final string, req api.ImageRegis
 				return err
 			}
 		}
-		return nil
+		return verifyFilesystems(ctx, staging, req)
 	})
 	if err != nil {
 		return api.Image{}, err
@@ -267,6 +267,26 @@ func checkExt4(flag, path string, minSize int64) error {
 	if n := FileSize(path); n < minSize {
 		return api.Invalid("%s %s: %d bytes is too small (at least %d MiB)", flag, path, n, minSize>>20).
 			WithFix("pass a complete filesystem image")
+	}
+	return nil
+}
+
+// verifyFilesystems checks the staged rootfs and work-seed (e2fsck -f -n,
+// in the sandbox): a damaged or crafted filesystem is Invalid naming the
+// flag, before any other tool reads it.
+func verifyFilesystems(ctx context.Context, staging string, req api.ImageRegisterRequest) error {
+	checks := [][3]string{{"--rootfs", req.Rootfs, RootfsFile}}
+	if req.WorkSeed != "" {
+		checks = append(checks, [3]string{"--work-seed", req.WorkSeed, WorkSeedFile})
+	}
+	for _, c := range checks {
+		if err := ext4.Verify(ctx, filepath.Join(staging, c[2])); err != nil {
+			if api.IsUnavailable(err) {
+				return err
+			}
+			return api.Invalid("%s %s: not a sound ext4 filesystem: %w", c[0], c[1], err).
+				WithFix("repair it with e2fsck -f " + c[1] + " (or make it again), then register it")
+		}
 	}
 	return nil
 }

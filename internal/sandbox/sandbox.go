@@ -156,6 +156,9 @@ type Cmd struct {
 	// MaxOutput caps the combined output kept (0 = 64 KiB): the head and
 	// the tail are kept, the middle is dropped.
 	MaxOutput int
+	// MaxMemory caps the tool's address space in bytes (prlimit --as; 0 =
+	// none; not with Root, whose tree may lack prlimit).
+	MaxMemory int64
 }
 
 // Run runs c in the sandbox with sc as its only writable directory and
@@ -185,7 +188,13 @@ func (s *Sandbox) Run(ctx context.Context, sc *Scratch, c Cmd) ([]byte, error) {
 		Pdeathsig:  syscall.SIGKILL,
 	}
 	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the sandbox for %s: %w", c.Args[0], err)
+	}
+	if a := audit.Load(); a != nil {
+		(*a)(observe(cmd.Process.Pid, c.Args))
+	}
+	err := cmd.Wait()
 	b := out.Bytes()
 	if ctx.Err() != nil && err != nil {
 		return b, fmt.Errorf("%s: %w (sandbox timeout %s)", c.Args[0], ctx.Err(), timeout)
@@ -226,7 +235,11 @@ func (s *Sandbox) args(c Cmd, scratch string) []string {
 			a = append(a, "--setenv", string(k), string(v))
 		}
 	}
-	return append(append(a, "--"), c.Args...)
+	a = append(a, "--")
+	if c.MaxMemory > 0 && c.Root == "" {
+		a = append(a, "prlimit", "--as="+strconv.FormatInt(c.MaxMemory, 10), "--")
+	}
+	return append(a, c.Args...)
 }
 
 // capBuffer keeps the first and last max/2 bytes written to it.

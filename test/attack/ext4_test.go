@@ -3,14 +3,22 @@ package attack
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 
+	"banger/internal/api"
+	"banger/internal/disk"
+	"banger/internal/ext4"
 	"banger/internal/image"
+	"banger/internal/image/imagetest"
+	"banger/internal/sandbox"
 )
 
 // needRootTools skips without root or the tools the attacks craft their
@@ -117,4 +125,99 @@ func TestAttackRdumpSymlinkWrite(t *testing.T) {
 	if len(ents) != 1 {
 		t.Errorf("files appeared beside the victim: %v", ents)
 	}
+}
+
+// auditRuns records every sandboxed tool run until the test ends.
+func auditRuns(t *testing.T) *[]sandbox.Record {
+	var mu sync.Mutex
+	runs := &[]sandbox.Record{}
+	old := sandbox.SetAudit(func(r sandbox.Record) {
+		mu.Lock()
+		defer mu.Unlock()
+		*runs = append(*runs, r)
+	})
+	t.Cleanup(func() { sandbox.SetAudit(old) })
+	return runs
+}
+
+// requireUnprivileged fails unless there were runs and none held a root id
+// or a capability in the host's view.
+func requireUnprivileged(t *testing.T, runs []sandbox.Record) {
+	t.Helper()
+	if len(runs) == 0 {
+		t.Fatal("no tool ran in the sandbox")
+	}
+	for _, r := range runs {
+		if !r.Unprivileged() {
+			t.Errorf("%v ran with uids %v gids %v CapEff %s", r.Args, r.UIDs, r.GIDs, r.CapEff)
+		}
+	}
+}
+
+// TestAttackCraftedExt4: filesystems a guest crafted — a superblock
+// claiming 2^32-1 inodes and blocks, zeroed group descriptors — handed to
+// register and to the promote/build capture check: a clear error naming the
+// file, and every e2fsprogs run was unprivileged (uids and CapEff of the
+// tool's process, read from the host's /proc).
+func TestAttackCraftedExt4(t *testing.T) {
+	needRootTools(t, "mkfs.ext4", "e2fsck", "bwrap")
+	ctx := context.Background()
+	for name, corrupt := range map[string]func(b []byte){
+		"huge counts": func(b []byte) {
+			binary.LittleEndian.PutUint32(b[1024:], 0xffffffff)  // s_inodes_count
+			binary.LittleEndian.PutUint32(b[1024+4:], 0xfffffff0) // s_blocks_count_lo
+			binary.LittleEndian.PutUint32(b[1024+40:], 0xffffff)  // s_inodes_per_group
+		},
+		"zeroed descriptors": func(b []byte) { clear(b[4096:8192]) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			runs := auditRuns(t)
+			req := imagetest.RegisterFiles(t)
+			b, err := os.ReadFile(req.Rootfs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			corrupt(b)
+			os.WriteFile(req.Rootfs, b, 0o644)
+			imagesDir := t.TempDir()
+			_, err = image.Register(ctx, imagesDir, req, nil)
+			if !api.IsInvalid(err) || !strings.Contains(err.Error(), "--rootfs") {
+				t.Fatalf("register of a crafted rootfs: %v, want Invalid naming --rootfs", err)
+			}
+			t.Logf("register: %v", err)
+			if ents, _ := os.ReadDir(imagesDir); len(ents) != 0 {
+				t.Errorf("register left %v", ents)
+			}
+			// The capture check (build, promote; e2fsck -fy may repair
+			// from a backup superblock) and a work disk grow: no crash,
+			// bounded, unprivileged.
+			t.Logf("capture check: %v", ext4.Check(ctx, req.Rootfs))
+			t.Logf("work disk grow: %v", disk.Grow(ctx, req.Rootfs, 64<<20))
+			requireUnprivileged(t, *runs)
+		})
+	}
+}
+
+// TestAttackKernelOwnership: a guest leaves /boot/vmlinuz owned by uid 1234
+// with setuid and setgid bits; the kernel taken out of its rootfs (build's
+// and promote's boot set) is root's, mode 0644.
+func TestAttackKernelOwnership(t *testing.T) {
+	needRootTools(t, "mkfs.ext4", "debugfs", "bwrap")
+	img := imagetest.MkfsTree(t, "16M", map[string]string{"boot/vmlinuz-9.9": "kernel"})
+	debugfsW(t, img, []string{"sif /boot/vmlinuz-9.9 uid 1234", "sif /boot/vmlinuz-9.9 gid 1234",
+		"sif /boot/vmlinuz-9.9 mode 0106777"})
+	runs := auditRuns(t)
+	dst := filepath.Join(t.TempDir(), "vmlinuz")
+	if err := ext4.CopyOut(context.Background(), img, [2]string{"/boot/vmlinuz-9.9", dst}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != 0 || st.Gid != 0 || fi.Mode() != 0o644 {
+		t.Errorf("the extracted kernel is %d:%d %v, want root:root -rw-r--r--", st.Uid, st.Gid, fi.Mode())
+	}
+	requireUnprivileged(t, *runs)
 }
