@@ -164,7 +164,7 @@ func TestAttackCraftedExt4(t *testing.T) {
 	ctx := context.Background()
 	for name, corrupt := range map[string]func(b []byte){
 		"huge counts": func(b []byte) {
-			binary.LittleEndian.PutUint32(b[1024:], 0xffffffff)  // s_inodes_count
+			binary.LittleEndian.PutUint32(b[1024:], 0xffffffff)   // s_inodes_count
 			binary.LittleEndian.PutUint32(b[1024+4:], 0xfffffff0) // s_blocks_count_lo
 			binary.LittleEndian.PutUint32(b[1024+40:], 0xffffff)  // s_inodes_per_group
 		},
