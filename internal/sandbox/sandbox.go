@@ -145,8 +145,9 @@ type Cmd struct {
 	// ROBinds are extra host paths bound read-only at the same path
 	// (config files: /etc/mke2fs.conf); missing ones are skipped.
 	ROBinds []string
-	// Root, when set, is a host directory bound read-only as the
-	// sandbox's / instead of the host's /usr (a staging rootfs).
+	// Root, when set, is a host directory tree (a staging rootfs, merged
+	// /usr) whose /usr, /etc and /var are bound read-only instead of the
+	// host's /usr: the tool runs the tree's programs, never changing it.
 	Root string
 	Env  []string // the environment; PATH and HOME=/scratch are always set
 	// Dir is the working directory inside the sandbox; "" = /scratch.
@@ -213,11 +214,17 @@ func (s *Sandbox) args(c Cmd, scratch string) []string {
 		a = append(a, "--share-net")
 	}
 	if c.Root != "" {
-		a = append(a, "--ro-bind", c.Root, "/")
+		// The tree's /usr, /etc and /var, read-only, on a root of the
+		// sandbox's own (a read-only / would leave no mount point for
+		// /scratch).
+		for _, d := range []string{"usr", "etc", "var"} {
+			a = append(a, "--ro-bind", filepath.Join(c.Root, d), "/"+d)
+		}
 	} else {
-		a = append(a, "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-			"--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin")
+		a = append(a, "--ro-bind", "/usr", "/usr")
 	}
+	a = append(a, "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+		"--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin")
 	for _, p := range c.ROBinds {
 		a = append(a, "--ro-bind-try", p, p)
 	}

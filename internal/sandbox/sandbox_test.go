@@ -207,3 +207,48 @@ func TestNewRefuses(t *testing.T) {
 		t.Errorf("uid 65534 (nobody) accepted")
 	}
 }
+
+// TestCopyTree: a tree the tool made comes out root-owned without setuid,
+// its symlinks recreated but never followed, devices and fifos skipped; a
+// symlink already on the host side is not written through; limits hold.
+func TestCopyTree(t *testing.T) {
+	s := need(t)
+	sc, err := NewScratch(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	sc.Mkdir("out")
+	script := `cd out && mkdir -p lib/m bin && echo js > lib/m/index.js && echo bin > lib/m/run && chmod 6755 lib/m/run &&
+ln -s ../lib/m/run bin/run && ln -s /etc/shadow lib/m/shadow && mkfifo lib/m/fifo`
+	if out, err := run(t, s, sc, Cmd{Args: []string{"sh", "-c", script}}); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	dst := t.TempDir()
+	if err := sc.CopyTree("out", dst, TreeLimits{Bytes: 1 << 20, Entries: 100}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dst, "bin", "run"))
+	if err != nil || fi.Mode() != 0o755 || statUID(fi) != 0 {
+		t.Errorf("bin/run → lib/m/run: %v %v, want -rwxr-xr-x root", fi, err)
+	}
+	if l, _ := os.Readlink(filepath.Join(dst, "lib/m/shadow")); l != "/etc/shadow" {
+		t.Errorf("the symlink came out as %q", l)
+	}
+	if _, err := os.Lstat(filepath.Join(dst, "lib/m/fifo")); !os.IsNotExist(err) {
+		t.Errorf("the fifo was copied: %v", err)
+	}
+	// The host side holds a symlink where the tree has a directory.
+	dst2 := t.TempDir()
+	victim := t.TempDir()
+	os.Symlink(victim, filepath.Join(dst2, "lib"))
+	if err := sc.CopyTree("out", dst2, TreeLimits{Bytes: 1 << 20, Entries: 100}); err == nil {
+		t.Error("CopyTree wrote through a host-side symlink")
+	}
+	if ents, _ := os.ReadDir(victim); len(ents) != 0 {
+		t.Errorf("files written through the symlink: %v", ents)
+	}
+	if err := sc.CopyTree("out", t.TempDir(), TreeLimits{Bytes: 1 << 20, Entries: 3}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("entry limit: %v", err)
+	}
+}
