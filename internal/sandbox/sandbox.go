@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
@@ -37,6 +36,11 @@ import (
 	"banger/internal/api"
 )
 
+// DefaultRoot is where scratch dirs live unless configured (sandbox_dir):
+// on disk (guest-sized output must not fill a tmpfs), under a root-only
+// parent (no other user can squat it).
+const DefaultRoot = "/var/lib/banger-sandbox"
+
 // DefaultUID is the uid (and gid) sandboxed tools run as unless the config
 // says otherwise: far above every login, system and subuid range, with no
 // passwd entry.
@@ -46,9 +50,11 @@ const DefaultUID = 2147000000
 type Config struct {
 	UID, GID uint32 // the unprivileged identity; 0 = DefaultUID
 	Bwrap    string // bwrap binary; "" = bwrap on PATH
-	// ScratchRoot holds the scratch dirs (made mode 0711; its parents must
-	// be searchable by everyone); "" = the system temp dir. The daemon
-	// uses <state_dir>/sandbox: guest-sized output must not fill a tmpfs.
+	// ScratchRoot holds the scratch dirs; "" = DefaultRoot/default. bwrap
+	// binds the scratch dir by path as the sandbox uid, so every parent
+	// must be searchable by others (the state dir is 0700: not there); the
+	// root itself must be root's and writable by nobody else. The daemon
+	// uses the config's sandbox_dir/<its state dir's hash>.
 	ScratchRoot string
 }
 
@@ -109,28 +115,31 @@ func New(c Config) (*Sandbox, error) {
 	}
 	root := c.ScratchRoot
 	if root == "" {
-		root = filepath.Join(os.TempDir(), "banger-sandbox")
+		root = filepath.Join(DefaultRoot, "default")
+	}
+	if err := checkRoot(root); err != nil {
+		return nil, err
 	}
 	return &Sandbox{uid: c.UID, gid: c.GID, bwrap: p, root: root}, nil
 }
 
-// Check reports whether sandboxed tools can run here: the doctor's and the
-// capability probe's check. It runs `true` in a sandbox.
-func Check(ctx context.Context) error {
-	s, err := Default()
+// Check reports whether sandboxed tools can run here with configuration c:
+// the doctor's check. It runs `true` in a sandbox and returns what it did.
+func Check(ctx context.Context, c Config) (string, error) {
+	s, err := New(c)
 	if err != nil {
-		return err
+		return "", err
 	}
 	sc, err := NewScratch(s)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer sc.Close()
 	if _, err := s.Run(ctx, sc, Cmd{Args: []string{"true"}, Timeout: 10 * time.Second}); err != nil {
-		return api.Unavailable("bubblewrap cannot start a sandbox: %w", err).
+		return "", api.Unavailable("bubblewrap cannot start a sandbox: %w", err).
 			WithFix("allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; kernel.apparmor_restrict_unprivileged_userns=0)")
 	}
-	return nil
+	return fmt.Sprintf("%s runs tools as uid %d, no capabilities, scratch in %s", s.bwrap, s.uid, s.root), nil
 }
 
 // UID is the host uid sandboxed tools run as.

@@ -252,3 +252,34 @@ ln -s ../lib/m/run bin/run && ln -s /etc/shadow lib/m/shadow && mkfifo lib/m/fif
 		t.Errorf("entry limit: %v", err)
 	}
 }
+
+// TestCheckRoot: a scratch root another user owns or may write, or one
+// below a directory others cannot search, is refused with the fix.
+func TestCheckRoot(t *testing.T) {
+	need(t)
+	base, err := os.MkdirTemp("/var/tmp", "banger-root-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	os.Chmod(base, 0o711)
+	squat := filepath.Join(base, "squat")
+	os.Mkdir(squat, 0o777)
+	os.Chmod(squat, 0o777)
+	if err := checkRoot(squat); err == nil || !strings.Contains(err.Error(), "only root may write") {
+		t.Errorf("a world-writable root: %v", err)
+	}
+	os.Chmod(squat, 0o711)
+	os.Chown(squat, 1000, 1000)
+	if err := checkRoot(squat); err == nil {
+		t.Errorf("a root owned by uid 1000 accepted")
+	}
+	closed := filepath.Join(base, "closed")
+	os.Mkdir(closed, 0o700)
+	if err := checkRoot(filepath.Join(closed, "root")); err == nil || !strings.Contains(err.Error(), "cannot search") {
+		t.Errorf("a root below a 0700 dir: %v", err)
+	}
+	if err := checkRoot(filepath.Join(base, "ok", "root")); err != nil {
+		t.Errorf("a fresh root: %v", err)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/api"
 )
 
 // Scratch is a sandbox's one writable directory: a fresh directory owned
@@ -36,9 +38,6 @@ type passedFile struct {
 
 // NewScratch makes a scratch dir for s under its scratch root.
 func NewScratch(s *Sandbox) (*Scratch, error) {
-	if err := os.MkdirAll(s.root, 0o711); err != nil {
-		return nil, fmt.Errorf("making the sandbox scratch root: %w", err)
-	}
 	dir, err := os.MkdirTemp(s.root, ".sandbox-")
 	if err != nil {
 		return nil, fmt.Errorf("making a sandbox scratch dir: %w", err)
@@ -218,4 +217,60 @@ func (sc *Scratch) Close() error {
 		first = fmt.Errorf("removing the sandbox scratch dir: %w", err)
 	}
 	return first
+}
+
+// Clean removes the scratch dirs an interrupted daemon left under root
+// (at daemon start, before any sandbox runs).
+func Clean(root string) error {
+	ents, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var first error
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".sandbox-") {
+			if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+// checkRoot makes the scratch root (0711) unless it is there, and checks
+// it: an absolute path whose parents others may search (bwrap resolves the
+// scratch dir as the sandbox uid), itself a directory owned by root that
+// nobody else may write (nobody can swap a scratch dir for a link).
+func checkRoot(root string) error {
+	if !filepath.IsAbs(root) {
+		return fmt.Errorf("sandbox scratch root %q is not an absolute path", root)
+	}
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return fmt.Errorf("making the sandbox scratch root: %w", err)
+	}
+	fi, err := os.Lstat(root)
+	if err != nil {
+		return err
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+		return api.FailedPrecondition("sandbox scratch root %s must be a directory owned by root that only root may write (it is %s, uid %d)",
+			root, fi.Mode(), st.Uid).WithFix("remove it (bangerd makes it), or set sandbox_dir to another path")
+	}
+	for d := filepath.Dir(root); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return api.FailedPrecondition("sandbox scratch root %s is below %s, which other users cannot search (%s): the sandbox uid cannot reach it",
+				root, d, fi.Mode().Perm()).WithFix("set sandbox_dir to a path whose parents are searchable (default " + DefaultRoot + "), or chmod o+x " + d)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
 }
