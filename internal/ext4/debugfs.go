@@ -103,8 +103,9 @@ func CopyOut(ctx context.Context, img string, pairs ...[2]string) (err error) {
 // MakeFromTree makes a fresh ext4 image at out (size bytes, label, 4 KiB
 // blocks, root-owned root directory; out must not exist) holding directory
 // dir of the image img — or empty when img has no such directory, which it
-// reports as false. Both steps run in the sandbox: debugfs rdumps dir into
-// the scratch dir and mke2fs -d builds out from there, so nothing the
+// reports as false. Both steps run in one sandbox: debugfs rdumps dir into
+// the sandbox's own /tmp (a tmpfs of at most size bytes: nothing reaches
+// the host's disk) and mke2fs -d builds out from there, so nothing the
 // guest's filesystem holds (symlinks, duplicate names, devices) is ever
 // resolved on the host. Files come out owned by root: the sandbox maps one
 // uid only.
@@ -122,9 +123,6 @@ func MakeFromTree(ctx context.Context, out string, size int64, label, img, dir s
 		return false, err
 	}
 	defer s.close(&err)
-	if err := s.sc.Mkdir("tree"); err != nil {
-		return false, err
-	}
 	pimg, err := s.sc.Pass(img, false)
 	if err != nil {
 		return false, err
@@ -133,15 +131,16 @@ func MakeFromTree(ctx context.Context, out string, size int64, label, img, dir s
 	if err != nil {
 		return false, err
 	}
-	// A tree rdump cannot read makes an empty filesystem.
-	s.run(ctx, "debugfs", "-R", "rdump "+dir+" /scratch/tree", pimg)
-	src := "/scratch/tree/" + filepath.Base(dir)
-	script := `src=$1; shift
-if [ -d "$src" ] && [ ! -L "$src" ]; then echo banger-tree-found; exec mkfs.ext4 "$@" -d "$src" "$DST"; fi
-exec mkfs.ext4 "$@" "$DST"`
-	args := []string{"sh", "-c", script, "sh", src, "-q", "-F", "-L", label, "-b", "4096", "-E", "root_owner=0:0"}
-	c := toolCmd(args)
-	c.Env = []string{"DST=" + pout}
+	// A tree rdump cannot read makes an empty filesystem; one that does
+	// not fit the size is an error.
+	script := `mkdir /tmp/tree && err=$(debugfs -R "rdump $DIR /tmp/tree" "$IMG" 2>&1 >/dev/null)
+case "$err" in *"No space left"*|*"File too large"*) echo "$DIR holds more than fits in $SIZE bytes" >&2; exit 3;; esac
+src=/tmp/tree/$(basename "$DIR")
+if [ -d "$src" ] && [ ! -L "$src" ]; then echo banger-tree-found; exec mkfs.ext4 "$@" -d "$src" "$OUT"; fi
+exec mkfs.ext4 "$@" "$OUT"`
+	c := toolCmd([]string{"sh", "-c", script, "sh", "-q", "-F", "-L", label, "-b", "4096", "-E", "root_owner=0:0"})
+	c.Env = []string{"DIR=" + dir, "IMG=" + pimg, "OUT=" + pout, "SIZE=" + strconv.FormatInt(size, 10)}
+	c.TmpSize = size
 	o, err := s.sb.Run(ctx, s.sc, c)
 	if err != nil {
 		return false, fmt.Errorf("making the %s filesystem from %s of %s: %w (sandboxed)", label, dir, filepath.Base(img), err)

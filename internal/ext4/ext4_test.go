@@ -78,6 +78,17 @@ func TestIntegrationLifecycle(t *testing.T) {
 	if found, err := MakeFromTree(ctx, filepath.Join(dir, "empty.ext4"), 16<<20, "work", img, "/nope"); err != nil || found {
 		t.Errorf("MakeFromTree /nope = %v, %v; want an empty filesystem", found, err)
 	}
+	big := filepath.Join(dir, "big")
+	os.WriteFile(big, make([]byte, 3<<20), 0o644)
+	if out, err := exec.Command("debugfs", "-w", "-R", "write "+big+" /root/big", img).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if _, err := MakeFromTree(ctx, filepath.Join(dir, "small.ext4"), 2<<20, "work", img, "/root"); err == nil || !strings.Contains(err.Error(), "more than fits") {
+		t.Errorf("MakeFromTree of a tree larger than the size: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "small.ext4")); !os.IsNotExist(err) {
+		t.Errorf("a failed MakeFromTree left its file: %v", err)
+	}
 	if err := Check(ctx, img); err != nil {
 		t.Fatal(err)
 	}

@@ -166,6 +166,9 @@ type Cmd struct {
 	// MaxOutput caps the combined output kept (0 = 64 KiB): the head and
 	// the tail are kept, the middle is dropped.
 	MaxOutput int
+	// TmpSize caps the sandbox's private /tmp (a tmpfs: memory) in bytes;
+	// 0 = 256 MiB.
+	TmpSize int64
 	// MaxMemory caps the tool's address space in bytes (prlimit --as; 0 =
 	// none; not with Root, whose tree may lack prlimit).
 	MaxMemory int64
@@ -237,7 +240,11 @@ func (s *Sandbox) args(c Cmd, scratch string) []string {
 	for _, p := range c.ROBinds {
 		a = append(a, "--ro-bind-try", p, p)
 	}
-	a = append(a, "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+	tmp := c.TmpSize
+	if tmp == 0 {
+		tmp = 256 << 20
+	}
+	a = append(a, "--dev", "/dev", "--proc", "/proc", "--size", strconv.FormatInt(tmp, 10), "--tmpfs", "/tmp",
 		"--bind", scratch, "/scratch")
 	dir := c.Dir
 	if dir == "" {
