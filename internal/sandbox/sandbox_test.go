@@ -283,3 +283,27 @@ func TestCheckRoot(t *testing.T) {
 		t.Errorf("a fresh root: %v", err)
 	}
 }
+
+// TestPassShared: one file held by two scratches at once gets its owner
+// back when the last lets go, whichever closes first.
+func TestPassShared(t *testing.T) {
+	s := need(t)
+	p := filepath.Join(t.TempDir(), "rootfs")
+	os.WriteFile(p, []byte("x"), 0o640)
+	a, _ := NewScratch(s)
+	b, _ := NewScratch(s)
+	if _, err := a.Pass(p, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Pass(p, false); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if fi, _ := os.Stat(p); statUID(fi) != DefaultUID {
+		t.Errorf("given back while b still holds it: uid %d", statUID(fi))
+	}
+	b.Close()
+	if fi, _ := os.Stat(p); statUID(fi) != 0 || fi.Mode() != 0o640 {
+		t.Errorf("after both closed: uid %d mode %v, want root 0640", statUID(fi), fi.Mode())
+	}
+}

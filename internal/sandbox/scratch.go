@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -28,13 +29,30 @@ type Scratch struct {
 	passed []passedFile
 }
 
-// passedFile is a host file handed to the sandbox, with the owner and mode
-// to give back.
+// passedFile is a host file handed to the sandbox.
 type passedFile struct {
-	f        *os.File
+	f   *os.File
+	key fileKey
+}
+
+// fileKey names an inode.
+type fileKey struct{ dev, ino uint64 }
+
+// lent is an inode given to the sandbox uid, with the owner and mode to
+// give back once the last scratch holding it closes: two sandboxes may
+// hold one file (a rootfs read twice at once) and the second must not
+// record the sandbox uid as its owner.
+type lent struct {
 	uid, gid int
 	mode     os.FileMode
+	refs     int
 }
+
+var (
+	lentMu sync.Mutex
+	// lentFiles are the inodes given to the sandbox uid now (lentMu).
+	lentFiles = map[fileKey]*lent{}
+)
 
 // NewScratch makes a scratch dir for s under its scratch root.
 func NewScratch(s *Sandbox) (*Scratch, error) {
@@ -76,10 +94,21 @@ func (sc *Scratch) Pass(host string, write bool) (string, error) {
 		return "", fmt.Errorf("handing %s to the sandbox: %w", filepath.Base(host), err)
 	}
 	st := fi.Sys().(*syscall.Stat_t)
-	sc.passed = append(sc.passed, passedFile{f: f, uid: int(st.Uid), gid: int(st.Gid), mode: fi.Mode().Perm()})
-	if err := f.Chown(int(sc.uid), int(sc.gid)); err != nil {
-		return "", fmt.Errorf("handing %s to the sandbox: %w", filepath.Base(host), err)
+	key := fileKey{dev: st.Dev, ino: st.Ino}
+	lentMu.Lock()
+	l := lentFiles[key]
+	if l == nil {
+		if err := f.Chown(int(sc.uid), int(sc.gid)); err != nil {
+			lentMu.Unlock()
+			f.Close()
+			return "", fmt.Errorf("handing %s to the sandbox: %w", filepath.Base(host), err)
+		}
+		l = &lent{uid: int(st.Uid), gid: int(st.Gid), mode: fi.Mode().Perm()}
+		lentFiles[key] = l
 	}
+	l.refs++
+	lentMu.Unlock()
+	sc.passed = append(sc.passed, passedFile{f: f, key: key})
 	return fmt.Sprintf("/proc/self/fd/%d", 2+len(sc.passed)), nil
 }
 
@@ -201,14 +230,7 @@ func (sc *Scratch) CopyOut(rel, dst string, perm os.FileMode, max int64) error {
 func (sc *Scratch) Close() error {
 	var first error
 	for _, p := range sc.passed {
-		err := p.f.Chown(p.uid, p.gid)
-		if err == nil {
-			err = p.f.Chmod(p.mode)
-		}
-		if cerr := p.f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil && first == nil {
+		if err := giveBack(p); err != nil && first == nil {
 			first = fmt.Errorf("giving %s back its owner: %w", p.f.Name(), err)
 		}
 	}
@@ -273,4 +295,26 @@ func checkRoot(root string) error {
 			return nil
 		}
 	}
+}
+
+// giveBack closes a passed file; the last holder of its inode gives it
+// back its owner and mode (chown clears setuid and setgid; the mode is set
+// again all the same).
+func giveBack(p passedFile) error {
+	lentMu.Lock()
+	defer lentMu.Unlock()
+	var err error
+	if l := lentFiles[p.key]; l != nil {
+		if l.refs--; l.refs == 0 {
+			delete(lentFiles, p.key)
+			err = p.f.Chown(l.uid, l.gid)
+			if err == nil {
+				err = p.f.Chmod(l.mode)
+			}
+		}
+	}
+	if cerr := p.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
