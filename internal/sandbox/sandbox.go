@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
@@ -187,18 +188,20 @@ func (s *Sandbox) Run(ctx context.Context, sc *Scratch, c Cmd) ([]byte, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.bwrap, s.args(c, sc.dir)...)
+	cmd, err := s.command(ctx, sc, c)
+	if err != nil {
+		return nil, err
+	}
 	cmd.ExtraFiles = sc.files()
-	cmd.Env = []string{}
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	out := &capBuffer{max: c.MaxOutput}
 	if out.max == 0 {
 		out.max = 64 << 10
 	}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: s.uid, Gid: s.gid, Groups: []uint32{}},
-		Setsid:     true,
-		Pdeathsig:  syscall.SIGKILL,
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	if c.Root == "" {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: s.uid, Gid: s.gid, Groups: []uint32{}}
 	}
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -207,7 +210,7 @@ func (s *Sandbox) Run(ctx context.Context, sc *Scratch, c Cmd) ([]byte, error) {
 	if a := audit.Load(); a != nil {
 		(*a)(observe(cmd.Process.Pid, c.Args))
 	}
-	err := cmd.Wait()
+	err = cmd.Wait()
 	b := out.Bytes()
 	if ctx.Err() != nil && err != nil {
 		return b, fmt.Errorf("%s: %w (sandbox timeout %s)", c.Args[0], ctx.Err(), timeout)
@@ -218,8 +221,41 @@ func (s *Sandbox) Run(ctx context.Context, sc *Scratch, c Cmd) ([]byte, error) {
 	return b, nil
 }
 
-// args builds bwrap's command line with scratch bound at /scratch.
-func (s *Sandbox) args(c Cmd, scratch string) []string {
+// treeScript runs as root in a private mount namespace of its own
+// (unshare): it binds a tree's /usr, /etc and /var read-only onto empty
+// dirs the sandbox uid can reach — the tree itself sits in a 0700 staging
+// dir, and bwrap resolves what it binds as the sandbox uid — then drops to
+// the sandbox uid (no groups, no capabilities) and starts bwrap. The binds
+// exist only in that namespace.
+const treeScript = `set -e
+root=$1 at=$2 uid=$3; shift 3
+for d in usr etc var; do
+	mount --bind "$root/$d" "$at/$d"
+	mount -o remount,bind,ro "$at/$d"
+done
+exec setpriv --reuid="$uid" --regid="$uid" --clear-groups --inh-caps=-all -- "$@"`
+
+// command is bwrap's command: started as the sandbox uid, or for a Root
+// run through treeScript.
+func (s *Sandbox) command(ctx context.Context, sc *Scratch, c Cmd) (*exec.Cmd, error) {
+	if c.Root == "" {
+		return exec.CommandContext(ctx, s.bwrap, s.args(c, sc.dir, "")...), nil
+	}
+	at := sc.dir + ".tree"
+	for _, d := range []string{"", "usr", "etc", "var"} {
+		if err := os.Mkdir(filepath.Join(at, d), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("making the sandbox's mount points: %w", err)
+		}
+	}
+	sc.extra = append(sc.extra, at)
+	args := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", treeScript, "sh",
+		c.Root, at, strconv.FormatUint(uint64(s.uid), 10), s.bwrap}, s.args(c, sc.dir, at)...)
+	return exec.CommandContext(ctx, "unshare", args...), nil
+}
+
+// args builds bwrap's command line with scratch bound at /scratch and, for
+// a Root run, the tree's dirs from at.
+func (s *Sandbox) args(c Cmd, scratch, at string) []string {
 	a := []string{"--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
 		"--uid", "0", "--gid", "0", "--hostname", "sandbox"}
 	if c.Network {
@@ -230,7 +266,7 @@ func (s *Sandbox) args(c Cmd, scratch string) []string {
 		// sandbox's own (a read-only / would leave no mount point for
 		// /scratch).
 		for _, d := range []string{"usr", "etc", "var"} {
-			a = append(a, "--ro-bind", filepath.Join(c.Root, d), "/"+d)
+			a = append(a, "--ro-bind", filepath.Join(at, d), "/"+d)
 		}
 	} else {
 		a = append(a, "--ro-bind", "/usr", "/usr")

@@ -307,3 +307,41 @@ func TestPassShared(t *testing.T) {
 		t.Errorf("after both closed: uid %d mode %v, want root 0640", statUID(fi), fi.Mode())
 	}
 }
+
+// TestRootTree: a Root run sees a tree that sits in a root-only dir
+// (a staging rootfs) read-only as its /usr, /etc and /var, as the sandbox
+// uid, and leaves no mount behind on the host.
+func TestRootTree(t *testing.T) {
+	s := need(t)
+	tree := t.TempDir() // 0700: the sandbox uid cannot reach it by path
+	os.Symlink("/usr", filepath.Join(tree, "usr"))
+	os.MkdirAll(filepath.Join(tree, "etc"), 0o755)
+	os.MkdirAll(filepath.Join(tree, "var"), 0o755)
+	os.WriteFile(filepath.Join(tree, "etc", "marker"), []byte("tree"), 0o644)
+	sc, err := NewScratch(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, s, sc, Cmd{Root: tree, Args: []string{"sh", "-c",
+		"cat /proc/self/uid_map; cat /etc/marker; echo; grep CapEff /proc/self/status; touch /etc/x 2>/dev/null && echo WROTE-TREE; echo ok > /scratch/f"}})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if f := strings.Fields(out); len(f) < 4 || f[1] != "2147000000" || f[3] != "tree" || strings.Contains(out, "WROTE-TREE") ||
+		!strings.Contains(out, "CapEff:\t0000000000000000") {
+		t.Errorf("a Root run:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(tree, "etc", "x")); err == nil {
+		t.Error("the tree was written")
+	}
+	at := sc.Dir() + ".tree"
+	if err := sc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(at); !os.IsNotExist(err) {
+		t.Errorf("mount points left: %v", err)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), at) {
+		t.Errorf("a mount of the tree is in the host's namespace")
+	}
+}

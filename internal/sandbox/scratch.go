@@ -27,6 +27,7 @@ type Scratch struct {
 	uid    uint32
 	gid    uint32
 	passed []passedFile
+	extra  []string // host dirs made for a run (mount points), removed by Close
 }
 
 // passedFile is a host file handed to the sandbox.
@@ -235,6 +236,11 @@ func (sc *Scratch) Close() error {
 		}
 	}
 	sc.passed = nil
+	for _, d := range sc.extra {
+		if err := os.RemoveAll(d); err != nil && first == nil {
+			first = err
+		}
+	}
 	if err := os.RemoveAll(sc.dir); err != nil && first == nil {
 		first = fmt.Errorf("removing the sandbox scratch dir: %w", err)
 	}

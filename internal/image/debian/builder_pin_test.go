@@ -23,7 +23,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "b1b73d6e9bb90eaec98a36e1278bd699a7ecda4494ae7f43d8ff70d36e528338"
+const builderSourcesSum = "f5d4b42467accde03137327b07a80d2c58728f41a8e183713b908dbba1cf1f56"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test
