@@ -41,7 +41,9 @@ func (s *session) debugfs(ctx context.Context, img string, write bool, cmds ...s
 	if write {
 		args = []string{"debugfs", "-w", "-f", "/scratch/" + name, p}
 	}
-	out, err := s.run(ctx, args...)
+	c := toolCmd(args)
+	c.MaxFileSize = s.maxFile
+	out, err := s.sb.Run(ctx, s.sc, c)
 	if err != nil {
 		return out, fmt.Errorf("debugfs on %s: %w (sandboxed)", filepath.Base(img), err)
 	}
@@ -89,6 +91,9 @@ func CopyOut(ctx context.Context, img string, pairs ...[2]string) (err error) {
 	for i, p := range pairs {
 		cmds = append(cmds, "dump "+p[0]+" /scratch/out/"+strconv.Itoa(i))
 	}
+	// Each dumped file is capped: a guest's 100 GiB "kernel" must not fill
+	// the host's disk.
+	s.maxFile = MaxCopyOut + 1
 	if _, err := s.debugfs(ctx, img, false, cmds...); err != nil {
 		return err
 	}

@@ -32,6 +32,8 @@ type session struct {
 	sb *sandbox.Sandbox
 	sc *sandbox.Scratch
 	n  int // command files written
+	// maxFile caps each file a debugfs run writes (0 = none).
+	maxFile int64
 }
 
 func newSession() (*session, error) {

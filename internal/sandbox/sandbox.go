@@ -173,6 +173,10 @@ type Cmd struct {
 	// MaxMemory caps the tool's address space in bytes (prlimit --as; 0 =
 	// none; not with Root, whose tree may lack prlimit).
 	MaxMemory int64
+	// MaxFileSize caps every file the tool writes, at any offset (prlimit
+	// --fsize; 0 = none; not with Root): for tools that only make new
+	// files of bounded size, never for one that writes a large image.
+	MaxFileSize int64
 }
 
 // Run runs c in the sandbox with sc as its only writable directory and
@@ -295,8 +299,15 @@ func (s *Sandbox) args(c Cmd, scratch, at string) []string {
 		}
 	}
 	a = append(a, "--")
-	if c.MaxMemory > 0 && c.Root == "" {
-		a = append(a, "prlimit", "--as="+strconv.FormatInt(c.MaxMemory, 10), "--")
+	if (c.MaxMemory > 0 || c.MaxFileSize > 0) && c.Root == "" {
+		a = append(a, "prlimit")
+		if c.MaxMemory > 0 {
+			a = append(a, "--as="+strconv.FormatInt(c.MaxMemory, 10))
+		}
+		if c.MaxFileSize > 0 {
+			a = append(a, "--fsize="+strconv.FormatInt(c.MaxFileSize, 10))
+		}
+		a = append(a, "--")
 	}
 	return append(a, c.Args...)
 }

@@ -23,7 +23,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "f5d4b42467accde03137327b07a80d2c58728f41a8e183713b908dbba1cf1f56"
+const builderSourcesSum = "82f69ba19fa1f80da7ad3147be909b2f4960c1e775c9055f3d1f42c0492d8a58"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test
