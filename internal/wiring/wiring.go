@@ -202,6 +202,8 @@ func (w *wiring) dirsStep(ctx context.Context, _ *revert.Reverter) error {
 	if err := sandbox.Clean(w.cfg.SandboxScratch()); err != nil {
 		w.log.Warn("cleaning sandbox scratch dirs", "err", err)
 	}
+	// This daemon's scratch root goes at shutdown once empty.
+	w.shutdown.Add(func() { os.Remove(w.cfg.SandboxScratch()) })
 	for _, d := range []string{w.imagesDir(), staging} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
