@@ -23,7 +23,8 @@ GO       ?= go
 # (btrfs for the disk conformance suite, chromium for the web UI test, lintian
 # for the package test).
 APT_PACKAGES      := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables xfsprogs \
-                     iproute2 openssh-client util-linux kmod ca-certificates
+                     iproute2 openssh-client util-linux kmod ca-certificates \
+                     bubblewrap debian-archive-keyring
 APT_TEST_PACKAGES := btrfs-progs chromium lintian curl
 
 .PHONY: all need-root build deps test-deps install uninstall deb test-package demo test test-unit test-integration test-live \

@@ -46,7 +46,7 @@ func imageCreateCmd(e *env) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.BoolVar(&debian, "from-debian", false, "build from Debian (optional SUITE argument, default bookworm)")
-	f.StringVar(&req.Mirror, "mirror", "", "Debian mirror URL")
+	f.StringVar(&req.Mirror, "mirror", "", "Debian mirror URL: only the daemon's debian_mirror is accepted (kept for old scripts; leave it out)")
 	f.StringSliceVar(&req.Packages, "packages", nil, "extra packages, comma-separated")
 	f.Var(&size, "size", "root filesystem size, e.g. 4GiB (default: fit plus headroom)")
 	f.StringSliceVar(&req.With, "with", nil, "features to bake in, e.g. opencode")

@@ -32,7 +32,7 @@ package api
 type ImageCreateRequest struct {
 	Name     string   `json:"name"`
 	Suite    string   `json:"suite"`              // default "bookworm"
-	Mirror   string   `json:"mirror,omitempty"`   // default deb.debian.org/debian
+	Mirror   string   `json:"mirror,omitempty"`   // deprecated: must equal the daemon's debian_mirror (Invalid otherwise)
 	Packages []string `json:"packages,omitempty"` // extra packages
 	Size     int64    `json:"size,omitempty"`     // rootfs size in bytes; 0 = fit + headroom
 	With     []string `json:"with,omitempty"`     // features, e.g. "opencode"

@@ -10,6 +10,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/netip"
 	"path/filepath"
 	"time"
@@ -82,6 +84,24 @@ type Config struct {
 	// The metrics listener (internal/metrics): off unless set.
 	MetricsListen      string `toml:"metrics_listen"`
 	MetricsAllowRemote bool   `toml:"metrics_allow_remote"`
+
+	// SandboxUID is the uid and gid host tools run as on guest-written
+	// data and third-party code (internal/sandbox): no user or group of
+	// the host may have it.
+	SandboxUID int `toml:"sandbox_uid"`
+	// SandboxDir holds the sandbox's scratch dirs (one subdir per state
+	// dir); its parents must be searchable by others: not in state_dir.
+	SandboxDir string `toml:"sandbox_dir"`
+	// DebianMirror is the mirror image create debootstraps from; "" = the
+	// host's apt's, else deb.debian.org. Requests cannot pick another.
+	DebianMirror string `toml:"debian_mirror"`
+}
+
+// SandboxScratch is this daemon's scratch root: sandbox_dir/<12 hex of
+// the sha256 of state_dir>, so daemons of other state dirs never clean it.
+func (c Config) SandboxScratch() string {
+	h := sha256.Sum256([]byte(c.StateDir))
+	return filepath.Join(c.SandboxDir, hex.EncodeToString(h[:6]))
 }
 
 // Default returns the configuration used when no file exists. Path is "".
@@ -112,6 +132,8 @@ func Default() Config {
 		SerialLogMax:      16 * MiB,
 		EngineLogMax:      4 * MiB,
 		BuildLogMax:       16 * MiB,
+		SandboxUID:        2147000000,
+		SandboxDir:        "/var/lib/banger-sandbox",
 	}
 }
 

@@ -97,6 +97,11 @@ func (c Config) problems() []problem {
 	p = append(p, atLeast("serial_log_max", c.SerialLogMax, 64*KiB, Size.String)...)
 	p = append(p, atLeast("engine_log_max", c.EngineLogMax, 64*KiB, Size.String)...)
 	p = append(p, atLeast("build_log_max", c.BuildLogMax, 64*KiB, Size.String)...)
+	p = append(p, intRange("sandbox_uid", c.SandboxUID, 1, 1<<31-2)...)
+	p = append(p, absPath("sandbox_dir", c.SandboxDir, false)...)
+	if m := c.DebianMirror; m != "" && !strings.HasPrefix(m, "http://") && !strings.HasPrefix(m, "https://") {
+		p = append(p, problem{"debian_mirror", fmt.Sprintf("%q is not an http(s) URL (e.g. http://deb.debian.org/debian)", m)})
+	}
 	return p
 }
 

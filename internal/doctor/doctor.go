@@ -14,6 +14,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/hostcap"
+	"banger/internal/sandbox"
 	"banger/internal/vmm"
 )
 
@@ -39,6 +40,7 @@ const (
 	CheckDatabase     = "database"
 	CheckDNS          = "dns"
 	CheckSSHKey       = "ssh-key"
+	CheckSandbox      = "sandbox"
 )
 
 // Run probes the host and reports every check for cfg.
@@ -77,6 +79,7 @@ func Report(ctx context.Context, cfg config.Config, c hostcap.Caps) api.DoctorRe
 		fromCap(CheckIPForward, c.IPForward, api.CheckWarn),
 		vhostVsockCheck(c, engine),
 		toolsCheck(c),
+		sandboxCheck(ctx, cfg),
 		stateDirCheck(c),
 		freeDiskCheck(c),
 		databaseCheck(ctx, cfg.DBPath()),
@@ -126,6 +129,16 @@ func fromCap(name string, c hostcap.Cap, bad string) api.Check {
 func errCheck(name string, err error) api.Check {
 	e := api.AsError(err)
 	return api.Check{Name: name, Status: api.CheckFail, Detail: e.Message, Fix: e.Fix}
+}
+
+// sandboxCheck starts one sandbox (internal/sandbox): without it banger
+// refuses to read guest-written filesystems and to install npm features.
+func sandboxCheck(ctx context.Context, cfg config.Config) api.Check {
+	detail, err := sandbox.Check(ctx, sandbox.Config{UID: uint32(cfg.SandboxUID), ScratchRoot: cfg.SandboxScratch()})
+	if err != nil {
+		return errCheck(CheckSandbox, err)
+	}
+	return api.Check{Name: CheckSandbox, Status: api.CheckOK, Detail: detail}
 }
 
 func kvmCheck(c hostcap.Caps) api.Check {

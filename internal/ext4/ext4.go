@@ -10,12 +10,17 @@
 // (debugfs listings, dumpe2fs headers) is parsed within bounds here and
 // nowhere else.
 //
-// Known gap (the security issue): today the tools run as root in the
-// daemon's own namespaces, unconfined. A crafted filesystem that exploits
-// a bug in e2fsck, resize2fs or debugfs runs code as root on the host.
-// Sandboxing them (an unprivileged user, no network, a private mount
-// namespace, seccomp) belongs here and only here; callers must not run the
-// tools themselves.
+// How: every tool that reads or changes a filesystem banger did not just
+// make itself runs in internal/sandbox — bubblewrap as an unprivileged uid,
+// no capabilities, no network, no host files but /usr and its config
+// files, the image passed as an open descriptor and one scratch dir as its
+// only writable place. What a tool writes out (rdump's tree, dump's files)
+// stays in the scratch dir; the host takes only regular files from it
+// without following links (kernels, initramfs) or has the sandbox build the
+// result itself (MakeFromTree: rdump and mke2fs -d both inside). Only Make,
+// which formats a fresh filesystem from a tree banger made, runs on the
+// host. Without bubblewrap every other call fails (Unavailable, naming the
+// fix) rather than run as root.
 //
 // It must not know about images, VMs or disk drivers: it takes file paths
 // and returns sizes, names and errors.
@@ -36,8 +41,9 @@ import (
 // Tools are the e2fsprogs binaries this package runs.
 var Tools = []string{"mkfs.ext4", "e2fsck", "resize2fs", "debugfs", "dumpe2fs"}
 
-// run runs an e2fsprogs tool and returns its combined output. A failure
-// carries the tool's name and its last lines.
+// run runs an e2fsprogs tool on the host and returns its combined output
+// (only Make: a fresh filesystem from banger's own tree). A failure carries
+// the tool's name and its last lines.
 func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	if err != nil {
@@ -65,16 +71,8 @@ func LastLines(b []byte, n int) string {
 // filesystem (4 KiB blocks, root-owned root directory) labelled label,
 // filled with fromDir's contents (fromDir "" = empty). path must not exist.
 func Make(ctx context.Context, path string, size int64, label, fromDir string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Base(path), err)
-	}
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sizing %s: %w", filepath.Base(path), err)
+	if err := create(path, size); err != nil {
+		return err
 	}
 	args := []string{"-q", "-F", "-L", label, "-b", "4096", "-E", "root_owner=0:0"}
 	if fromDir != "" {
@@ -89,9 +87,19 @@ func Make(ctx context.Context, path string, size int64, label, fromDir string) e
 // Check runs e2fsck -f -y: corrected errors are fine (exit 1 or 2), an
 // uncorrectable filesystem is an error.
 func Check(ctx context.Context, path string) error {
-	out, err := exec.CommandContext(ctx, "e2fsck", "-f", "-y", path).CombinedOutput()
+	out, err := onImage(ctx, path, true, func(p string) []string { return []string{"e2fsck", "-f", "-y", p} })
 	if code := exitCode(err); err != nil && (code < 0 || code > 2) {
 		return fmt.Errorf("checking %s: %w: %s", filepath.Base(path), err, LastLines(out, 5))
+	}
+	return nil
+}
+
+// Verify runs e2fsck -f -n (read-only): a filesystem with any error is
+// refused with e2fsck's last lines, nothing is changed.
+func Verify(ctx context.Context, path string) error {
+	out, err := onImage(ctx, path, false, func(p string) []string { return []string{"e2fsck", "-f", "-n", p} })
+	if err != nil {
+		return fmt.Errorf("e2fsck -f -n found errors (exit %d): %s", exitCode(err), LastLines(out, 3))
 	}
 	return nil
 }
@@ -99,7 +107,7 @@ func Check(ctx context.Context, path string) error {
 // Preen runs e2fsck -f -p, the check resize2fs insists on before it grows
 // a filesystem: exit 0 or 1 (errors fixed) are fine.
 func Preen(ctx context.Context, path string) error {
-	out, err := exec.CommandContext(ctx, "e2fsck", "-f", "-p", path).CombinedOutput()
+	out, err := onImage(ctx, path, true, func(p string) []string { return []string{"e2fsck", "-f", "-p", p} })
 	if err != nil && exitCode(err) != 1 {
 		return fmt.Errorf("e2fsck -f -p %s: %w: %s", path, err, LastLines(out, 5))
 	}
@@ -109,7 +117,7 @@ func Preen(ctx context.Context, path string) error {
 // Grow grows the filesystem to fill its file (resize2fs with no size). It
 // refuses a filesystem that needs a check first, changing nothing.
 func Grow(ctx context.Context, path string) error {
-	if _, err := run(ctx, "resize2fs", path); err != nil {
+	if _, err := onImage(ctx, path, true, func(p string) []string { return []string{"resize2fs", p} }); err != nil {
 		return fmt.Errorf("growing the filesystem on %s: %w", path, err)
 	}
 	return nil
@@ -122,7 +130,9 @@ var ErrTooSmall = errors.New("the files do not fit")
 // it is). A size below what the files need wraps ErrTooSmall with what
 // resize2fs said.
 func Resize(ctx context.Context, path string, size int64) error {
-	out, err := exec.CommandContext(ctx, "resize2fs", path, strconv.FormatInt(size>>10, 10)+"K").CombinedOutput()
+	out, err := onImage(ctx, path, true, func(p string) []string {
+		return []string{"resize2fs", p, strconv.FormatInt(size>>10, 10) + "K"}
+	})
 	if err != nil {
 		return fmt.Errorf("%w: %s", ErrTooSmall, LastLines(out, 2))
 	}
@@ -132,7 +142,7 @@ func Resize(ctx context.Context, path string, size int64) error {
 // MinSize returns the smallest size in bytes the filesystem can shrink to
 // (resize2fs -P). Check it first.
 func MinSize(ctx context.Context, path string) (int64, error) {
-	out, err := exec.CommandContext(ctx, "resize2fs", "-P", path).CombinedOutput()
+	out, err := onImage(ctx, path, false, func(p string) []string { return []string{"resize2fs", "-P", p} })
 	if err != nil {
 		return 0, fmt.Errorf("measuring %s: %w: %s", filepath.Base(path), err, LastLines(out, 3))
 	}
@@ -152,7 +162,7 @@ func MinSize(ctx context.Context, path string) (int64, error) {
 // Shrink shrinks a checked filesystem to its minimum (resize2fs -M) and
 // truncates the file to match; it returns the new size in bytes.
 func Shrink(ctx context.Context, path string) (int64, error) {
-	if out, err := exec.CommandContext(ctx, "resize2fs", "-M", path).CombinedOutput(); err != nil {
+	if out, err := onImage(ctx, path, true, func(p string) []string { return []string{"resize2fs", "-M", p} }); err != nil {
 		return 0, fmt.Errorf("shrinking %s: %w: %s", filepath.Base(path), err, LastLines(out, 3))
 	}
 	size, err := Size(ctx, path)
@@ -170,7 +180,7 @@ func Size(ctx context.Context, path string) (int64, error) {
 
 // superblock returns the block count and block size (dumpe2fs -h).
 func superblock(ctx context.Context, path string) (blocks, bsize int64, err error) {
-	out, err := exec.CommandContext(ctx, "dumpe2fs", "-h", path).Output()
+	out, err := onImage(ctx, path, false, func(p string) []string { return []string{"dumpe2fs", "-h", p} })
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading the superblock of %s: %w", filepath.Base(path), err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -61,14 +62,32 @@ func TestIntegrationLifecycle(t *testing.T) {
 	if err := CopyOut(ctx, img, [2]string{"/etc/machine-id", filepath.Join(out, "mid")}); err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(filepath.Join(out, "mid")); err != nil || fi.Size() != 0 || fi.Mode().Perm() != 0o444 {
+	if fi, err := os.Stat(filepath.Join(out, "mid")); err != nil || fi.Size() != 0 || fi.Mode().Perm() != 0o644 {
 		t.Errorf("machine-id after PutEmpty: %v %v", fi, err)
 	}
-	if !CopyTreeOut(ctx, img, "/root", out) || CopyTreeOut(ctx, img, "/nope", out) {
-		t.Error("CopyTreeOut is wrong")
+	if out, err := debugfs(ctx, img, false, "stat /etc/machine-id"); err != nil || !strings.Contains(out, "Mode:  0444") {
+		t.Errorf("machine-id mode in the image: %v\n%s", err, out)
 	}
-	if b, _ := os.ReadFile(filepath.Join(out, "root", ".profile")); string(b) != "hi\n" {
-		t.Errorf("rdump /root: %q", b)
+	seed := filepath.Join(dir, "seed.ext4")
+	if found, err := MakeFromTree(ctx, seed, 16<<20, "work", img, "/root"); err != nil || !found {
+		t.Fatalf("MakeFromTree /root = %v, %v", found, err)
+	}
+	if names, err := ReadDir(ctx, seed, "/"); err != nil || !slices.Contains(names, ".profile") {
+		t.Errorf("the seed holds %v, %v; want .profile", names, err)
+	}
+	if found, err := MakeFromTree(ctx, filepath.Join(dir, "empty.ext4"), 16<<20, "work", img, "/nope"); err != nil || found {
+		t.Errorf("MakeFromTree /nope = %v, %v; want an empty filesystem", found, err)
+	}
+	big := filepath.Join(dir, "big")
+	os.WriteFile(big, make([]byte, 3<<20), 0o644)
+	if out, err := exec.Command("debugfs", "-w", "-R", "write "+big+" /root/big", img).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if _, err := MakeFromTree(ctx, filepath.Join(dir, "small.ext4"), 2<<20, "work", img, "/root"); err == nil || !strings.Contains(err.Error(), "more than fits") {
+		t.Errorf("MakeFromTree of a tree larger than the size: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "small.ext4")); !os.IsNotExist(err) {
+		t.Errorf("a failed MakeFromTree left its file: %v", err)
 	}
 	if err := Check(ctx, img); err != nil {
 		t.Fatal(err)

@@ -34,6 +34,15 @@ type Descriptor struct {
 	Script []byte
 	// ScriptFix is the hint shown when the script fails.
 	ScriptFix string
+	// NPM, when set, are the npm packages the script installs globally.
+	// Image create does not let the script run npm on the host: it runs
+	// the script with BANGER_STEP=deps (Node.js from the Debian mirror),
+	// installs NPM itself in a sandbox (no host privileges, the staging
+	// tree read-only) into /usr/local, runs NPMCheck there, then the
+	// script with BANGER_STEP=config. Image build runs the whole script in
+	// its builder VM.
+	NPM      []string
+	NPMCheck []string
 	// Marker is a file only an image with the feature installed has: it
 	// tells a registered image's features.
 	Marker string

@@ -16,6 +16,8 @@ var Opencode = Descriptor{
 	Script:    opencodeScript,
 	ScriptFix: "check that https://registry.npmjs.org is reachable from this host, or build without --with opencode",
 	Marker:    "/etc/systemd/system/opencode.service",
+	NPM:       []string{"opencode-ai"},
+	NPMCheck:  []string{"opencode", "--version"},
 	Port:      4096,
 	// The health route answers without setting up a project (which needs
 	// the internet).

@@ -12,17 +12,26 @@
 # apt and npm use $http_proxy / $https_proxy when they are set. A host behind
 # a TLS-inspecting proxy passes its CA bundle as $BANGER_HOST_CA (banger does
 # that by itself for --with opencode).
+#
+# $BANGER_STEP splits the script for image create, which must not run npm's
+# third-party code as root on the host: "deps" installs Node.js only, banger
+# then runs npm itself in a sandbox and puts opencode-ai into /usr/local,
+# and "config" does the rest (no npm, no opencode run). Unset: everything.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
+step=${BANGER_STEP:-all}
 
-if ! command -v npm >/dev/null 2>&1; then
+if [ "$step" != config ] && ! command -v npm >/dev/null 2>&1; then
 	apt-get update -q
 	apt-get install -y -q --no-install-recommends nodejs npm
 fi
-if [ -n "${BANGER_HOST_CA:-}" ] && [ -s "$BANGER_HOST_CA" ]; then
-	export NODE_EXTRA_CA_CERTS="$BANGER_HOST_CA"
+[ "$step" = deps ] && exit 0
+if [ "$step" = all ]; then
+	if [ -n "${BANGER_HOST_CA:-}" ] && [ -s "$BANGER_HOST_CA" ]; then
+		export NODE_EXTRA_CA_CERTS="$BANGER_HOST_CA"
+	fi
+	npm install -g --no-fund --no-audit --no-update-notifier opencode-ai
 fi
-npm install -g --no-fund --no-audit --no-update-notifier opencode-ai
 
 mkdir -p /usr/local/sbin /etc/systemd/system
 cat >/usr/local/sbin/banger-opencode <<'LAUNCHER'
@@ -36,7 +45,7 @@ fi
 exec "$bin" "$@"
 LAUNCHER
 chmod 0755 /usr/local/sbin/banger-opencode
-/usr/local/sbin/banger-opencode --version
+[ "$step" = all ] && /usr/local/sbin/banger-opencode --version
 
 cat >/etc/systemd/system/opencode.service <<'UNIT'
 [Unit]

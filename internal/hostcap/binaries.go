@@ -183,6 +183,7 @@ var toolPackages = []Tool{
 	{Name: "mkfs.ext4", Package: "e2fsprogs", Required: true},
 	{Name: "e2fsck", Package: "e2fsprogs", Required: true},
 	{Name: "resize2fs", Package: "e2fsprogs", Required: true},
+	{Name: "bwrap", Package: "bubblewrap", Required: true}, // internal/sandbox: guest data, npm
 	{Name: "debootstrap", Package: "debootstrap"},
 	{Name: "mkfs.xfs", Package: "xfsprogs"},
 	{Name: "ssh", Package: "openssh-client"},

@@ -110,7 +110,7 @@ func registerInto(ctx context.Context, staging, final string, req api.ImageRegis
 				return err
 			}
 		}
-		return nil
+		return verifyFilesystems(ctx, staging, req)
 	})
 	if err != nil {
 		return api.Image{}, err
@@ -271,24 +271,38 @@ func checkExt4(flag, path string, minSize int64) error {
 	return nil
 }
 
+// verifyFilesystems checks the staged rootfs and work-seed (e2fsck -f -n,
+// in the sandbox): a damaged or crafted filesystem is Invalid naming the
+// flag, before any other tool reads it.
+func verifyFilesystems(ctx context.Context, staging string, req api.ImageRegisterRequest) error {
+	checks := [][3]string{{"--rootfs", req.Rootfs, RootfsFile}}
+	if req.WorkSeed != "" {
+		checks = append(checks, [3]string{"--work-seed", req.WorkSeed, WorkSeedFile})
+	}
+	for _, c := range checks {
+		if err := ext4.Verify(ctx, filepath.Join(staging, c[2])); err != nil {
+			if api.IsUnavailable(err) {
+				return err
+			}
+			return api.Invalid("%s %s: not a sound ext4 filesystem: %w", c[0], c[1], err).
+				WithFix("repair it with e2fsck -f " + c[1] + " (or make it again), then register it")
+		}
+	}
+	return nil
+}
+
 // SeedFromRootfs makes staging's work-seed.ext4 from its rootfs's /root
 // (read with debugfs, no mount), or an empty one when /root cannot be read.
 func SeedFromRootfs(ctx context.Context, staging string) error {
 	return seedFrom(ctx, filepath.Join(staging, RootfsFile), filepath.Join(staging, WorkSeedFile))
 }
 
-// seedFrom makes the work-seed out from rootfs's /root.
+// seedFrom makes the work-seed out from rootfs's /root: read and built
+// inside the sandbox (ext4.MakeFromTree), so nothing in the guest's tree is
+// resolved on the host.
 func seedFrom(ctx context.Context, rootfs, out string) error {
-	home, err := os.MkdirTemp(filepath.Dir(out), ".seed-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(home)
-	src := ""
-	if ext4.CopyTreeOut(ctx, rootfs, "/root", home) {
-		src = filepath.Join(home, "root")
-	}
-	return ext4.Make(ctx, out, WorkSeedSize, "work", src)
+	_, err := ext4.MakeFromTree(ctx, out, WorkSeedSize, "work", rootfs, "/root")
+	return err
 }
 
 // rootfsFeatures detects the features an ext4 rootfs carries: the guest

@@ -36,6 +36,7 @@ import (
 	"banger/internal/image/debian"
 	"banger/internal/netw"
 	"banger/internal/revert"
+	"banger/internal/sandbox"
 	"banger/internal/store"
 	"banger/internal/vm"
 	"banger/internal/vmm"
@@ -140,6 +141,8 @@ func start(cfg config.Config, st *store.Store, log *slog.Logger, o Options, s se
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
 	defer cancel()
 	w := &wiring{cfg: cfg, st: st, log: log, o: o, seams: s, dataDir: cfg.StateDir, shutdown: revert.New()}
+	// Every parse of guest data and every third-party install runs in it.
+	sandbox.SetDefault(sandbox.Config{UID: uint32(cfg.SandboxUID), ScratchRoot: cfg.SandboxScratch()})
 	r := revert.New()
 	defer r.Fail()
 	for _, s := range []step{
@@ -196,6 +199,11 @@ func (w *wiring) dirsStep(ctx context.Context, _ *revert.Reverter) error {
 	if err := image.CleanStaging(staging); err != nil {
 		w.log.Warn("cleaning interrupted image builds", "err", err)
 	}
+	if err := sandbox.Clean(w.cfg.SandboxScratch()); err != nil {
+		w.log.Warn("cleaning sandbox scratch dirs", "err", err)
+	}
+	// This daemon's scratch root goes at shutdown once empty.
+	w.shutdown.Add(func() { os.Remove(w.cfg.SandboxScratch()) })
 	for _, d := range []string{w.imagesDir(), staging} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
@@ -284,7 +292,7 @@ func (w *wiring) imagesStep(ctx context.Context, _ *revert.Reverter) error {
 		Debian: &debian.Maker{
 			ImagesDir: w.imagesDir(), StagingDir: staging,
 			AgentBin: agentBin(w.cfg), SSHPubKey: w.pub, Log: log,
-			BuildLogMax: int64(w.cfg.BuildLogMax),
+			BuildLogMax: int64(w.cfg.BuildLogMax), Mirror: w.cfg.DebianMirror,
 		},
 	}
 	// Images from images: builder VMs and VM disk exports through the VM manager.

@@ -65,8 +65,15 @@ func TestFromDebianBadInput(t *testing.T) {
 		{"no agent", func(b *debian.Maker, req *api.ImageCreateRequest) { b.AgentBin = "/nonexistent/agent" },
 			api.KindFailedPrecondition, "go build", time.Second},
 		{"unreachable mirror", func(b *debian.Maker, req *api.ImageCreateRequest) {
-			req.Mirror = "http://127.0.0.1:1/debian"
-		}, api.KindUnavailable, "--mirror URL", 6 * time.Second},
+			b.Mirror = "http://127.0.0.1:1/debian"
+		}, api.KindUnavailable, "debian_mirror", 6 * time.Second},
+		{"request names another mirror", func(b *debian.Maker, req *api.ImageCreateRequest) {
+			b.Mirror = "http://deb.debian.org/debian"
+			req.Mirror = "http://evil.example/debian"
+		}, api.KindInvalid, "debian_mirror", time.Second},
+		{"missing keyring", func(b *debian.Maker, req *api.ImageCreateRequest) {
+			b.Keyring = "/nonexistent/keyring.gpg"
+		}, api.KindFailedPrecondition, "apt-get install debian-archive-keyring", time.Second},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

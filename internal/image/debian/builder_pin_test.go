@@ -14,13 +14,16 @@ import (
 var builderSources = []string{
 	"internal/image/debian/debian.go", "internal/image/debian/bake.go", "internal/image/debian/rootfs.go",
 	"internal/image/debian/chroot.go", "internal/image/debian/preflight.go", "internal/image/debian/recipe.go",
+	"internal/image/debian/npm.go", // --with opencode's npm install, sandboxed
+	"internal/sandbox/sandbox.go",  // what the sandboxed npm sees
+	"internal/sandbox/tree.go",     // how its output goes into the image
 	"internal/ext4/ext4.go",        // mkfs.ext4's options
 	"internal/feature/opencode.sh", // --with opencode
 }
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "48b28881b6d6a4170b3c93787e5adaacc3fa2f09c763e9255099af478d1a0fd1"
+const builderSourcesSum = "82f69ba19fa1f80da7ad3147be909b2f4960c1e775c9055f3d1f42c0492d8a58"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test

@@ -64,6 +64,12 @@ type Maker struct {
 	Log *slog.Logger
 	// Debootstrap is the debootstrap binary; "" means "debootstrap" in PATH.
 	Debootstrap string
+	// Mirror is the Debian mirror images are made from (the config's
+	// debian_mirror); "" = the one the host's apt uses, else
+	// deb.debian.org. Requests cannot name another.
+	Mirror string
+	// Keyring verifies debootstrap's downloads; "" = ArchiveKeyring.
+	Keyring string
 	// BuildLogMax caps build.log (build_log_max); <= 0: no cap.
 	BuildLogMax int64
 }
@@ -188,8 +194,9 @@ func (bd *makeRun) run(ctx context.Context) (api.Image, error) {
 func (bd *makeRun) debootstrap(ctx context.Context) error {
 	pkgs := append(append([]string{}, BasePackages...), bd.req.Packages...)
 	bd.rep.Detail(fmt.Sprintf("%s from %s", bd.req.Suite, bd.req.Mirror))
-	return run(ctx, bd.log, nil, bd.debootstrapBin(), "--variant=minbase",
-		"--include="+strings.Join(pkgs, ","), bd.req.Suite, bd.root, bd.req.Mirror)
+	// Signatures always: no unverified fallback when the keyring is missing.
+	return run(ctx, bd.log, nil, bd.debootstrapBin(), "--variant=minbase", "--force-check-gpg",
+		"--keyring="+bd.keyring(), "--include="+strings.Join(pkgs, ","), bd.req.Suite, bd.root, bd.req.Mirror)
 }
 
 // initramfsModules are forced into the initramfs: the cloud kernel has the
@@ -274,7 +281,8 @@ func (bd *makeRun) vmlinux(context.Context) error {
 
 // feature runs a feature's script in the chroot as root, the host's CA
 // bundle handed to it (hosts behind a TLS proxy); neither is left in the
-// image.
+// image. A feature with npm packages has them installed by npmInstall, in
+// a sandbox, between the script's deps and config steps.
 func (bd *makeRun) feature(ctx context.Context, d feature.Descriptor) error {
 	script := "tmp/banger-feature-" + d.Name + ".sh"
 	if err := writeFile(bd.root, script, 0o755, d.Script); err != nil {
@@ -289,8 +297,23 @@ func (bd *makeRun) feature(ctx context.Context, d feature.Descriptor) error {
 		defer os.Remove(filepath.Join(bd.root, "tmp/banger-host-ca.crt"))
 		env = append(env, feature.HostCAEnv+"=/tmp/banger-host-ca.crt")
 	}
-	if err := bd.ch.run(ctx, env, "/bin/sh", "/"+script); err != nil {
-		return api.Unavailable("installing %s failed: %w", d.Name, err).WithFix(d.ScriptFix)
+	if len(d.NPM) == 0 {
+		if err := bd.ch.run(ctx, env, "/bin/sh", "/"+script); err != nil {
+			return api.Unavailable("installing %s failed: %w", d.Name, err).WithFix(d.ScriptFix)
+		}
+		return nil
+	}
+	// npm's packages run their install scripts: not as root on the host.
+	for _, step := range []string{"deps", "npm", "config"} {
+		var err error
+		if step == "npm" {
+			err = bd.npmInstall(ctx, d)
+		} else {
+			err = bd.ch.run(ctx, append(env, "BANGER_STEP="+step), "/bin/sh", "/"+script)
+		}
+		if err != nil {
+			return api.Unavailable("installing %s (%s) failed: %w", d.Name, step, err).WithFix(d.ScriptFix)
+		}
 	}
 	return nil
 }

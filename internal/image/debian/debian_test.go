@@ -89,7 +89,7 @@ func TestCheckRequest(t *testing.T) {
 		want string
 	}{
 		{"bad name", api.ImageCreateRequest{Name: "Bad_Name"}, api.KindInvalid, "name"},
-		{"bad mirror", api.ImageCreateRequest{Name: "a", Mirror: "ftp://x"}, api.KindInvalid, "http"},
+		{"other mirror", api.ImageCreateRequest{Name: "a", Mirror: "ftp://x"}, api.KindInvalid, "debian_mirror"},
 		{"bad package", api.ImageCreateRequest{Name: "a", Packages: []string{"rm -rf"}}, api.KindInvalid, "package"},
 		{"bad feature", api.ImageCreateRequest{Name: "a", With: []string{"emacs"}}, api.KindInvalid, "opencode"},
 		{"tiny size", api.ImageCreateRequest{Name: "a", Size: 10 << 20}, api.KindInvalid, "--size"},
@@ -125,6 +125,15 @@ func TestCheckRequest(t *testing.T) {
 	}
 	if req.Suite != DefaultSuite || req.Mirror == "" {
 		t.Fatalf("defaults not filled: %+v", req)
+	}
+	// An old client's --mirror naming the configured mirror is accepted.
+	same := api.ImageCreateRequest{Name: "fresh", Mirror: b.mirror() + "/"}
+	if err := b.checkRequest(&same); hasBookworm && err != nil {
+		t.Fatalf("a request naming the configured mirror: %v", err)
+	}
+	bad := &Maker{ImagesDir: images, Mirror: "ftp://x"}
+	if err := bad.checkRequest(&api.ImageCreateRequest{Name: "fresh"}); !api.IsInvalid(err) || !strings.Contains(err.Error(), "debian_mirror") {
+		t.Fatalf("a non-http debian_mirror: %v", err)
 	}
 }
 

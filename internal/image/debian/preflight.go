@@ -34,6 +34,8 @@ const (
 	// debootstrapScripts is where debootstrap keeps one script per suite.
 	debootstrapScripts = "/usr/share/debootstrap/scripts"
 	aptFix             = "apt-get install debootstrap e2fsprogs"
+	// ArchiveKeyring verifies what debootstrap downloads (--force-check-gpg).
+	ArchiveKeyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 )
 
 var packageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
@@ -47,14 +49,18 @@ func (b *Maker) checkRequest(req *api.ImageCreateRequest) error {
 	if req.Suite == "" {
 		req.Suite = DefaultSuite
 	}
-	if req.Mirror == "" {
-		req.Mirror = HostMirror()
+	mirror := b.mirror()
+	if !strings.HasPrefix(mirror, "http://") && !strings.HasPrefix(mirror, "https://") {
+		return api.Invalid("debian_mirror %q is not an http(s) URL", mirror).
+			WithFix("set debian_mirror = \"http://deb.debian.org/debian\" in bangerd's config and restart it")
 	}
-	req.Mirror = strings.TrimRight(req.Mirror, "/")
-	if !strings.HasPrefix(req.Mirror, "http://") && !strings.HasPrefix(req.Mirror, "https://") {
-		return api.Invalid("mirror %q is not an http(s) URL", req.Mirror).
-			WithFix("--mirror http://deb.debian.org/debian")
+	// The mirror is the host's decision, not a caller's: an old client's
+	// --mirror is accepted only when it names the configured one.
+	if req.Mirror != "" && strings.TrimRight(req.Mirror, "/") != mirror {
+		return api.Invalid("mirror %q: images are made from the configured Debian mirror (debian_mirror = %q), a request cannot pick another", req.Mirror, mirror).
+			WithFix("leave --mirror out, or set debian_mirror in bangerd's config and restart it")
 	}
+	req.Mirror = mirror
 	for _, p := range req.Packages {
 		if !packageRE.MatchString(p) {
 			return api.Invalid("package %q is not a valid Debian package name", p).
@@ -86,6 +92,10 @@ func (b *Maker) checkTools() error {
 			return api.FailedPrecondition("%s not found on this host", t).WithFix(aptFix)
 		}
 	}
+	if fi, err := os.Stat(b.keyring()); err != nil || !fi.Mode().IsRegular() {
+		return api.FailedPrecondition("the Debian archive keyring %s is missing: debootstrap's downloads cannot be verified", b.keyring()).
+			WithFix("apt-get install debian-archive-keyring")
+	}
 	if b.AgentBin == "" {
 		return api.FailedPrecondition("no guest agent binary configured").
 			WithFix("build it (CGO_ENABLED=0 go build -o banger-agent ./cmd/banger-agent) and set agent_bin in the config")
@@ -103,6 +113,13 @@ func errOrNotELF(err error) error {
 		return err
 	}
 	return errors.New("no ELF magic")
+}
+
+func (b *Maker) keyring() string {
+	if b.Keyring != "" {
+		return b.Keyring
+	}
+	return ArchiveKeyring
 }
 
 func (b *Maker) debootstrapBin() string {
@@ -160,10 +177,10 @@ func checkMirror(ctx context.Context, mirror, suite string) error {
 	ctx, cancel := context.WithTimeout(ctx, mirrorTimeout)
 	defer cancel()
 	url := mirror + "/dists/" + suite + "/Release"
-	fix := "check the network, or point at a reachable Debian mirror with --mirror URL"
+	fix := "check the network, or point debian_mirror in bangerd's config at a reachable Debian mirror URL"
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, url, nil)
 	if err != nil {
-		return api.Invalid("mirror %q: %w", mirror, err).WithFix("--mirror http://deb.debian.org/debian")
+		return api.Invalid("mirror %q: %w", mirror, err).WithFix("set debian_mirror in bangerd's config (e.g. http://deb.debian.org/debian) and restart it")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -172,12 +189,22 @@ func checkMirror(ctx context.Context, mirror, suite string) error {
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
 		return api.Invalid("mirror %s has no suite %q (%s answered 404)", mirror, suite, url).
-			WithFix("pick a suite the mirror carries, or another --mirror URL")
+			WithFix("pick a suite the mirror carries, or set another debian_mirror in bangerd's config")
 	}
 	if resp.StatusCode >= 400 {
 		return api.Unavailable("debian mirror %s answered %s for %s", mirror, resp.Status, url).WithFix(fix)
 	}
 	return nil
+}
+
+// mirror is the configured mirror (Maker.Mirror, else the host's apt's),
+// without a trailing slash.
+func (b *Maker) mirror() string {
+	m := b.Mirror
+	if m == "" {
+		m = HostMirror()
+	}
+	return strings.TrimRight(m, "/")
 }
 
 // HostMirror returns the Debian mirror the host's apt uses (from
