@@ -56,7 +56,8 @@ func newJailEnv(t *testing.T) *jailEnv {
 	mustRun(t, "ip", "netns", "add", ns)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	spec := fakeSpec(t)
-	mustRun(t, "ip", "-n", ns, "tuntap", "add", "dev", spec.Tap, "mode", "tap")
+	// Owned by root, as netw makes them (netlink always sends TUNSETOWNER).
+	mustRun(t, "ip", "-n", ns, "tuntap", "add", "dev", spec.Tap, "mode", "tap", "user", "0", "group", "0")
 	t.Setenv(fakeJailerEnv, "1")
 	e := New(Config{Binary: link, JailerBinary: exe, Version: "fake", ChrootBase: base, TapNetns: "/run/netns/" + ns})
 	return &jailEnv{e: e, spec: spec, base: base, ns: "/run/netns/" + ns}
