@@ -1,9 +1,11 @@
 package qemu
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -67,7 +69,7 @@ func (e *Engine) openOne(p passed) (*os.File, error) {
 		}
 		return f, nil
 	case passTap:
-		return tun.Open(p.path, e.cfg.TapNetns)
+		return openTap(p.path, e.cfg.TapNetns)
 	case passVhost:
 		return os.OpenFile(p.path, os.O_RDWR, 0)
 	}
@@ -94,6 +96,22 @@ func listen(path string) (*os.File, error) {
 		return nil, fmt.Errorf("binding %s: %w", path, err)
 	}
 	return f, nil
+}
+
+// tapBusyWait is how long a busy tap is retried: a QEMU that was just
+// killed holds its tap until it has fully exited, after it left /proc's
+// cmdline (what Alive looks at).
+const tapBusyWait = 2 * time.Second
+
+func openTap(name, netns string) (*os.File, error) {
+	deadline := time.Now().Add(tapBusyWait)
+	for {
+		f, err := tun.Open(name, netns)
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return f, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func closeAll(files []*os.File) {
