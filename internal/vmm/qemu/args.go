@@ -98,6 +98,11 @@ func (e *Engine) plan(spec vmm.Spec, isBlock func(string) bool) ([]string, []pas
 		}
 		set := strconv.Itoa(2 + i)
 		args = append(args, "-add-fd", "fd="+fd(kind, d.Path)+",set="+set+",opaque=disk-"+d.ID+":"+esc(d.Path))
+		if kind == passWrite {
+			// QEMU opens a writable image read-only first (then reopens it
+			// read-write): a set hands out the fd whose access mode matches.
+			args = append(args, "-add-fd", "fd="+fd(passRead, d.Path)+",set="+set+",opaque=disk-"+d.ID+"-ro")
+		}
 		args = append(args, driveArgs(d, "/dev/fdset/"+set, isBlock != nil && isBlock(d.Path))...)
 	}
 	if spec.Tap != "" {

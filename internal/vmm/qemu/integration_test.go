@@ -221,7 +221,7 @@ func (env *bootEnv) spec(t *testing.T, cmdline string) vmm.Spec {
 		Kernel: env.kernel, Initrd: env.initrd, Cmdline: cmdline,
 		Disks: []vmm.Disk{
 			{ID: "root", Path: env.disks[0], Format: "raw", ReadOnly: true},
-			{ID: "work", Path: env.disks[1], Format: "raw", ReadOnly: true},
+			{ID: "work", Path: env.disks[1], Format: "raw"}, // writable: the rw+ro fd pair
 		},
 		Tap: env.tap, MAC: "06:00:ac:1e:00:09",
 		APISocket: filepath.Join(dir, "qmp.sock"), AgentSocket: filepath.Join(dir, "agent.sock"),
