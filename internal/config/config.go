@@ -50,8 +50,15 @@ type Config struct {
 	Engine            string       `toml:"engine"`
 	FirecrackerBin    string       `toml:"firecracker_bin"`
 	JailerBin         string       `toml:"jailer_bin"`
-	JailerUID         int          `toml:"jailer_uid"`
-	JailerGID         int          `toml:"jailer_gid"`
+	JailerUID         int          `toml:"jailer_uid"` // ignored: each VM has its own uid (VMUIDBase)
+	JailerGID         int          `toml:"jailer_gid"` // ignored, as JailerUID
+	// FirecrackerUnjailed runs Firecracker without the jailer, as root,
+	// when no jailer is found; off, Firecracker needs the jailer.
+	FirecrackerUnjailed bool `toml:"firecracker_unjailed"`
+	// VMUIDBase is the first of VMUIDRange ids the engines run as: each
+	// VM's QEMU or jailed Firecracker runs as uid = gid = VMUIDBase + its
+	// vsock CID. No passwd entry is needed; the range must not hold one.
+	VMUIDBase int `toml:"vm_uid_base"`
 	QEMUBin           string       `toml:"qemu_bin"`
 	Accel             string       `toml:"accel"`
 	SSHKeyPath        string       `toml:"ssh_key_path"`
@@ -134,8 +141,21 @@ func Default() Config {
 		BuildLogMax:       16 * MiB,
 		SandboxUID:        2147000000,
 		SandboxDir:        "/var/lib/banger-sandbox",
+		VMUIDBase:         DefaultVMUIDBase,
 	}
 }
+
+// DefaultVMUIDBase is vm_uid_base's default: far above login users and the
+// usual subordinate-id ranges (100000 + 65536·n), below systemd's
+// container range (0x7FFE0000).
+const DefaultVMUIDBase = 1900000000
+
+// VMUIDRange is how many ids from vm_uid_base VMs may use (one per vsock
+// CID; CIDs are the lowest free from 3, so a host uses the first few).
+const VMUIDRange = 65536
+
+// VMUID is the uid and gid the engine of the VM with vsock CID cid runs as.
+func (c Config) VMUID(cid uint32) int { return c.VMUIDBase + int(cid) }
 
 // DBPath is the SQLite database: <state_dir>/banger.db.
 func (c Config) DBPath() string { return filepath.Join(c.StateDir, "banger.db") }

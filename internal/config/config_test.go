@@ -149,7 +149,7 @@ func TestParseErrors(t *testing.T) {
 		{"bridge too long", "bridge_name = \"a-very-long-bridge\"\n", []string{"bridge_name:"}},
 		{"remote web", "web_listen = \"0.0.0.0:7070\"\n", []string{"web_listen:", "web_allow_remote = true"}},
 		{"bad web listen", "web_listen = \"7070\"\n", []string{"not host:port"}},
-		{"jailer without uid", "jailer_bin = \"/usr/bin/jailer\"\n", []string{"line 1: jailer_bin: needs jailer_uid and jailer_gid"}},
+		{"vm uid base root", "vm_uid_base = 0\n", []string{"line 1: vm_uid_base:"}},
 		{"syntax error", "vcpus = 2\nmemory = \"1G\n", []string{"config /x.toml line 2:"}},
 		{"duplicate key", "vcpus = 2\nvcpus = 3\n", []string{"line 2:"}},
 		{"two problems", "engine = \"x\"\naccel = \"y\"\n", []string{"line 1: engine:", "line 2: accel:"}},

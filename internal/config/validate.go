@@ -59,9 +59,7 @@ func (c Config) problems() []problem {
 	p = append(p, absPath("jailer_bin", c.JailerBin, true)...)
 	p = append(p, intRange("jailer_uid", c.JailerUID, 0, 1<<31-2)...)
 	p = append(p, intRange("jailer_gid", c.JailerGID, 0, 1<<31-2)...)
-	if c.JailerBin != "" && (c.JailerUID == 0 || c.JailerGID == 0) {
-		p = append(p, problem{"jailer_bin", "needs jailer_uid and jailer_gid set to an unprivileged user and group (not 0)"})
-	}
+	p = append(p, intRange("vm_uid_base", c.VMUIDBase, 1000, 1<<31-1-VMUIDRange)...)
 	if c.QEMUBin == "" {
 		p = append(p, problem{"qemu_bin", `must not be empty (default "qemu-system-x86_64", found on PATH)`})
 	}

@@ -68,6 +68,10 @@ func Report(ctx context.Context, cfg config.Config, c hostcap.Caps) api.DoctorRe
 	if c.Jailer != nil {
 		checks = append(checks, fromCap(CheckJailer, c.Jailer.Cap, api.CheckFail))
 	}
+	if c.Firecracker.OK {
+		checks = append(checks, confinementCheck(cfg, c.Firecracker.Path))
+	}
+	checks = append(checks, vmIDsCheck(cfg))
 	checks = append(checks,
 		qemuCheck(c, engine),
 		deviceMapperCheck(c, d),

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"banger/internal/api"
+	"banger/internal/netw/tun"
 	"banger/internal/revert"
 )
 
@@ -139,6 +140,11 @@ func (m *Manager) ReleaseTap(ctx context.Context, name string) error {
 			err = attachPort(link, br)
 		}
 	}
+	if err == nil {
+		// An engine's uid may have been given it (a jailed Firecracker):
+		// back to root before the next VM takes it.
+		err = tun.SetOwner(name, "", 0, 0)
+	}
 	if err != nil {
 		// gone or broken: drop it and let the refiller make a fresh one
 		m.log.Warn("released pool tap unusable, recreating", "tap", name, "err", err)
@@ -258,7 +264,8 @@ func ensureTap(name string, br netlink.Link) (created bool, err error) {
 	return true, createTap(name, br)
 }
 
-// createTap creates a persistent, single-queue TAP owned by root with
+// createTap creates a persistent, single-queue TAP owned by root (an engine
+// running as a VM's uid gets an fd, or the tap with tun.SetOwner) with
 // IFF_TAP|IFF_NO_PI, which both QEMU (-netdev tap,ifname=) and Firecracker
 // (host_dev_name, which adds IFF_VNET_HDR when it opens it) can attach to,
 // and plugs it into the bridge. A partly set up tap is deleted again.

@@ -188,8 +188,9 @@ func (m *Manager) spec(v api.VM, img api.Image, h *Handles) vmm.Spec {
 	gw := m.net.Gateway()
 	cmdline := fmt.Sprintf("root=/dev/vda rw net.ifnames=0 ip=%s::%s:%s:%s:eth0:off systemd.hostname=%s banger.dns=%s",
 		v.Runtime.GuestIP, gw, m.net.Netmask(), v.Name, v.Name, gw)
+	id := m.cfg.VMUID(v.Runtime.VsockCID) // the engine's own unprivileged uid and gid
 	return vmm.Spec{
-		Name: v.Name, VMDir: v.Runtime.VMDir, VCPUs: v.VCPUs, MemoryMiB: v.MemoryMiB,
+		Name: v.Name, VMDir: v.Runtime.VMDir, VCPUs: v.VCPUs, MemoryMiB: v.MemoryMiB, UID: id, GID: id,
 		Kernel: img.Kernel, Vmlinux: img.Vmlinux, Initrd: img.Initrd, Cmdline: cmdline,
 		Disks: []vmm.Disk{
 			{ID: "root", Path: h.SystemDisk.Path, Format: h.SystemDisk.Format},

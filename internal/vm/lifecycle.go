@@ -205,6 +205,7 @@ func (m *Manager) releaseKernelState(ctx context.Context, v *api.VM, h *Handles)
 		m.cacheHandles(v.ID, nil)
 		return
 	}
+	m.cleanupEngine(ctx, v, h)
 	if h.Tap != "" {
 		if err := m.net.ReleaseTap(ctx, h.Tap); err != nil {
 			m.log.Warn("releasing tap", "vm", v.Name, "tap", h.Tap, "err", err)
@@ -216,6 +217,19 @@ func (m *Manager) releaseKernelState(ctx context.Context, v *api.VM, h *Handles)
 	}
 	m.keepDiskRecord(v, h.Engine, sys)
 	m.cacheHandles(v.ID, nil)
+}
+
+// cleanupEngine removes what an engine that ended uncleanly left behind (a
+// Firecracker jail with its mounts, sockets): Kill of a gone process only
+// cleans up. A live engine is left alone.
+func (m *Manager) cleanupEngine(ctx context.Context, v *api.VM, h *Handles) {
+	e, err := m.engine(h.Engine)
+	if err != nil || h.VMM.PID <= 0 || e.Alive(h.VMM) {
+		return
+	}
+	if err := e.Kill(ctx, h.VMM); err != nil {
+		m.log.Warn("cleaning up after the engine", "vm", v.Name, "err", err)
+	}
 }
 
 // Restart stops then starts a VM.
@@ -277,6 +291,9 @@ func (m *Manager) deleteLocked(ctx context.Context, v *api.VM, rep progress.Repo
 	m.stageHook("delete", StageStop)
 
 	done = rep.Stage(StageRelease)
+	if h != nil {
+		m.cleanupEngine(ctx, v, h)
+	}
 	m.net.RemoveHost(v.Name)
 	m.unbindNet(v)
 	if h != nil && h.Tap != "" {

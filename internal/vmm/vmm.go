@@ -102,6 +102,11 @@ type Spec struct {
 	VCPUs     int
 	MemoryMiB int
 
+	// UID and GID are the unprivileged ids the engine process runs as, one
+	// pair per VM (internal/vm derives them from the VM's vsock CID). 0 is
+	// refused: no engine runs as root.
+	UID, GID int
+
 	Kernel  string // bzImage (QEMU)
 	Vmlinux string // uncompressed ELF (Firecracker)
 	Initrd  string
@@ -134,6 +139,9 @@ func (s Spec) CheckBasics() error {
 		return api.Invalid("vm %s: vcpus must be > 0, got %d", s.Name, s.VCPUs)
 	case s.MemoryMiB <= 0:
 		return api.Invalid("vm %s: memory must be > 0 MiB, got %d", s.Name, s.MemoryMiB)
+	case s.UID <= 0 || s.GID <= 0:
+		return api.Invalid("vm %s: the engine needs an unprivileged uid and gid, got %d:%d", s.Name, s.UID, s.GID).
+			WithFix("set vm_uid_base in the config to a free id range (banger doctor checks it)")
 	}
 	return nil
 }

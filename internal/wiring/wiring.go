@@ -346,9 +346,13 @@ func chooseOnHost(ctx context.Context, cfg config.Config, log *slog.Logger) (cho
 	caps := hostcap.Probe(ctx, cfg)
 	var fc *firecracker.Engine
 	if caps.Firecracker.OK {
+		jailer := cfg.JailerBin
+		if jailer == "" {
+			jailer = firecracker.FindJailer(caps.Firecracker.Path)
+		}
 		fc = firecracker.New(firecracker.Config{
 			Binary: caps.Firecracker.Path, Version: caps.Firecracker.Version,
-			JailerBinary: cfg.JailerBin, JailerUID: cfg.JailerUID, JailerGID: cfg.JailerGID,
+			JailerBinary: jailer, Unjailed: cfg.FirecrackerUnjailed,
 			ChrootBase: filepath.Join(cfg.StateDir, "jailer"),
 		})
 		caps = caps.WithEngine(fc.Info())

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/vmm/vmmtest"
 )
 
 // vm run prints the command's output, exits with its code and deletes the VM.
@@ -65,6 +66,10 @@ func TestIntegrationLiveLifecycle(t *testing.T) {
 	if d.VM.Runtime.Engine != "qemu" || d.VM.Runtime.Accel == "" {
 		t.Errorf("engine/accel not recorded: %q/%q", d.VM.Runtime.Engine, d.VM.Runtime.Accel)
 	}
+	// The VMM runs as the VM's own uid, sandboxed, without capabilities.
+	for _, pid := range e.enginePIDs() {
+		vmmtest.CheckConfined(t, pid)
+	}
 	if logs := e.must("vm", "logs", name); !strings.Contains(logs, "Linux version") {
 		t.Errorf("vm logs lacks the kernel banner:\n%.2000s", logs)
 	}
@@ -117,6 +122,7 @@ func TestIntegrationLiveDaemonKill9(t *testing.T) {
 	if len(e.enginePIDs()) != 1 {
 		t.Fatalf("the VM's engine died with the daemon")
 	}
+	vmmtest.CheckConfined(t, e.enginePIDs()[0])
 	var d api.VMDetail
 	r := e.banger("vm", "show", name, "--json")
 	if r.code != 0 {

@@ -30,10 +30,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/netw/tun"
 	"banger/internal/revert"
 	"banger/internal/vmm"
 	"banger/internal/vmm/proc"
@@ -48,19 +50,42 @@ const socketTimeout = 10 * time.Second
 // Config says which Firecracker to run and how.
 type Config struct {
 	Binary string // firecracker binary; default "firecracker" from PATH
-	// JailerBinary, when set, runs Firecracker under the jailer as
-	// JailerUID:JailerGID chrooted under ChrootBase.
+	// JailerBinary runs Firecracker under the jailer, as each VM's own
+	// uid:gid (Spec.UID/GID) in a chroot under ChrootBase, its own pid
+	// namespace and a cgroup sized from the VM. Without it the engine is
+	// unavailable unless Unjailed says otherwise (FindJailer looks for it).
 	JailerBinary string
-	JailerUID    int
-	JailerGID    int
-	ChrootBase   string // default /srv/jailer
-	Version      string // reported by Info; asked from the binary when empty
+	// Unjailed is the explicit opt-out: without a jailer, run Firecracker
+	// itself, as root, with no chroot: a VMM escape is host root. The
+	// doctor warns about it.
+	Unjailed   bool
+	ChrootBase string // default /srv/jailer
+	Version    string // reported by Info; asked from the binary when empty
+	// TapNetns is the network namespace (a /run/netns path) the taps live
+	// in, given to the jailer as --netns; empty: the host's. Tests use it.
+	TapNetns string
 }
 
 // Engine is the Firecracker engine.
 type Engine struct {
-	cfg  Config
-	info vmm.InfoOnce
+	cfg      Config
+	execPath string // the jailer's --exec-file: Binary, canonical
+	info     vmm.InfoOnce
+}
+
+// FindJailer returns the jailer that goes with the firecracker binary at
+// fcPath: "jailer" beside it, else on PATH; "" when there is none.
+func FindJailer(fcPath string) string {
+	if fcPath != "" {
+		p := filepath.Join(filepath.Dir(fcPath), "jailer")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("jailer"); err == nil {
+		return p
+	}
+	return ""
 }
 
 var _ vmm.Engine = (*Engine)(nil)
@@ -73,8 +98,10 @@ func New(cfg Config) *Engine {
 	if cfg.ChrootBase == "" {
 		cfg.ChrootBase = "/srv/jailer"
 	}
-	return &Engine{cfg: cfg}
+	return &Engine{cfg: cfg, execPath: canonicalExec(cfg.Binary)}
 }
+
+func (e *Engine) jailed() bool { return e.cfg.JailerBinary != "" }
 
 // Info reports the binary and its version (looked up once).
 func (e *Engine) Info() vmm.Info {
@@ -93,11 +120,16 @@ func (e *Engine) probe() vmm.Info {
 		return info
 	}
 	info.Binary = path
-	if e.cfg.JailerBinary != "" {
+	switch {
+	case e.jailed():
 		if _, err := exec.LookPath(e.cfg.JailerBinary); err != nil {
 			info.Reason = fmt.Sprintf("jailer %s not found: install it from the same Firecracker release", e.cfg.JailerBinary)
 			return info
 		}
+	case !e.cfg.Unjailed:
+		info.Reason = "no jailer found beside " + path + " or on PATH: Firecracker runs only under the jailer " +
+			"(install the jailer from the same release, or set firecracker_unjailed = true to run it as root, unconfined)"
+		return info
 	}
 	if info.Version == "" {
 		out, err := vmm.BinaryVersion(path)
@@ -123,13 +155,15 @@ type launch struct {
 	agent  string // host path of the vsock UDS
 	marker string
 	extra  map[string]string
+	jail   *jailPlan // nil: not jailed
 }
 
 func (e *Engine) planLaunch(spec vmm.Spec) launch {
-	if e.cfg.JailerBinary != "" {
+	if e.jailed() {
 		p := e.planJail(spec)
 		return launch{binary: e.cfg.JailerBinary, args: p.Args, paths: p.Paths, api: p.APISocket,
-			agent: p.AgentSocket, marker: p.Marker, extra: map[string]string{"marker": p.Marker, "jail_dir": p.JailDir}}
+			agent: p.AgentSocket, marker: p.Marker, extra: map[string]string{"marker": p.Marker, "jail_dir": p.JailDir},
+			jail: &p}
 	}
 	ps := paths{Kernel: spec.Vmlinux, Initrd: spec.Initrd, LogPath: apiLogPath(spec),
 		MetricsPath: spec.MetricsPath, VsockUDS: spec.AgentSocket}
@@ -154,11 +188,17 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 	l := e.planLaunch(spec)
 	r := revert.New()
 	defer r.Fail()
-	if e.cfg.JailerBinary != "" {
-		p := e.planJail(spec)
-		r.Add(func() { _ = os.RemoveAll(p.JailDir) })
-		if err := p.prepare(e.cfg.JailerUID, e.cfg.JailerGID); err != nil {
+	if l.jail != nil {
+		if proc.Alive(procWithMarker(l.marker)) {
+			return vmm.Handles{}, api.AlreadyExists("vm %s: a firecracker with id %s already runs", spec.Name, spec.Name)
+		}
+		r.Add(func() { _ = removeJail(l.jail.JailDir) })
+		if err := l.jail.prepare(spec.UID, spec.GID); err != nil {
 			return vmm.Handles{}, api.Unavailable("vm %s: preparing the jail: %w", spec.Name, err)
+		}
+		// The jailed uid opens the tap by name: it must own it.
+		if err := tun.SetOwner(spec.Tap, e.cfg.TapNetns, spec.UID, spec.GID); err != nil {
+			return vmm.Handles{}, api.Unavailable("vm %s: handing tap %s to uid %d: %w", spec.Name, spec.Tap, spec.UID, err)
 		}
 	} else {
 		// Firecracker refuses an existing socket path; a stale one is ours,
@@ -179,13 +219,35 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 	if err != nil {
 		return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
 	}
+	pid := p.PID
 	r.Add(func() {
-		_ = proc.Kill(context.Background(), p.PID, l.marker)
+		_ = proc.Kill(context.Background(), pid, l.marker)
 		<-p.Exited
 		proc.RemoveSockets(l.api, l.agent)
 	})
-	slog.Debug("firecracker started", "vm", spec.Name, "pid", p.PID, "args", l.args)
-	if err := waitSocket(ctx, p, spec, l.api); err != nil {
+	exited := func() (bool, string) {
+		select {
+		case <-p.Exited:
+			return true, p.ExitStatus()
+		default:
+			return false, ""
+		}
+	}
+	if l.jail != nil {
+		// --new-pid-ns: the jailer forks Firecracker into its own pid
+		// namespace, writes its (host) pid into the jail and exits.
+		if pid, err = waitJailer(ctx, p, spec, l.jail.PIDFile); err != nil {
+			return vmm.Handles{}, err
+		}
+		exited = func() (bool, string) {
+			if proc.Alive(pid, l.marker) {
+				return false, ""
+			}
+			return true, "ended"
+		}
+	}
+	slog.Debug("firecracker started", "vm", spec.Name, "pid", pid, "args", l.args)
+	if err := waitSocket(ctx, exited, spec, l.api); err != nil {
 		return vmm.Handles{}, err
 	}
 	c := newClient(l.api)
@@ -196,7 +258,7 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 	}
 	r.Success()
 	return vmm.Handles{
-		PID: p.PID, APISocket: l.api, AgentSocket: l.agent, AgentTransport: vmm.TransportVsockHybrid,
+		PID: pid, APISocket: l.api, AgentSocket: l.agent, AgentTransport: vmm.TransportVsockHybrid,
 		VsockCID: spec.VsockCID, Accel: "kvm", Extra: l.extra,
 	}, nil
 }
@@ -262,17 +324,16 @@ func validate(spec vmm.Spec) error {
 	return nil
 }
 
-// waitSocket waits until the API socket accepts connections.
-func waitSocket(ctx context.Context, p *proc.Process, spec vmm.Spec, sock string) error {
+// waitSocket waits until the API socket accepts connections; exited says
+// whether Firecracker ended (and how).
+func waitSocket(ctx context.Context, exited func() (bool, string), spec vmm.Spec, sock string) error {
 	ctx, cancel := context.WithTimeout(ctx, socketTimeout)
 	defer cancel()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		select {
-		case <-p.Exited:
-			return api.Unavailable("vm %s: firecracker exited (%s): %s", spec.Name, p.ExitStatus(), proc.LogTail(spec.EngineLog))
-		default:
+		if gone, how := exited(); gone {
+			return api.Unavailable("vm %s: firecracker exited (%s): %s", spec.Name, how, proc.LogTail(spec.EngineLog))
 		}
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
@@ -324,9 +385,46 @@ func (e *Engine) Kill(ctx context.Context, h vmm.Handles) error {
 // jail (links only; the VM's own files stay).
 func cleanup(h vmm.Handles) {
 	proc.RemoveSockets(h.APISocket, h.AgentSocket)
-	if d := h.Extra["jail_dir"]; d != "" {
-		_ = os.RemoveAll(d)
+	if err := removeJail(h.Extra["jail_dir"]); err != nil {
+		slog.Warn("removing firecracker jail", "jail", h.Extra["jail_dir"], "err", err)
 	}
+}
+
+// waitJailer waits for the jailer to fork Firecracker (--new-pid-ns) and
+// exit 0, and returns Firecracker's pid from the pid file it wrote.
+func waitJailer(ctx context.Context, p *proc.Process, spec vmm.Spec, pidFile string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, socketTimeout)
+	defer cancel()
+	select {
+	case <-p.Exited:
+	case <-ctx.Done():
+		return 0, api.Unavailable("vm %s: the jailer did not start firecracker within %v (log: %s)", spec.Name, socketTimeout, proc.LogTail(spec.EngineLog))
+	}
+	if st := p.ExitStatus(); st != "exit status 0" {
+		return 0, api.Unavailable("vm %s: the jailer failed (%s): %s", spec.Name, st, proc.LogTail(spec.EngineLog))
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0, api.Unavailable("vm %s: reading firecracker's pid from the jail: %w", spec.Name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, api.Unavailable("vm %s: the jailer's pid file %s holds %q", spec.Name, pidFile, b)
+	}
+	return pid, nil
+}
+
+// procWithMarker returns a live process's pid whose command line holds
+// marker (0, marker when none): a jailed Firecracker of the same id.
+func procWithMarker(marker string) (int, string) {
+	ents, _ := os.ReadDir("/proc")
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err == nil && proc.Alive(pid, marker) {
+			return pid, marker
+		}
+	}
+	return 0, marker
 }
 
 // State asks the API (GET /). A gone process is StateStopped, and so is a

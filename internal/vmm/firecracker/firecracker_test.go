@@ -21,7 +21,19 @@ import (
 // fakeEnv makes this test binary run as the fake firecracker executable.
 const fakeEnv = "BANGER_FAKE_FIRECRACKER"
 
+// fakeJailerEnv makes this test binary run as the fake jailer.
+const fakeJailerEnv = "BANGER_FAKE_JAILER"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(fakeJailerEnv) != "" {
+		var env []string
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, fakeJailerEnv+"=") {
+				env = append(env, kv)
+			}
+		}
+		os.Exit(fctest.JailerMain(os.Args[1:], append(env, fakeEnv+"=1")))
+	}
 	if os.Getenv(fakeEnv) != "" {
 		os.Exit(fctest.Main(os.Args[1:]))
 	}
@@ -33,7 +45,7 @@ func TestMain(m *testing.M) {
 func fakeSpec(t *testing.T) vmm.Spec {
 	dir := t.TempDir()
 	spec := vmm.Spec{
-		Name: "fc1", VMDir: dir, VCPUs: 2, MemoryMiB: 512,
+		Name: "fc1", VMDir: dir, VCPUs: 2, MemoryMiB: 512, UID: testUID, GID: testUID,
 		Vmlinux: filepath.Join(dir, "vmlinux"), Initrd: filepath.Join(dir, "initrd.img"),
 		Cmdline: "root=/dev/vda rw ip=172.30.0.2::172.30.0.1:255.255.255.0::eth0:off",
 		Disks: []vmm.Disk{
@@ -65,7 +77,7 @@ func fakeEngine(t *testing.T) (*Engine, string) {
 	reqLog := filepath.Join(t.TempDir(), "requests.jsonl")
 	t.Setenv(fakeEnv, "1")
 	t.Setenv(fctest.EnvRequestLog, reqLog)
-	return New(Config{Binary: exe, Version: "fake"}), reqLog
+	return New(Config{Binary: exe, Version: "fake", Unjailed: true}), reqLog
 }
 
 func TestStartStateStop(t *testing.T) {
@@ -217,7 +229,7 @@ func TestJailPlanGolden(t *testing.T) {
 		spec.Disks[i].Path = filepath.Join(spec.VMDir, filepath.Base(spec.Disks[i].Path))
 	}
 	spec.Vmlinux, spec.Initrd = "/var/lib/banger/images/deb/vmlinux", "/var/lib/banger/images/deb/initrd.img"
-	e := New(Config{Binary: "/usr/local/bin/firecracker", JailerBinary: "/usr/local/bin/jailer", JailerUID: 990, JailerGID: 990, ChrootBase: "/var/lib/banger/jail"})
+	e := New(Config{Binary: "/usr/local/bin/firecracker", JailerBinary: "/usr/local/bin/jailer", ChrootBase: "/var/lib/banger/jail"})
 	p := e.planJail(spec)
 	b, _ := json.MarshalIndent(p, "", "  ")
 	golden.Check(t, "testdata/jail-plan.golden", string(b)+"\n")
@@ -231,7 +243,7 @@ func TestJailPlanGolden(t *testing.T) {
 func TestJailPrepare(t *testing.T) {
 	spec := fakeSpec(t)
 	base := t.TempDir()
-	e := New(Config{Binary: "/usr/local/bin/firecracker", JailerBinary: "jailer", JailerUID: os.Getuid(), JailerGID: os.Getgid(), ChrootBase: base})
+	e := New(Config{Binary: "/usr/local/bin/firecracker", JailerBinary: "jailer", ChrootBase: base})
 	p := e.planJail(spec)
 	if err := p.prepare(os.Getuid(), os.Getgid()); err != nil {
 		t.Fatal(err)

@@ -40,6 +40,19 @@ type Options struct {
 	Stderr string
 	Dir    string   // working directory; empty means the daemon's
 	Env    []string // nil means the daemon's environment
+	// ExtraFiles are handed to the process as fds 3, 4, … (the caller
+	// closes its copies after Start).
+	ExtraFiles []*os.File
+	// Credential, when set, is who the process runs as: no engine runs as
+	// root. The ids change before the exec, so the process never holds
+	// root's capabilities; a Dir the uid cannot enter fails the Start.
+	Credential *Credential
+}
+
+// Credential is an unprivileged identity for a process.
+type Credential struct {
+	UID, GID int
+	Groups   []int // supplementary groups; nil: none
 }
 
 // Process is a started engine process.
@@ -95,7 +108,18 @@ func Start(opts Options) (*Process, error) {
 	cmd := exec.Command(opts.Binary, opts.Args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, stdout, stderr
 	cmd.Dir, cmd.Env = opts.Dir, opts.Env
+	cmd.ExtraFiles = opts.ExtraFiles
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if c := opts.Credential; c != nil {
+		if c.UID <= 0 || c.GID <= 0 {
+			return nil, fmt.Errorf("starting %s: refusing uid %d gid %d: engines never run as root", opts.Binary, c.UID, c.GID)
+		}
+		groups := make([]uint32, 0, len(c.Groups))
+		for _, g := range c.Groups {
+			groups = append(groups, uint32(g))
+		}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(c.UID), Gid: uint32(c.GID), Groups: groups}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", opts.Binary, err)
 	}

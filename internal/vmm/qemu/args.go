@@ -13,18 +13,55 @@ import (
 // into a QEMU exit), and exit on panic (panic=-1 reboots at once → exit).
 const consoleArgs = "console=ttyS0 panic=-1 reboot=t"
 
+// sandbox is QEMU's seccomp filter: no obsolete syscalls, no setuid or
+// setgid, no fork/exec, no scheduler or affinity changes.
+const sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+// Kinds of files QEMU is handed open.
+const (
+	passListen = "listen" // a Unix socket the daemon binds at path
+	passRead   = "read"   // a file opened read-only (kernel, initrd, read-only disk)
+	passWrite  = "write"  // a disk opened read-write
+	passAppend = "append" // a log opened for appending
+	passTap    = "tap"    // the tap named path, attached through /dev/net/tun
+	passVhost  = "vhost"  // /dev/vhost-vsock
+)
+
+// passed is one file QEMU gets open as fd 3+i (its index in the plan):
+// QEMU runs as the VM's own unprivileged uid and opens no host path itself.
+type passed struct {
+	kind string
+	path string
+}
+
 // Args builds QEMU's argument list for spec. It is pure: it reads no files
 // and starts nothing, so it can be checked against golden files.
 func (e *Engine) Args(spec vmm.Spec) ([]string, error) {
+	args, _, err := e.plan(spec, nil)
+	return args, err
+}
+
+// plan builds the argument list and the files QEMU is handed, in fd order.
+// isBlock says whether a disk path is a block device (nil: none is).
+func (e *Engine) plan(spec vmm.Spec, isBlock func(string) bool) ([]string, []passed, error) {
 	if err := e.checkConfig(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkSpecFields(spec); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var files []passed
+	fd := func(kind, path string) string {
+		files = append(files, passed{kind, path})
+		return strconv.Itoa(2 + len(files))
+	}
+	qmp := fd(passListen, spec.APISocket)
 	args := []string{
 		"-name", esc(spec.Name) + ",process=banger-" + esc(spec.Name),
 		"-M", "microvm",
+		"-sandbox", sandbox,
+		"-chardev", "socket,id=qmp,fd=" + qmp + ",server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
 	}
 	cmdline := strings.TrimSpace(spec.Cmdline + " " + consoleArgs)
 	switch e.cfg.Accel {
@@ -36,45 +73,70 @@ func (e *Engine) Args(spec vmm.Spec) ([]string, error) {
 		// calibration can fail under TCG and the boot hangs.
 		cmdline += " tsc_early_khz=" + strconv.Itoa(e.cfg.TSCkHz) + " tsc=reliable"
 	}
+	serial := fd(passAppend, spec.SerialLog)
 	args = append(args,
 		"-m", strconv.Itoa(spec.MemoryMiB),
 		"-smp", strconv.Itoa(spec.VCPUs),
 		"-nodefaults", "-no-user-config", "-nographic",
-		"-chardev", "file,id=serial0,path="+esc(spec.SerialLog)+",append=on",
+		// QEMU closes an -add-fd's own fd once it is in its set (before
+		// chardevs are made): only files reached through /dev/fdset go so.
+		"-add-fd", "fd="+serial+",set=1,"+serialOpaque(spec),
+		"-chardev", "file,id=serial0,path=/dev/fdset/1,append=on",
 		"-serial", "chardev:serial0",
-		"-kernel", spec.Kernel,
+		// -kernel and -initrd are read with fopen, not through fd sets:
+		// the open fd's /proc link, which needs no path the uid can walk.
+		"-kernel", "/proc/self/fd/"+fd(passRead, spec.Kernel),
 	)
 	if spec.Initrd != "" {
-		args = append(args, "-initrd", spec.Initrd)
+		args = append(args, "-initrd", "/proc/self/fd/"+fd(passRead, spec.Initrd))
 	}
 	args = append(args, "-append", cmdline, "-no-reboot")
-	for _, d := range spec.Disks {
-		args = append(args, driveArgs(d)...)
+	for i, d := range spec.Disks {
+		kind := passWrite
+		if d.ReadOnly {
+			kind = passRead
+		}
+		set := strconv.Itoa(2 + i)
+		args = append(args, "-add-fd", "fd="+fd(kind, d.Path)+",set="+set+",opaque=disk-"+d.ID+":"+esc(d.Path))
+		if kind == passWrite {
+			// QEMU opens a writable image read-only first (then reopens it
+			// read-write): a set hands out the fd whose access mode matches.
+			args = append(args, "-add-fd", "fd="+fd(passRead, d.Path)+",set="+set+",opaque=disk-"+d.ID+"-ro")
+		}
+		args = append(args, driveArgs(d, "/dev/fdset/"+set, isBlock != nil && isBlock(d.Path))...)
 	}
 	if spec.Tap != "" {
 		args = append(args,
-			"-netdev", "tap,id=n0,ifname="+esc(spec.Tap)+",script=no,downscript=no",
+			"-netdev", "tap,id=n0,fd="+fd(passTap, spec.Tap),
 			"-device", "virtio-net-device,netdev=n0,mac="+spec.MAC)
 	}
 	if e.cfg.VhostVsock {
-		args = append(args, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(spec.VsockCID), 10))
+		args = append(args, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(spec.VsockCID), 10)+
+			",vhostfd="+fd(passVhost, "/dev/vhost-vsock"))
 	} else if spec.AgentSocket != "" {
 		args = append(args,
 			"-device", "virtio-serial-device",
-			"-chardev", "socket,id=agent,path="+esc(spec.AgentSocket)+",server=on,wait=off",
+			"-chardev", "socket,id=agent,fd="+fd(passListen, spec.AgentSocket)+",server=on,wait=off",
 			"-device", "virtserialport,chardev=agent,name=org.banger.agent")
 	}
-	args = append(args, "-qmp", "unix:"+esc(spec.APISocket)+",server=on,wait=off")
-	if spec.VMDir != "" {
-		args = append(args, "-pidfile", pidfile(spec))
-	}
-	return args, nil
+	return args, files, nil
 }
 
-// driveArgs gives one disk as a virtio-blk device. serial= lets the guest
-// find it as /dev/disk/by-id/virtio-<id> whatever its vdX letter.
-func driveArgs(d vmm.Disk) []string {
-	drive := "id=" + d.ID + ",file=" + esc(d.Path) + ",format=" + d.Format +
+// serialOpaque names the serial log in QEMU's command line: with the fds
+// passed, it is the path that tells this VM's QEMU from any other process
+// (Alive's marker, see marker).
+func serialOpaque(spec vmm.Spec) string { return "opaque=serial:" + esc(spec.SerialLog) }
+
+// driveArgs gives one disk, opened through fd set path, as a virtio-blk
+// device. serial= lets the guest find it as /dev/disk/by-id/virtio-<id>
+// whatever its vdX letter. A block device (a /dev/mapper snapshot) takes
+// the host_device protocol, QEMU's "file" refuses devices.
+func driveArgs(d vmm.Disk, path string, block bool) []string {
+	proto := "file"
+	if block {
+		proto = "host_device"
+	}
+	drive := "id=" + d.ID + ",file.driver=" + proto + ",file.filename=" + path + ",format=" + d.Format +
 		",if=none,cache=writeback,aio=threads,discard=unmap"
 	if d.ReadOnly {
 		drive += ",readonly=on"
@@ -138,4 +200,3 @@ func checkSpecFields(spec vmm.Spec) error {
 	return nil
 }
 
-func pidfile(spec vmm.Spec) string { return spec.VMDir + "/qemu.pid" }

@@ -12,7 +12,7 @@ import (
 
 func baseSpec() vmm.Spec {
 	return vmm.Spec{
-		Name: "dev1", VMDir: "/var/lib/banger/vms/dev1", VCPUs: 2, MemoryMiB: 512,
+		Name: "dev1", VMDir: "/var/lib/banger/vms/dev1", VCPUs: 2, MemoryMiB: 512, UID: 1900000007, GID: 1900000007,
 		Kernel: "/var/lib/banger/images/deb/vmlinuz", Initrd: "/var/lib/banger/images/deb/initrd.img",
 		Cmdline: "root=/dev/vda rw net.ifnames=0 ip=172.30.0.2::172.30.0.1:255.255.255.0::eth0:off hostname=dev1",
 		Disks:   []vmm.Disk{{ID: "root", Path: "/var/lib/banger/vms/dev1/root.ext4", Format: "raw"}},

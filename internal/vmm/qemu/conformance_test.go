@@ -17,12 +17,12 @@ import (
 func TestIntegrationConformance(t *testing.T) {
 	requireBoot(t)
 	img := testimage.Get(t)
-	cfg := Config{Binary: tapInNetns(t, "bgt0"), Accel: "tcg", TSCkHz: hostTSCkHz(t)}
+	cfg := Config{Binary: DefaultBinary, Accel: "tcg", TSCkHz: hostTSCkHz(t), TapNetns: tapInNetns(t, "bgt0")}
 	vmmtest.Run(t, vmmtest.Target{
 		Engine: New(cfg),
 		Spec: func(t *testing.T, dir string) vmm.Spec {
 			return vmm.Spec{
-				Name: "conf" + randHex(3), VMDir: dir, VCPUs: 1, MemoryMiB: 256,
+				Name: "conf" + randHex(3), VMDir: dir, VCPUs: 1, MemoryMiB: 256, UID: testUID, GID: testUID,
 				Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: "root=/dev/vda ro",
 				Disks: []vmm.Disk{{ID: "root", Path: img.Rootfs, Format: "raw", ReadOnly: true}},
 				Tap:   "bgt0", MAC: "06:00:ac:1e:00:0a",
@@ -31,5 +31,6 @@ func TestIntegrationConformance(t *testing.T) {
 			}
 		},
 		BootTimeout: 90 * time.Second,
+		Confined:    true,
 	})
 }

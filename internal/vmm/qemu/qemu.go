@@ -36,6 +36,9 @@ type Config struct {
 	TSCkHz     int    // host TSC kHz; required for tcg
 	TBSizeMiB  int    // tcg translation cache size; default 128
 	VhostVsock bool   // /dev/vhost-vsock present: agent over vsock, else virtio-serial
+	// TapNetns is the network namespace (a /run/netns path) the taps live
+	// in; empty: the daemon's own. Tests put their taps in one.
+	TapNetns string
 }
 
 // Engine is the QEMU engine.
@@ -99,9 +102,12 @@ func (e *Engine) transport() string {
 }
 
 // Start validates spec, launches QEMU detached and waits until QMP answers.
-// On failure nothing is left: the process is killed and its sockets removed.
+// QEMU runs as spec.UID:spec.GID (no supplementary group but /dev/kvm's
+// under KVM), inside its seccomp sandbox, and opens no host path: the
+// daemon hands it every file it needs (see files.go). On failure nothing
+// is left: the process is killed and its sockets removed.
 func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) {
-	args, err := e.Args(spec)
+	args, files, err := e.plan(spec, isBlockDevice)
 	if err != nil {
 		return vmm.Handles{}, err
 	}
@@ -111,28 +117,36 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 	if spec.Tap == "" {
 		return vmm.Handles{}, api.Invalid("vm %s: no tap device given", spec.Name)
 	}
-	// Stale sockets from an earlier run would make the readiness check
-	// talk to nothing; QEMU replaces them anyway. Live ones are refused.
+	cred, err := e.credential(spec)
+	if err != nil {
+		return vmm.Handles{}, err
+	}
+	// Stale sockets from an earlier run are removed; live ones are refused.
 	if err := proc.ClaimSockets(spec.APISocket, spec.AgentSocket); err != nil {
 		return vmm.Handles{}, api.AlreadyExists("vm %s: %w", spec.Name, err)
 	}
 
 	r := revert.New()
 	defer r.Fail()
-	p, err := proc.Start(proc.Options{Binary: e.cfg.Binary, Args: args, Stdout: spec.EngineLog, Stderr: spec.EngineLog, Dir: spec.VMDir})
+	r.Add(func() { proc.RemoveSockets(spec.APISocket, spec.AgentSocket) })
+	opened, err := e.open(files)
+	defer closeAll(opened)
 	if err != nil {
 		return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
 	}
+	p, err := proc.Start(proc.Options{Binary: e.cfg.Binary, Args: args, Stdout: spec.EngineLog, Stderr: spec.EngineLog,
+		Dir: "/", ExtraFiles: opened, Credential: cred})
+	if err != nil {
+		return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
+	}
+	closeAll(opened) // QEMU holds them now
+	opened = nil
 	r.Add(func() {
-		_ = proc.Kill(context.Background(), p.PID, spec.APISocket)
+		_ = proc.Kill(context.Background(), p.PID, markerOf(spec))
 		<-p.Exited
-		proc.RemoveSockets(spec.APISocket, spec.AgentSocket)
-		if spec.VMDir != "" {
-			_ = os.Remove(pidfile(spec))
-		}
 	})
 	log := slog.With("vm", spec.Name, "pid", p.PID)
-	log.Debug("qemu started", "args", args)
+	log.Debug("qemu started", "args", args, "uid", cred.UID)
 	if err := waitReady(ctx, p, spec); err != nil {
 		return vmm.Handles{}, err
 	}
@@ -142,13 +156,11 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 		AgentSocket:    spec.AgentSocket,
 		AgentTransport: e.transport(),
 		Accel:          e.cfg.Accel,
+		Extra:          map[string]string{"marker": markerOf(spec)},
 	}
 	if e.cfg.VhostVsock {
 		h.VsockCID = spec.VsockCID
 		h.AgentSocket = ""
-	}
-	if spec.VMDir != "" {
-		h.Extra = map[string]string{"pidfile": pidfile(spec)}
 	}
 	r.Success()
 	return h, nil
@@ -207,7 +219,7 @@ func checkFiles(spec vmm.Spec) error {
 // system_powerdown) and kills QEMU when it is still there after timeout.
 func (e *Engine) Stop(ctx context.Context, h vmm.Handles, timeout time.Duration) error {
 	powerdown := func(ctx context.Context) error { return qmpDo(ctx, h.APISocket, "system_powerdown", nil) }
-	if err := proc.AskThenStop(ctx, h.PID, h.APISocket, timeout, powerdown); err != nil {
+	if err := proc.AskThenStop(ctx, h.PID, marker(h), timeout, powerdown); err != nil {
 		return fmt.Errorf("stopping qemu pid %d: %w", h.PID, err)
 	}
 	cleanup(h)
@@ -216,16 +228,30 @@ func (e *Engine) Stop(ctx context.Context, h vmm.Handles, timeout time.Duration)
 
 // Kill ends QEMU at once and waits for it to be gone.
 func (e *Engine) Kill(ctx context.Context, h vmm.Handles) error {
-	if err := proc.Kill(ctx, h.PID, h.APISocket); err != nil {
+	if err := proc.Kill(ctx, h.PID, marker(h)); err != nil {
 		return fmt.Errorf("killing qemu: %w", err)
 	}
 	cleanup(h)
 	return nil
 }
 
-// cleanup removes what a killed QEMU leaves behind.
+// cleanup removes what a killed QEMU leaves behind: the sockets the daemon
+// bound for it (and the pidfile of a QEMU started by an older banger).
 func cleanup(h vmm.Handles) {
 	proc.RemoveSockets(h.APISocket, h.AgentSocket, h.Extra["pidfile"])
+}
+
+// markerOf is what Alive looks for in QEMU's command line: the serial log's
+// path, unique to the VM (QEMU binds no socket path itself any more).
+func markerOf(spec vmm.Spec) string { return serialOpaque(spec) + "\x00" }
+
+// marker is h's Alive marker; a QEMU started by an older banger named its
+// QMP socket in its command line.
+func marker(h vmm.Handles) string {
+	if m := h.Extra["marker"]; m != "" {
+		return m
+	}
+	return h.APISocket
 }
 
 // State asks QMP what the guest is doing. A process that is gone is
@@ -255,4 +281,4 @@ func mapStatus(s string) vmm.State {
 }
 
 // Alive reports whether the QEMU in h still runs.
-func (e *Engine) Alive(h vmm.Handles) bool { return proc.Alive(h.PID, h.APISocket) }
+func (e *Engine) Alive(h vmm.Handles) bool { return proc.Alive(h.PID, marker(h)) }

@@ -263,7 +263,7 @@ func (f *Fake) Alive(h vmm.Handles) bool {
 func Spec(t *testing.T, dir string) vmm.Spec {
 	boot := t.TempDir()
 	spec := vmm.Spec{
-		Name: "fake1", VMDir: dir, VCPUs: 2, MemoryMiB: 256,
+		Name: "fake1", VMDir: dir, VCPUs: 2, MemoryMiB: 256, UID: 1900000003, GID: 1900000003,
 		Kernel: filepath.Join(boot, "vmlinuz"), Vmlinux: filepath.Join(boot, "vmlinux"),
 		Disks: []vmm.Disk{{ID: "root", Path: filepath.Join(boot, "root.ext4"), Format: "raw"}},
 		Tap:   "tap0", MAC: "06:00:00:00:00:01", VsockCID: 3,

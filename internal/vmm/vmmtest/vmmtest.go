@@ -51,6 +51,10 @@ type Target struct {
 	// 30s); StopTimeout is the timeout given to Stop (default 3s).
 	BootTimeout time.Duration
 	StopTimeout time.Duration
+	// Confined: the engine process must run unprivileged and sandboxed
+	// (CheckConfined); AllowedGroups are the supplementary groups it may hold.
+	Confined      bool
+	AllowedGroups []string
 }
 
 // stopSlack is how much longer than its timeout Stop may take (killing and
@@ -210,6 +214,9 @@ func testStartStop(t *testing.T, e *env) {
 	checkHandles(t, info, spec, h)
 	if !e.Engine.Alive(h) {
 		t.Fatal("Alive = false right after Start")
+	}
+	if e.Confined {
+		CheckConfined(t, h.PID, e.AllowedGroups...)
 	}
 	if st, err := e.Engine.State(e.ctx, h); err != nil || st != vmm.StateRunning {
 		t.Errorf("State = %q, %v; want running", st, err)

@@ -33,6 +33,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +44,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"golang.org/x/sys/unix"
 )
 
 //go:embed testdata/firecracker-api.yaml
@@ -79,6 +81,11 @@ type Server struct {
 	// OnExit, when set, is called when the process should end (a guest
 	// reboot with reboot=k).
 	OnExit func()
+	// Root, when set, is the host path of the jail the fake runs in (as
+	// the jailed uid): every path it is given lives under it, and it
+	// attaches to the tap of PUT /network-interfaces as Firecracker does,
+	// which the kernel refuses unless the uid owns the tap.
+	Root string
 
 	mu         sync.Mutex // guards the fields below
 	log        io.Writer  // the logger's file; nil: Stdout
@@ -308,23 +315,19 @@ func (s *Server) applyLocked(method, path string, params map[string]string, m ma
 			return 0, nil, faultf("The id from the path %q does not match the id from the body %v!", v, m[field])
 		}
 	}
-	for _, field := range []string{"kernel_image_path", "initrd_path", "path_on_host", "log_path", "metrics_path"} {
-		if p, ok := m[field].(string); ok {
-			if _, err := os.Stat(p); err != nil {
-				return 0, nil, faultf("Cannot open %s %s: %v", field, p, err)
-			}
-		}
+	if f := s.openFilesLocked(m); f != nil {
+		return 0, nil, f
 	}
 	switch path {
 	case "/actions":
 		return s.actionLocked(m["action_type"].(string))
 	case "/vsock":
-		if err := s.bindVsockLocked(m["uds_path"].(string)); err != nil {
+		if err := s.bindVsockLocked(s.HostPath(m["uds_path"].(string))); err != nil {
 			return 0, nil, err
 		}
 	case "/logger":
 		if p, ok := m["log_path"].(string); ok {
-			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			f, err := os.OpenFile(s.HostPath(p), os.O_WRONLY|os.O_APPEND, 0)
 			if err != nil {
 				return 0, nil, faultf("Cannot open log_path %s: %v", p, err)
 			}
@@ -341,6 +344,67 @@ func (s *Server) applyLocked(method, path string, params map[string]string, m ma
 	}
 	s.configured[path] = true
 	return http.StatusNoContent, nil, nil
+}
+
+// HostPath is where path, as Firecracker was given it, is on the host.
+func (s *Server) HostPath(path string) string {
+	if s.Root == "" {
+		return path
+	}
+	return filepath.Join(s.Root, path)
+}
+
+// openFilesLocked opens the files a configuration names the way
+// Firecracker does (the kernel and initrd read-only, a drive read-write
+// unless is_read_only, log and metrics for appending), with the process's
+// own permissions; in a jail it also attaches to the tap.
+func (s *Server) openFilesLocked(m map[string]any) *fault {
+	for _, field := range []string{"kernel_image_path", "initrd_path", "path_on_host", "log_path", "metrics_path"} {
+		p, ok := m[field].(string)
+		if !ok {
+			continue
+		}
+		flag := os.O_RDONLY
+		switch field {
+		case "path_on_host":
+			if ro, _ := m["is_read_only"].(bool); !ro {
+				flag = os.O_RDWR
+			}
+		case "log_path", "metrics_path":
+			flag = os.O_WRONLY | os.O_APPEND
+		}
+		f, err := os.OpenFile(s.HostPath(p), flag, 0)
+		if err != nil {
+			return faultf("Cannot open %s %s: %v", field, p, err)
+		}
+		f.Close()
+	}
+	if tap, ok := m["host_dev_name"].(string); ok && s.Root != "" {
+		if err := attachTap(s.HostPath("/dev/net/tun"), tap); err != nil {
+			return faultf("Open tap device failed: %v", err)
+		}
+	}
+	return nil
+}
+
+// attachTap opens the persistent tap name as Firecracker does
+// (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, through the jail's /dev/net/tun, the
+// node the jailer made for the uid) and lets it go.
+func attachTap(dev, name string) error {
+	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", dev, err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return fmt.Errorf("Error while creating ifreq structure: %w. Invalid TUN/TAP Backend provided by %s", err, name)
+	}
+	return nil
 }
 
 func (s *Server) actionLocked(action string) (int, any, *fault) {

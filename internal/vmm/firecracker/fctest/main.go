@@ -61,11 +61,12 @@ func Main(args []string) int {
 		return 1
 	}
 	srv.Stdout = os.Stdout
+	srv.Root = os.Getenv(EnvChroot)
 	for _, p := range []string{*logPath, *metricsPath} {
 		if p == "" {
 			continue
 		}
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		f, err := os.OpenFile(srv.HostPath(p), os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "Failed to open %s: %v\n", p, err)
 			return 1
@@ -77,7 +78,7 @@ func Main(args []string) int {
 	}
 	srv.Logf("Running Firecracker v%s", Version)
 	// Like Firecracker: an existing socket path is an error.
-	l, err := net.Listen("unix", *sock)
+	l, err := net.Listen("unix", srv.HostPath(*sock))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "Failed to open the API socket at %s: %v\n", *sock, err)
 		return 1
