@@ -45,20 +45,20 @@ type Config struct {
 	// Path is the file this came from; "" means defaults only.
 	Path string `toml:"-"`
 
-	StateDir          string       `toml:"state_dir"`
-	SocketPath        string       `toml:"socket_path"`
-	Engine            string       `toml:"engine"`
-	FirecrackerBin    string       `toml:"firecracker_bin"`
-	JailerBin         string       `toml:"jailer_bin"`
-	JailerUID         int          `toml:"jailer_uid"` // ignored: each VM has its own uid (VMUIDBase)
-	JailerGID         int          `toml:"jailer_gid"` // ignored, as JailerUID
+	StateDir       string `toml:"state_dir"`
+	SocketPath     string `toml:"socket_path"`
+	Engine         string `toml:"engine"`
+	FirecrackerBin string `toml:"firecracker_bin"`
+	JailerBin      string `toml:"jailer_bin"`
+	JailerUID      int    `toml:"jailer_uid"` // ignored: each VM has its own uid (VMUIDBase)
+	JailerGID      int    `toml:"jailer_gid"` // ignored, as JailerUID
 	// FirecrackerUnjailed runs Firecracker without the jailer, as root,
 	// when no jailer is found; off, Firecracker needs the jailer.
 	FirecrackerUnjailed bool `toml:"firecracker_unjailed"`
 	// VMUIDBase is the first of VMUIDRange ids the engines run as: each
 	// VM's QEMU or jailed Firecracker runs as uid = gid = VMUIDBase + its
 	// vsock CID. No passwd entry is needed; the range must not hold one.
-	VMUIDBase int `toml:"vm_uid_base"`
+	VMUIDBase         int          `toml:"vm_uid_base"`
 	QEMUBin           string       `toml:"qemu_bin"`
 	Accel             string       `toml:"accel"`
 	SSHKeyPath        string       `toml:"ssh_key_path"`
