@@ -9,6 +9,9 @@
 //   - health: the guest answers one JSON line, a Health.
 //   - clock:  the guest sets its clock to unix_nano and answers {"ok":true}
 //     or {"ok":false,"error":"…"}.
+//   - dial:   the guest connects to 127.0.0.1:port (::1 if that fails) and
+//     answers {"ok":true} or {"ok":false,"error":"…"}; after ok the stream
+//     carries the TCP connection's bytes both ways.
 //   - exec, pty: after the request line both sides exchange binary frames,
 //     [1 byte type][4 bytes big-endian length][payload]. The host sends
 //     STDIN, STDIN_CLOSE, SIGNAL and RESIZE; the guest sends STDOUT, STDERR,
@@ -47,6 +50,7 @@ const (
 	OpExec   = "exec"
 	OpClock  = "clock"
 	OpPTY    = "pty"
+	OpDial   = "dial"
 )
 
 // Request is the JSON line that starts every stream.
@@ -60,6 +64,9 @@ type Request struct {
 	// (24x80 when zero).
 	Rows uint16 `json:"rows,omitempty"`
 	Cols uint16 `json:"cols,omitempty"`
+	// Port is the guest TCP port a dial request connects to (on the
+	// guest's loopback).
+	Port uint16 `json:"port,omitempty"`
 }
 
 // Health is the guest's answer to a health request.
@@ -165,10 +172,15 @@ func (r Request) validate() error {
 			return api.Invalid("%s request without \"exec\"", r.Op)
 		}
 		return validateExec(*r.Exec)
+	case OpDial:
+		if r.Port == 0 {
+			return api.Invalid("dial request needs a port between 1 and 65535")
+		}
+		return nil
 	case "":
 		return api.Invalid("request without \"op\"")
 	default:
-		return api.Invalid("unknown op %q (want health, exec, pty or clock)", r.Op)
+		return api.Invalid("unknown op %q (want health, exec, pty, dial or clock)", r.Op)
 	}
 }
 

@@ -200,6 +200,8 @@ func (s *Server) handleStream(stream net.Conn) {
 		writeJSONLine(stream, reply{OK: true})
 	case OpExec, OpPTY:
 		s.serveExec(stream, br, req)
+	case OpDial:
+		s.serveDial(stream, br, req.Port)
 	}
 }
 
