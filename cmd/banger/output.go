@@ -146,6 +146,9 @@ func vmFields(w io.Writer, d api.VMDetail) {
 	if d.Handles != nil && d.Handles.PID > 0 {
 		kv = append(kv, [2]string{"pid", fmt.Sprint(d.Handles.PID)})
 	}
+	for _, f := range d.Forwards {
+		kv = append(kv, [2]string{"forward", fmt.Sprintf("%s -> guest port %d", f.URL, f.GuestPort)})
+	}
 	if len(d.URLs) > 0 {
 		kv = append(kv, [2]string{"urls", strings.Join(d.URLs, " ")})
 	}

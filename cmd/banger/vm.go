@@ -30,7 +30,7 @@ func vmCmd(e *env) *cobra.Command {
 		vmActionCmd(e, "restart", "Restart VMs", (*client.Client).RestartVM),
 		vmActionCmd(e, "delete", "Delete VMs and their disks", (*client.Client).DeleteVM),
 		vmEditCmd(e), vmLogsCmd(e), vmStatsCmd(e), vmSSHCmd(e), vmRunCmd(e), vmExecCmd(e),
-		vmPolicyCmd(e),
+		vmPolicyCmd(e), vmCpCmd(e), vmPortForwardCmd(e),
 	)
 	for _, d := range feature.All() { // `banger vm opencode NAME`
 		cmd.AddCommand(vmFeatureCmd(e, d))

@@ -26,6 +26,8 @@ package api
 //	GET    /v1/vms/{name}/policy          NetStatus
 //	PUT    /v1/vms/{name}/policy          SetNetPolicyRequest → NetStatus (live when running)
 //	POST   /v1/vms/{name}/known-hosts     KnownHosts (host keys learned through the agent)
+//	POST   /v1/vms/{name}/forwards        ForwardRequest → Forward (daemon-held port forward)
+//	DELETE /v1/vms/{name}/forwards/{port} {} (the forward on that host port)
 //	GET    /v1/operations/{id}?wait=DUR   Operation (long-poll: answers when it changes or after DUR)
 
 // ImageCreateRequest builds an image from nothing (debootstrap).
@@ -186,6 +188,8 @@ type VMDetail struct {
 	// HostCAs are the host CA files (guest_ca_certs) the running guest
 	// trusts besides its own bundle.
 	HostCAs []string `json:"host_cas,omitempty"`
+	// Forwards are the daemon-held port forwards (vm port-forward --detach).
+	Forwards []Forward `json:"forwards,omitempty"`
 }
 
 // LogOptions are GET /v1/vms/{name}/logs's query: follow=1 keeps writing

@@ -58,29 +58,32 @@ type Config struct {
 	// VMUIDBase is the first of VMUIDRange ids the engines run as: each
 	// VM's QEMU or jailed Firecracker runs as uid = gid = VMUIDBase + its
 	// vsock CID. No passwd entry is needed; the range must not hold one.
-	VMUIDBase         int          `toml:"vm_uid_base"`
-	QEMUBin           string       `toml:"qemu_bin"`
-	Accel             string       `toml:"accel"`
-	SSHKeyPath        string       `toml:"ssh_key_path"`
-	BridgeName        string       `toml:"bridge_name"`
-	Subnet            netip.Prefix `toml:"subnet"`
-	TapPoolSize       int          `toml:"tap_pool_size"`
-	NetworkPolicy     string       `toml:"network_policy"`
-	NetworkAllow      []string     `toml:"network_allow"`
-	GuestCACerts      []string     `toml:"guest_ca_certs"`
-	StatsPollInterval Duration     `toml:"stats_poll_interval"`
-	VCPUs             int          `toml:"vcpus"`
-	Memory            Size         `toml:"memory"`
-	DiskSize          Size         `toml:"disk_size"`
-	DiskDriver        string       `toml:"disk_driver"`
-	StoragePool       string       `toml:"storage_pool"`
-	StoragePoolSize   Size         `toml:"storage_pool_size"`
-	ReadyTimeout      Duration     `toml:"ready_timeout"`
-	DefaultImage      string       `toml:"default_image"`
-	WebListen         string       `toml:"web_listen"`
-	WebAllowRemote    bool         `toml:"web_allow_remote"`
-	AgentBin          string       `toml:"agent_bin"`
-	LogLevel          string       `toml:"log_level"`
+	VMUIDBase   int          `toml:"vm_uid_base"`
+	QEMUBin     string       `toml:"qemu_bin"`
+	Accel       string       `toml:"accel"`
+	SSHKeyPath  string       `toml:"ssh_key_path"`
+	BridgeName  string       `toml:"bridge_name"`
+	Subnet      netip.Prefix `toml:"subnet"`
+	TapPoolSize int          `toml:"tap_pool_size"`
+	// MaxForwards bounds the daemon-held port forwards (vm port-forward
+	// --detach) over all VMs.
+	MaxForwards       int      `toml:"max_forwards"`
+	NetworkPolicy     string   `toml:"network_policy"`
+	NetworkAllow      []string `toml:"network_allow"`
+	GuestCACerts      []string `toml:"guest_ca_certs"`
+	StatsPollInterval Duration `toml:"stats_poll_interval"`
+	VCPUs             int      `toml:"vcpus"`
+	Memory            Size     `toml:"memory"`
+	DiskSize          Size     `toml:"disk_size"`
+	DiskDriver        string   `toml:"disk_driver"`
+	StoragePool       string   `toml:"storage_pool"`
+	StoragePoolSize   Size     `toml:"storage_pool_size"`
+	ReadyTimeout      Duration `toml:"ready_timeout"`
+	DefaultImage      string   `toml:"default_image"`
+	WebListen         string   `toml:"web_listen"`
+	WebAllowRemote    bool     `toml:"web_allow_remote"`
+	AgentBin          string   `toml:"agent_bin"`
+	LogLevel          string   `toml:"log_level"`
 
 	// Byte caps of the logs of guest output (internal/logcap); each keeps
 	// one older copy, "<file>.1".
@@ -125,6 +128,7 @@ func Default() Config {
 		TapPoolSize:       4,
 		NetworkPolicy:     "internet",
 		GuestCACerts:      []string{"/usr/local/share/ca-certificates/*.crt"},
+		MaxForwards:       32,
 		StatsPollInterval: Duration(5 * time.Second),
 		VCPUs:             2,
 		Memory:            1 * GiB,

@@ -45,6 +45,8 @@ func (d *Daemon) routes() http.Handler {
 	h("GET /v1/vms/{name}/policy", d.getNetPolicy)
 	h("PUT /v1/vms/{name}/policy", d.setNetPolicy)
 	h("POST /v1/vms/{name}/known-hosts", d.knownHosts)
+	h("POST /v1/vms/{name}/forwards", d.addForward)
+	h("DELETE /v1/vms/{name}/forwards/{port}", d.removeForward)
 
 	h("GET /v1/operations", d.listOperations)
 	h("GET /v1/operations/{id}", d.getOperation)

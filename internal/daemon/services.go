@@ -36,6 +36,11 @@ type VMService interface {
 	// protocol; the daemon pipes it to the client's hijacked connection and
 	// closes it when either side is done.
 	Exec(ctx context.Context, name string) (net.Conn, error)
+	// AddForward starts a daemon-held forward from a host port (loopback
+	// unless asked) to a guest port, listed in Detail and ended with the
+	// VM; RemoveForward ends the one on a host port.
+	AddForward(ctx context.Context, name string, req api.ForwardRequest) (api.Forward, error)
+	RemoveForward(ctx context.Context, name string, hostPort int) error
 	// Logs writes the VM's serial console to w; with follow it keeps writing
 	// until ctx ends.
 	Logs(ctx context.Context, name string, opt api.LogOptions, w io.Writer) error

@@ -18,7 +18,7 @@ import (
 
 // Dialer opens a stream that speaks the guest agent's exec protocol: the
 // daemon's exec upgrade (client.Exec) or an agent stream (agent.Client).
-type Dialer func(ctx context.Context) (net.Conn, error)
+type Dialer = func(ctx context.Context) (net.Conn, error)
 
 // maxStderr bounds the guest's error text kept for a message.
 const maxStderr = 8 << 10

@@ -287,6 +287,7 @@ func (m *Manager) deleteLocked(ctx context.Context, v *api.VM, rep progress.Repo
 		}
 	}
 	m.dropAgent(v.ID)
+	m.fwds.closeVM(v.Name)
 	done(nil)
 	m.stageHook("delete", StageStop)
 
@@ -395,6 +396,7 @@ func (m *Manager) Detail(ctx context.Context, name string) (api.VMDetail, error)
 	if st, err := m.netStatus(ctx, &v); err == nil {
 		d.Net = &st
 	}
+	d.Forwards = m.fwds.list(v.Name)
 	return d, nil
 }
 

@@ -119,6 +119,7 @@ type Manager struct {
 	vmLocks map[string]*vmLock       // by VM name, while held or awaited; guarded by mu
 	stats   map[string]*statSample   // by VM ID; guarded by mu
 	ready   map[string]*readiness    // background boots by VM ID; guarded by mu
+	fwds    forwardTable             // daemon-held port forwards (own lock)
 
 	stopStats context.CancelFunc
 	wg        sync.WaitGroup

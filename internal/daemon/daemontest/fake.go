@@ -211,3 +211,15 @@ func Services(vms *VMs, images *Images) daemon.ServicesFunc {
 		return vms, images, nil, nil
 	}
 }
+
+func (f *VMs) AddForward(ctx context.Context, name string, req api.ForwardRequest) (api.Forward, error) {
+	if _, err := f.store().GetVM(ctx, name); err != nil {
+		return api.Forward{}, err
+	}
+	return api.Forward{VM: name, HostAddr: req.HostAddr, HostPort: req.HostPort, GuestPort: req.GuestPort}, nil
+}
+
+func (f *VMs) RemoveForward(ctx context.Context, name string, hostPort int) error {
+	_, err := f.store().GetVM(ctx, name)
+	return err
+}
