@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -43,10 +44,16 @@ func (m *Manager) AddForward(ctx context.Context, name string, req api.ForwardRe
 	if req.GuestPort < 1 || req.GuestPort > 65535 || req.HostPort < 0 || req.HostPort > 65535 {
 		return api.Forward{}, api.Invalid("ports must be 1..65535 (host port 0 picks a free one), got host %d guest %d", req.HostPort, req.GuestPort)
 	}
-	m.fwds.mu.Lock()
-	defer m.fwds.mu.Unlock()
-	if n := m.fwds.countLocked(); n >= m.cfg.MaxForwards {
-		return api.Forward{}, api.FailedPrecondition("the daemon already holds %d port forwards (max_forwards = %d)", n, m.cfg.MaxForwards).
+	dial := func(ctx context.Context) (net.Conn, error) { return m.Exec(ctx, v.Name) }
+	return m.fwds.add(v.Name, req, dial, m.cfg.MaxForwards, m.log)
+}
+
+// add starts a forward for vm unless max are held already.
+func (t *forwardTable) add(vm string, req api.ForwardRequest, dial forward.Dialer, max int, log *slog.Logger) (api.Forward, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.countLocked(); n >= max {
+		return api.Forward{}, api.FailedPrecondition("the daemon already holds %d port forwards (max_forwards = %d)", n, max).
 			WithFix("remove one with banger vm port-forward --remove VM HOST_PORT, or raise max_forwards in the config")
 	}
 	l, err := forward.Listen(req)
@@ -55,13 +62,12 @@ func (m *Manager) AddForward(ctx context.Context, name string, req api.ForwardRe
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	f := &heldForward{Forward: api.Forward{
-		VM: v.Name, HostAddr: req.HostAddr, HostPort: port, GuestPort: req.GuestPort,
+		VM: vm, HostAddr: req.HostAddr, HostPort: port, GuestPort: req.GuestPort,
 		URL: "http://" + net.JoinHostPort(req.HostAddr, strconv.Itoa(port)), Created: time.Now().UTC(),
 	}, done: make(chan struct{})}
 	fctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
-	log := m.log.With("vm", v.Name, "host_port", port, "guest_port", req.GuestPort)
-	dial := func(ctx context.Context) (net.Conn, error) { return m.Exec(ctx, v.Name) }
+	log = log.With("vm", vm, "host_port", port, "guest_port", req.GuestPort)
 	go func() {
 		defer close(f.done)
 		err := forward.Serve(fctx, l, dial, req.GuestPort, func(err error) { log.Info("forwarded connection failed", "err", err) })
@@ -69,10 +75,10 @@ func (m *Manager) AddForward(ctx context.Context, name string, req api.ForwardRe
 			log.Warn("port forward ended", "err", err)
 		}
 	}()
-	if m.fwds.byVM == nil {
-		m.fwds.byVM = map[string][]*heldForward{}
+	if t.byVM == nil {
+		t.byVM = map[string][]*heldForward{}
 	}
-	m.fwds.byVM[v.Name] = append(m.fwds.byVM[v.Name], f)
+	t.byVM[vm] = append(t.byVM[vm], f)
 	log.Info("port forward added", "addr", f.URL)
 	return f.Forward, nil
 }
