@@ -142,4 +142,3 @@ func (t *forwardTable) closeVM(vm string) {
 		f.stop()
 	}
 }
-
