@@ -20,6 +20,10 @@ import (
 // daemon's exec upgrade (client.Exec) or an agent stream (agent.Client).
 type Dialer = func(ctx context.Context) (net.Conn, error)
 
+// maxTrailer bounds what is read after a tar's end marker (GNU tar pads
+// to 10 KiB records).
+const maxTrailer = 1 << 20
+
 // maxStderr bounds the guest's error text kept for a message.
 const maxStderr = 8 << 10
 
@@ -109,6 +113,10 @@ func CopyOut(ctx context.Context, dial Dialer, src, dst string, lim Limits) (Sta
 		done <- result{code, stderr, err}
 	}()
 	st, xerr := Extract(pr, dir, path.Base(src), as, lim)
+	if xerr == nil {
+		// tar pads its archive to whole records after the end marker
+		_, _ = io.Copy(io.Discard, io.LimitReader(pr, maxTrailer))
+	}
 	pr.CloseWithError(errors.New("extraction ended"))
 	if xerr != nil {
 		cancel()

@@ -65,6 +65,7 @@ func serveHostile(s net.Conn, tarball func(*tar.Writer)) {
 		tw := tar.NewWriter(fw)
 		tarball(tw)
 		tw.Close()
+		fw.Write(make([]byte, 10240)) // GNU tar's record padding after the end marker
 	} else {
 		fw.Write([]byte("dir\n"))
 	}
@@ -196,5 +197,23 @@ func assertNoDevicesOrSetuid(t *testing.T, dst string) {
 	})
 	if total > 1<<20 {
 		t.Errorf("%d bytes written, over the 1 MiB limit", total)
+	}
+}
+
+// TestCpOutPaddedTar: a real tar pads its archive to 10 KiB records after
+// the end marker; the copy must read them, not fail on them.
+func TestCpOutPaddedTar(t *testing.T) {
+	dial := tarGuest(t, func(tw *tar.Writer) {
+		tw.WriteHeader(&tar.Header{Name: "x/", Typeflag: tar.TypeDir, Mode: 0o755})
+		file(tw, "x/f", 0o644, "data")
+	})
+	dst := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := files.CopyOut(ctx, dial, "/root/x", dst, files.DefaultLimits); err != nil {
+		t.Fatalf("CopyOut: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "x", "f")); string(b) != "data" {
+		t.Errorf("x/f = %q", b)
 	}
 }
