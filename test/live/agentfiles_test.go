@@ -46,8 +46,15 @@ func TestIntegrationLiveAgentFiles(t *testing.T) {
 	if out := call(t, ctx, sess, "read_file", map[string]any{"vm": name, "path": "notes/a.txt"}); !strings.Contains(out, `hello\nworld\n`) {
 		t.Errorf("read_file: %s", out)
 	}
-	if out := call(t, ctx, sess, "list_files", map[string]any{"vm": name, "path": "/root/notes"}); !strings.Contains(out, `"name":"a.txt","type":"file","mode":"600","size":12`) {
-		t.Errorf("list_files: %s", out)
+	var ls struct {
+		Entries []struct {
+			Name, Type, Mode string
+			Size             int64
+		}
+	}
+	json.Unmarshal([]byte(call(t, ctx, sess, "list_files", map[string]any{"vm": name, "path": "/root/notes"})), &ls)
+	if len(ls.Entries) != 1 || ls.Entries[0].Name != "a.txt" || ls.Entries[0].Type != "file" || ls.Entries[0].Mode != "600" || ls.Entries[0].Size != 12 {
+		t.Errorf("list_files: %+v", ls)
 	}
 
 	e.checkCp(name)
