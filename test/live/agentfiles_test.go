@@ -57,6 +57,8 @@ func TestIntegrationLiveAgentFiles(t *testing.T) {
 		t.Errorf("list_files: %+v", ls)
 	}
 
+	t.Logf("test image rootfs %s; agent in the guest: %s", e.image.Rootfs,
+		strings.TrimSpace(e.must("vm", "exec", name, "--", "sha256sum", "/usr/local/bin/banger-agent")))
 	e.checkCp(name)
 	e.checkCpBadInput(name)
 	e.checkPortForward(name)
