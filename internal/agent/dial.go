@@ -2,6 +2,8 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"fmt"
@@ -28,7 +30,7 @@ func (s *Server) serveDial(stream net.Conn, br *bufio.Reader, port uint16) {
 		}
 	}
 	if err != nil {
-		writeJSONLine(stream, reply{Error: fmt.Sprintf("nothing listens on port %d in the guest (%v)", port, err)})
+		writeJSONLine(stream, reply{Error: fmt.Sprintf("nothing listens on port %d in the guest (%v)", port, err), Code: codeRefused})
 		return
 	}
 	defer conn.Close()
@@ -83,10 +85,21 @@ func Dial(ctx context.Context, stream net.Conn, port uint16) (net.Conn, error) {
 		}
 		return nil, api.Unavailable("reading the guest's answer to dial port %d: %w", port, err)
 	}
-	if err := decodeReplyError(line); err != nil {
+	var rep reply
+	if err := json.Unmarshal(bytes.TrimSpace(line), &rep); err != nil {
 		stream.Close()
-		return nil, api.Unavailable("guest port %d: %w", port, err).
+		return nil, api.Unavailable("malformed answer to dial port %d from the guest agent: %w", port, err)
+	}
+	switch {
+	case rep.OK:
+	case rep.Code == codeRefused:
+		stream.Close()
+		return nil, api.Unavailable("guest port %d: guest agent: %s", port, rep.Error).
 			WithFix("start a server listening on port " + strconv.Itoa(int(port)) + " in the guest")
+	default:
+		stream.Close()
+		return nil, api.FailedPrecondition("the guest agent cannot forward ports (%s): the image was made by an older banger", rep.Error).
+			WithFix("use an image made by this banger (banger image create), whose agent forwards ports")
 	}
 	if !stop() && ctx.Err() != nil {
 		stream.Close()

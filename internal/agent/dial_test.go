@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"strings"
@@ -52,5 +53,21 @@ func TestDial(t *testing.T) {
 	stream, _ = c.OpenStream(testCtx(t))
 	if _, err := Dial(testCtx(t), stream, 0); !api.IsInvalid(err) {
 		t.Errorf("dial port 0: %v, want Invalid", err)
+	}
+}
+
+// TestDialOldAgent: an agent from before the dial op refuses it as an
+// unknown op; the error says the image is too old, not "start a server".
+func TestDialOldAgent(t *testing.T) {
+	host, guest := net.Pipe()
+	go func() {
+		br := bufio.NewReader(guest)
+		br.ReadString('\n')
+		guest.Write([]byte(`{"ok":false,"error":"unknown op \"dial\" (want health, exec, pty or clock)"}` + "\n"))
+		guest.Close()
+	}()
+	_, err := Dial(testCtx(t), host, 8080)
+	if !api.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "older banger") {
+		t.Errorf("dial through an old agent: %v", err)
 	}
 }

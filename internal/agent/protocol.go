@@ -83,7 +83,13 @@ type Health struct {
 type reply struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
+	// Code classifies a refusal a caller acts on: codeRefused (dial: nothing
+	// listens on the port). Agents before the dial op send none.
+	Code string `json:"code,omitempty"`
 }
+
+// codeRefused is a dial's "nothing listens on that port".
+const codeRefused = "refused"
 
 // frameType is the first byte of an exec frame.
 type frameType byte
