@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	"banger/internal/api"
@@ -10,6 +11,9 @@ import (
 func (d *Daemon) addForward(w http.ResponseWriter, r *http.Request) error {
 	var req api.ForwardRequest
 	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	if err := forwardPolicy(PeerOf(r.Context()), req); err != nil {
 		return err
 	}
 	f, err := d.vms.AddForward(r.Context(), r.PathValue("name"), req)
@@ -29,5 +33,33 @@ func (d *Daemon) removeForward(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// forwardPolicy: the daemon listens for the forward with its own (root)
+// privileges, so a caller that is not root or the daemon's uid (a socket
+// group member, a web UI user) may only ask for a loopback address and an
+// unprivileged port: it cannot expose a guest on the host's network or take
+// a port below 1024 through the daemon.
+func forwardPolicy(p Peer, req api.ForwardRequest) error {
+	if p.mayOpenHostFiles() {
+		return nil
+	}
+	addr := req.HostAddr
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return api.Invalid("host address %q is not an IP address", req.HostAddr)
+	}
+	if !ip.IsLoopback() {
+		return api.FailedPrecondition("only root may forward on %s (not a loopback address)", addr).
+			WithFix("forward on 127.0.0.1, or run the command with sudo")
+	}
+	if req.HostPort != 0 && req.HostPort < 1024 {
+		return api.FailedPrecondition("only root may forward host port %d (below 1024)", req.HostPort).
+			WithFix("use a host port of 1024 or more, or 0 for a free one")
+	}
 	return nil
 }
