@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // Request and response bodies of the daemon's API. Paths (all under /v1):
 //
 //	GET    /v1/status                     DaemonStatus
@@ -20,6 +22,7 @@ package api
 //	POST   /v1/vms/{name}/start|stop|restart → Operation
 //	DELETE /v1/vms/{name}                 → Operation
 //	PATCH  /v1/vms/{name}                 VMEditRequest → VM
+//	PATCH  /v1/vms/{name}/lifetime        VMLifetimeRequest → VM (TTL, idle-stop)
 //	GET    /v1/vms/{name}/logs?follow=1&tail=N text/plain stream (serial console; LogOptions)
 //	POST   /v1/vms/{name}/exec            upgrade to a raw stream speaking the agent's exec protocol
 //	GET    /v1/vms/{name}/stats           VMStats
@@ -165,6 +168,13 @@ type VMCreateRequest struct {
 	// needs no service); a feature name ("opencode") waits for that one and
 	// is Invalid for an image without it.
 	Wait string `json:"wait,omitempty"`
+	// TTLSeconds deletes the VM (or stops it, TTLAction "stop") that long
+	// after it is created; IdleStopSeconds stops it after that long idle
+	// (see VMLifetime). Run marks a VM owned by a `vm run`.
+	TTLSeconds      int64  `json:"ttl_seconds,omitempty"`
+	TTLAction       string `json:"ttl_action,omitempty"`
+	IdleStopSeconds int64  `json:"idle_stop_seconds,omitempty"`
+	Run             bool   `json:"run,omitempty"`
 }
 
 // WaitAgent is VMCreateRequest.Wait for "the guest agent only".
@@ -190,6 +200,9 @@ type VMDetail struct {
 	HostCAs []string `json:"host_cas,omitempty"`
 	// Forwards are the daemon-held port forwards (vm port-forward --detach).
 	Forwards []Forward `json:"forwards,omitempty"`
+	// IdleStopAt is when an idle-stop will stop the VM if it stays idle
+	// (zero: no idle-stop, or not running).
+	IdleStopAt time.Time `json:"idle_stop_at,omitzero"`
 }
 
 // LogOptions are GET /v1/vms/{name}/logs's query: follow=1 keeps writing

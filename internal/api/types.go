@@ -87,6 +87,9 @@ type VM struct {
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Runtime   VMRuntime `json:"runtime"`
+	// Lifetime is set when the daemon deletes or stops the VM on its own
+	// (TTL, idle-stop, owned by a vm run).
+	Lifetime *VMLifetime `json:"lifetime,omitempty"`
 }
 
 // VMRuntime is the durable part of a VM's runtime state: it is stored in

@@ -277,6 +277,12 @@ func (c *Client) EditVM(ctx context.Context, name string, req api.VMEditRequest)
 	return vm, c.call(ctx, http.MethodPatch, "/v1/vms/"+esc(name), nil, req, &vm)
 }
 
+// SetVMLifetime changes a VM's TTL and idle-stop.
+func (c *Client) SetVMLifetime(ctx context.Context, name string, req api.VMLifetimeRequest) (api.VM, error) {
+	var vm api.VM
+	return vm, c.call(ctx, http.MethodPatch, "/v1/vms/"+esc(name)+"/lifetime", nil, req, &vm)
+}
+
 // Stats is GET /v1/vms/{name}/stats.
 func (c *Client) Stats(ctx context.Context, name string) (api.VMStats, error) {
 	return get[api.VMStats](ctx, c, "/v1/vms/"+esc(name)+"/stats")

@@ -67,10 +67,13 @@ type Config struct {
 	TapPoolSize int          `toml:"tap_pool_size"`
 	// MaxForwards bounds the daemon-held port forwards (vm port-forward
 	// --detach) over all VMs.
-	MaxForwards       int      `toml:"max_forwards"`
-	NetworkPolicy     string   `toml:"network_policy"`
-	NetworkAllow      []string `toml:"network_allow"`
-	GuestCACerts      []string `toml:"guest_ca_certs"`
+	MaxForwards   int      `toml:"max_forwards"`
+	NetworkPolicy string   `toml:"network_policy"`
+	NetworkAllow  []string `toml:"network_allow"`
+	GuestCACerts  []string `toml:"guest_ca_certs"`
+	// IdleCPUPercent is the guest CPU (percent of one host core, as vm stats
+	// shows it) under which a VM with --idle-stop counts as idle.
+	IdleCPUPercent    int      `toml:"idle_cpu_percent"`
 	StatsPollInterval Duration `toml:"stats_poll_interval"`
 	VCPUs             int      `toml:"vcpus"`
 	Memory            Size     `toml:"memory"`
@@ -129,6 +132,7 @@ func Default() Config {
 		NetworkPolicy:     "internet",
 		GuestCACerts:      []string{"/usr/local/share/ca-certificates/*.crt"},
 		MaxForwards:       32,
+		IdleCPUPercent:    10,
 		StatsPollInterval: Duration(5 * time.Second),
 		VCPUs:             2,
 		Memory:            1 * GiB,

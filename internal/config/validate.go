@@ -78,6 +78,7 @@ func (c Config) problems() []problem {
 		}
 	}
 	p = append(p, intRange("max_forwards", c.MaxForwards, 0, 4096)...)
+	p = append(p, intRange("idle_cpu_percent", c.IdleCPUPercent, 0, 10000)...)
 	p = append(p, atLeast("stats_poll_interval", c.StatsPollInterval, Duration(100*time.Millisecond), Duration.String)...)
 	p = append(p, intRange("vcpus", c.VCPUs, 1, 32)...)
 	p = append(p, atLeast("memory", c.Memory, 128*MiB, Size.String)...)

@@ -86,6 +86,19 @@ func (d *Daemon) editVM(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func (d *Daemon) setVMLifetime(w http.ResponseWriter, r *http.Request) error {
+	var req api.VMLifetimeRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	vm, err := d.vms.SetLifetime(r.Context(), r.PathValue("name"), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, vm)
+	return nil
+}
+
 func (d *Daemon) vmStats(w http.ResponseWriter, r *http.Request) error {
 	return serveNamed(w, r, d.vms.Stats)
 }

@@ -29,6 +29,8 @@ type VMService interface {
 	Restart(ctx context.Context, name string, rep progress.Reporter) (api.VM, error)
 	Delete(ctx context.Context, name string, rep progress.Reporter) error
 	Edit(ctx context.Context, name string, req api.VMEditRequest) (api.VM, error)
+	// SetLifetime changes a VM's TTL and idle-stop, running or not.
+	SetLifetime(ctx context.Context, name string, req api.VMLifetimeRequest) (api.VM, error)
 	// List returns every VM's record; Detail one VM with what is live.
 	List(ctx context.Context) ([]api.VM, error)
 	Detail(ctx context.Context, name string) (api.VMDetail, error)

@@ -25,6 +25,7 @@ var migrations = []migration{
 	{3, "handles out of sqlite", migrateHandlesOut},
 	{4, "data patches", migratePatches},
 	{5, "vm network policies", migrateNetPolicies},
+	{6, "vm lifetimes", migrateLifetimes},
 }
 
 // latestID is the highest migration id this binary knows.

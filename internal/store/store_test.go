@@ -371,3 +371,48 @@ func TestMACForIP(t *testing.T) {
 		}
 	}
 }
+
+func TestVMLifetimeRoundTripAndCascade(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	vm := api.VM{Name: "life", VCPUs: 1, MemoryMiB: 256}
+	if err := s.CreateVM(ctx, &vm, testAlloc); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetVM(ctx, "life")
+	if err != nil || got.Lifetime != nil {
+		t.Fatalf("fresh vm: lifetime %+v, %v", got.Lifetime, err)
+	}
+	want := api.VMLifetime{ExpiresAt: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), TTLAction: api.TTLStop,
+		IdleStop: 90 * time.Second, Run: true}
+	if err := s.SetVMLifetime(ctx, vm.ID, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.GetVM(ctx, "life")
+	if err != nil || got.Lifetime == nil || *got.Lifetime != want {
+		t.Fatalf("GetVM lifetime = %+v, %v; want %+v", got.Lifetime, err, want)
+	}
+	list, err := s.ListVMs(ctx)
+	if err != nil || len(list) != 1 || list[0].Lifetime == nil || *list[0].Lifetime != want {
+		t.Fatalf("ListVMs = %+v, %v", list, err)
+	}
+	if err := s.SetVMLifetime(ctx, vm.ID, api.VMLifetime{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = s.GetVM(ctx, "life"); got.Lifetime != nil {
+		t.Fatalf("cleared lifetime still there: %+v", got.Lifetime)
+	}
+	if err := s.SetVMLifetime(ctx, vm.ID, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteVM(ctx, vm.ID); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM vm_lifetimes`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("lifetime rows after delete: %d %v", n, err)
+	}
+	if err := s.SetVMLifetime(ctx, "nope", want); !api.IsNotFound(err) {
+		t.Fatalf("missing vm: %v", err)
+	}
+}

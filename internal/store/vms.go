@@ -160,12 +160,24 @@ func freeCIDLocked(ctx context.Context, tx *sql.Tx, min uint32) (uint32, error) 
 
 // GetVM returns the VM with that name or ID.
 func (s *Store) GetVM(ctx context.Context, nameOrID string) (api.VM, error) {
-	return getByNameOrID(ctx, s.db, "vms", vmColumns, nameOrID, scanVM, vmNotFound)
+	vm, err := getByNameOrID(ctx, s.db, "vms", vmColumns, nameOrID, scanVM, vmNotFound)
+	if err != nil {
+		return api.VM{}, err
+	}
+	vms, err := withLifetimes(ctx, s.db, []api.VM{vm}, vm.ID)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return vms[0], nil
 }
 
 // ListVMs returns every VM, ordered by name.
 func (s *Store) ListVMs(ctx context.Context) ([]api.VM, error) {
-	return queryAll(ctx, s.db, "listing vms", scanVM, `SELECT `+vmColumns+` FROM vms ORDER BY name`)
+	vms, err := queryAll(ctx, s.db, "listing vms", scanVM, `SELECT `+vmColumns+` FROM vms ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	return withLifetimes(ctx, s.db, vms, "")
 }
 
 // UpdateVM overwrites the whole record with vm.ID, Runtime included, and

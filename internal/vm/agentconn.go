@@ -134,5 +134,5 @@ func (m *Manager) Exec(ctx context.Context, name string) (net.Conn, error) {
 			return nil, api.Unavailable("opening an agent stream to vm %q: %w", v.Name, err)
 		}
 	}
-	return s, nil
+	return m.trackStream(v.ID, s), nil
 }

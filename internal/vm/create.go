@@ -67,6 +67,12 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 			log.Error("reverting vm record", "err", err)
 		}
 	})
+	if v.Lifetime != nil {
+		if err := m.st.SetVMLifetime(ctx, v.ID, *v.Lifetime); err != nil {
+			done(err)
+			return api.VM{}, err
+		}
+	}
 	if err := os.MkdirAll(v.Runtime.VMDir, 0o700); err != nil {
 		done(err)
 		return api.VM{}, fmt.Errorf("creating vm dir: %w", err)
@@ -187,6 +193,9 @@ func (m *Manager) prepareCreate(ctx context.Context, req api.VMCreateRequest, re
 		DiskBytes: or64(req.DiskBytes, int64(m.cfg.DiskSize)),
 	}
 	if err := m.checkResources(v, img, e.Info()); err != nil {
+		return api.VM{}, api.Image{}, err
+	}
+	if v.Lifetime, err = lifetimeFor(req.TTLSeconds, req.TTLAction, req.IdleStopSeconds, req.Run, m.now()); err != nil {
 		return api.VM{}, api.Image{}, err
 	}
 	dir := m.vmDir(name)

@@ -397,6 +397,7 @@ func (m *Manager) Detail(ctx context.Context, name string) (api.VMDetail, error)
 		d.Net = &st
 	}
 	d.Forwards = m.fwds.list(v.Name)
+	d.IdleStopAt = m.idleStopAt(v)
 	return d, nil
 }
 

@@ -94,6 +94,8 @@ type Options struct {
 	// Hook, when set, is called after each create/delete stage with the
 	// stage name (tests use it to crash the daemon at a precise point).
 	Hook func(op, stage string)
+	// Now is the clock of lifetimes (TTL, idle-stop); time.Now when nil.
+	Now func() time.Time
 }
 
 // Manager implements the daemon's VMService.
@@ -120,6 +122,10 @@ type Manager struct {
 	stats   map[string]*statSample   // by VM ID; guarded by mu
 	ready   map[string]*readiness    // background boots by VM ID; guarded by mu
 	fwds    forwardTable             // daemon-held port forwards (own lock)
+	act     map[string]*activity     // lifetimes' activity by VM ID; guarded by mu
+
+	now     func() time.Time // lifetimes' clock
+	started time.Time        // when this manager was made (idle time counts from it)
 
 	stopStats context.CancelFunc
 	wg        sync.WaitGroup
@@ -145,6 +151,10 @@ func New(o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.VMsDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating vms dir: %w", err)
 	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
 	return &Manager{
 		cfg: o.Config, st: o.Store, engines: o.Engines, defEngine: o.DefaultEngine,
 		engReason: o.EngineReason, unavailable: o.Unavailable, disk: o.Disk, work: o.WorkDisks, net: o.Net,
@@ -152,7 +162,8 @@ func New(o Options) (*Manager, error) {
 		bootSem: make(chan struct{}, n),
 		handles: map[string]*Handles{}, agents: map[string]*agent.Client{},
 		vmLocks: map[string]*vmLock{}, stats: map[string]*statSample{},
-		ready: map[string]*readiness{},
+		ready: map[string]*readiness{}, act: map[string]*activity{},
+		now: now, started: now(),
 	}, nil
 }
 

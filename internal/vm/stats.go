@@ -23,8 +23,9 @@ type statSample struct {
 
 const clockTicks = 100 // USER_HZ on Linux
 
-// StartStats starts the poll loop that keeps per-VM counters, and the one
-// that keeps VMs' logs under their caps (capLogs, every logCapEvery).
+// StartStats starts the poll loop that keeps per-VM counters, the one
+// that keeps VMs' logs under their caps (capLogs, every logCapEvery), and
+// the one that carries out lifetimes (checkLifetimes, every lifetimeEvery).
 func (m *Manager) StartStats(ctx context.Context) {
 	ctx, m.stopStats = context.WithCancel(ctx)
 	every := time.Duration(m.cfg.StatsPollInterval)
@@ -33,6 +34,7 @@ func (m *Manager) StartStats(ctx context.Context) {
 	}
 	m.every(ctx, every, m.pollStats)
 	m.every(ctx, logCapEvery, m.capLogs)
+	m.every(ctx, lifetimeEvery, m.checkLifetimes)
 }
 
 // every runs f now and then each interval until ctx ends, in a goroutine
@@ -65,8 +67,10 @@ func (m *Manager) pollStats(ctx context.Context) {
 		}
 		if s, err := m.sample(v); err == nil {
 			m.mu.Lock()
+			prev := m.stats[v.ID]
 			m.stats[v.ID] = s
 			m.mu.Unlock()
+			m.noteSample(v.ID, prev, s)
 		}
 	}
 }

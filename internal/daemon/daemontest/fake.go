@@ -102,6 +102,10 @@ func (f *VMs) Edit(ctx context.Context, name string, req api.VMEditRequest) (api
 	return api.VM{}, api.FailedPrecondition("vm is running")
 }
 
+func (f *VMs) SetLifetime(ctx context.Context, name string, req api.VMLifetimeRequest) (api.VM, error) {
+	return f.store().GetVM(ctx, name)
+}
+
 func (f *VMs) List(ctx context.Context) ([]api.VM, error) { return f.store().ListVMs(ctx) }
 
 func (f *VMs) Detail(ctx context.Context, name string) (api.VMDetail, error) {
