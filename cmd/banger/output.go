@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -98,16 +99,29 @@ func orDash(s string) string {
 	return s
 }
 
-func vmTable(w io.Writer, vms []api.VM) {
+func vmTable(w io.Writer, vms []api.VM) { vmTableAt(w, vms, time.Now()) }
+
+// vmTableAt is vmTable with the LIFETIME column (time left) computed at
+// now; the column is there only when a VM has a lifetime.
+func vmTableAt(w io.Writer, vms []api.VM, now time.Time) {
+	withLife := slices.ContainsFunc(vms, func(vm api.VM) bool { return vm.Lifetime != nil })
 	rows := make([][]string, 0, len(vms))
 	for _, vm := range vms {
-		rows = append(rows, []string{
+		row := []string{
 			vm.Name, string(vm.Runtime.State), orDash(vm.ImageName), orDash(vm.Runtime.GuestIP),
 			fmt.Sprint(vm.VCPUs), formatSize(int64(vm.MemoryMiB) << 20), formatSize(vm.DiskBytes),
 			orDash(vm.Runtime.Engine),
-		})
+		}
+		if withLife {
+			row = append(row, lifetimeCell(vm.Lifetime, now))
+		}
+		rows = append(rows, row)
 	}
-	table(w, []string{"NAME", "STATE", "IMAGE", "IP", "VCPUS", "MEMORY", "DISK", "ENGINE"}, rows)
+	head := []string{"NAME", "STATE", "IMAGE", "IP", "VCPUS", "MEMORY", "DISK", "ENGINE"}
+	if withLife {
+		head = append(head, "LIFETIME")
+	}
+	table(w, head, rows)
 }
 
 func imageTable(w io.Writer, imgs []api.Image) {
@@ -142,6 +156,13 @@ func vmFields(w io.Writer, d api.VMDetail) {
 		{"disk", formatSize(vm.DiskBytes)}, {"ip", rt.GuestIP}, {"dns", rt.DNSName}, {"mac", rt.MAC},
 		{"engine", rt.Engine}, {"accel", rt.Accel}, {"dir", rt.VMDir}, {"last error", rt.LastError},
 		{"created", vm.CreatedAt.Local().Format(time.RFC3339)},
+	}
+	kv = append(kv, [2]string{"ttl", ttlLeft(vm.Lifetime, time.Now())}, [2]string{"idle-stop", idleStop(vm.Lifetime)})
+	if !d.IdleStopAt.IsZero() {
+		kv = append(kv, [2]string{"idle-stop at", fmt.Sprintf("%s if it stays idle", d.IdleStopAt.Local().Format(time.RFC3339))})
+	}
+	if vm.Lifetime != nil && vm.Lifetime.Run {
+		kv = append(kv, [2]string{"owned by", "a vm run (deleted when it ends)"})
 	}
 	if d.Handles != nil && d.Handles.PID > 0 {
 		kv = append(kv, [2]string{"pid", fmt.Sprint(d.Handles.PID)})

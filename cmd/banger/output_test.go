@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,6 +72,41 @@ func TestVMTable(t *testing.T) {
 		"x            stopped  -       -           1      512.0MiB  1.0GiB  -\n"
 	if buf.String() != want {
 		t.Fatalf("got\n%s\nwant\n%s", buf.String(), want)
+	}
+}
+
+func TestVMTableLifetime(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	vmTableAt(&buf, []api.VM{
+		{Name: "a", Runtime: api.VMRuntime{State: api.VMRunning},
+			Lifetime: &api.VMLifetime{ExpiresAt: now.Add(90 * time.Minute), TTLAction: api.TTLStop, IdleStop: 10 * time.Minute}},
+		{Name: "b", Runtime: api.VMRuntime{State: api.VMRunning}, Lifetime: &api.VMLifetime{Run: true}},
+		{Name: "c", Runtime: api.VMRuntime{State: api.VMStopped}},
+	}, now)
+	for _, want := range []string{"LIFETIME", "stop 1h30m0s, idle 10m0s", "run"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("vm list lacks %q:\n%s", want, buf.String())
+		}
+	}
+	if got := ttlLeft(&api.VMLifetime{ExpiresAt: now.Add(-time.Second), TTLAction: api.TTLDelete}, now); !strings.HasPrefix(got, "delete now") {
+		t.Errorf("ttlLeft of an ended ttl = %q", got)
+	}
+}
+
+func TestDurationFlag(t *testing.T) {
+	for in, want := range map[string]time.Duration{"90s": 90 * time.Second, "2h": 2 * time.Hour, "7d": 7 * 24 * time.Hour,
+		"none": 0, "0": 0, "1.5d": 36 * time.Hour} {
+		var f durationFlag
+		if err := f.Set(in); err != nil || f.d != want || !f.set {
+			t.Errorf("Set(%q) = %v, %v", in, f.d, err)
+		}
+	}
+	for _, in := range []string{"", "-5m", "xd", "soon", "10ms"} {
+		var f durationFlag
+		if err := f.Set(in); err == nil {
+			t.Errorf("Set(%q) accepted: %v", in, f.d)
+		}
 	}
 }
 

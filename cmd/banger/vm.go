@@ -30,7 +30,7 @@ func vmCmd(e *env) *cobra.Command {
 		vmActionCmd(e, "restart", "Restart VMs", (*client.Client).RestartVM),
 		vmActionCmd(e, "delete", "Delete VMs and their disks", (*client.Client).DeleteVM),
 		vmEditCmd(e), vmLogsCmd(e), vmStatsCmd(e), vmSSHCmd(e), vmRunCmd(e), vmExecCmd(e),
-		vmPolicyCmd(e), vmCpCmd(e), vmPortForwardCmd(e),
+		vmPolicyCmd(e), vmCpCmd(e), vmPortForwardCmd(e), vmLifetimeCmd(e),
 	)
 	for _, d := range feature.All() { // `banger vm opencode NAME`
 		cmd.AddCommand(vmFeatureCmd(e, d))
@@ -65,6 +65,7 @@ func vmCreateCmd(e *env) *cobra.Command {
 		req api.VMCreateRequest
 		res resources
 		np  netPolicyFlags
+		lf  lifetimeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -76,6 +77,7 @@ func vmCreateCmd(e *env) *cobra.Command {
 				return err
 			}
 			req.NetPolicy = np.policy()
+			lf.apply(&req)
 			c, err := e.client(cmd.Context())
 			if err != nil {
 				return err
@@ -104,6 +106,7 @@ func vmCreateCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&req.Wait, "wait", "",
 		"what to wait for: agent (the guest agent only), or "+feature.Default.Names(", ")+" (default: every service the image serves)")
 	res.register(cmd)
+	lf.register(cmd)
 	return cmd
 }
 

@@ -84,17 +84,22 @@ func vmRunCmd(e *env) *cobra.Command {
 	var (
 		req  api.VMCreateRequest
 		res  resources
+		lf   lifetimeFlags
 		keep bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run [--image I] [--name N] [--keep] -- CMD...",
 		Short: "Run a command in a fresh VM, then delete it",
-		Args:  cobra.MinimumNArgs(1),
+		Long: "Run a command in a fresh VM, then delete it. The daemon owns the VM: it deletes it when\n" +
+			"the command ends or this CLI goes away (even killed), unless --keep.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
 			if req.VCPUs, req.MemoryMiB, req.DiskBytes, err = res.check(); err != nil {
 				return err
 			}
+			lf.apply(&req)
+			req.Run = !keep
 			return e.vmRun(cmd.Context(), req, args, keep)
 		},
 	}
@@ -104,11 +109,14 @@ func vmRunCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&req.Wait, "wait", api.WaitAgent,
 		"what to wait for before running CMD: agent (the guest agent only), or "+feature.Default.Names(", ")+" (its server too)")
 	res.register(cmd)
+	lf.register(cmd)
 	return cmd
 }
 
 // vmRun creates a VM, runs argv in it through the daemon's exec stream,
-// deletes the VM (unless keep) and exits with the command's exit code.
+// deletes the VM (unless keep) and exits with the command's exit code. The
+// VM is created run-owned (req.Run): should this process die, the daemon
+// deletes it once the exec stream is gone (vm/lifetime.go).
 func (e *env) vmRun(ctx context.Context, req api.VMCreateRequest, argv []string, keep bool) error {
 	c, err := e.client(ctx)
 	if err != nil {
@@ -128,7 +136,7 @@ func (e *env) vmRun(ctx context.Context, req api.VMCreateRequest, argv []string,
 		if err == nil {
 			_, err = c.Follow(dctx, op, nil)
 		}
-		if err != nil {
+		if err != nil && !api.IsNotFound(err) { // the daemon may have deleted it first
 			fmt.Fprintf(e.stderr, "warning: deleting %s: %v\n", vm.Name, err)
 		}
 	}
