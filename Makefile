@@ -25,7 +25,7 @@ GO       ?= go
 APT_PACKAGES      := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables xfsprogs \
                      iproute2 openssh-client util-linux kmod ca-certificates \
                      bubblewrap debian-archive-keyring
-APT_TEST_PACKAGES := btrfs-progs chromium lintian curl
+APT_TEST_PACKAGES := btrfs-progs chromium lintian curl nodejs npm
 
 .PHONY: all need-root build deps test-deps install uninstall deb test-package demo test test-unit test-integration test-live \
         fuzz verify bench bench-create test-image clean

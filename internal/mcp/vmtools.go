@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -16,11 +17,24 @@ type VMSummary struct {
 	IP        string `json:"ip,omitempty"`
 	VCPUs     int    `json:"vcpus"`
 	MemoryMiB int    `json:"memory_mib"`
+	// ExpiresAt is when its TTL deletes (or stops) it, RFC 3339; IdleStop
+	// how long idle before it is stopped.
+	ExpiresAt string `json:"expires_at,omitempty"`
+	IdleStop  string `json:"idle_stop,omitempty"`
 }
 
 func summary(v api.VM) VMSummary {
-	return VMSummary{Name: v.Name, State: string(v.Runtime.State), Image: v.ImageName,
+	s := VMSummary{Name: v.Name, State: string(v.Runtime.State), Image: v.ImageName,
 		IP: v.Runtime.GuestIP, VCPUs: v.VCPUs, MemoryMiB: v.MemoryMiB}
+	if lt := v.Lifetime; lt != nil {
+		if !lt.ExpiresAt.IsZero() {
+			s.ExpiresAt = lt.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		if lt.IdleStop > 0 {
+			s.IdleStop = lt.IdleStop.String()
+		}
+	}
+	return s
 }
 
 type listVMsOut struct {
@@ -33,6 +47,10 @@ type createVMIn struct {
 	VCPUs     int    `json:"vcpus,omitempty" jsonschema:"virtual CPUs; the configured default when 0"`
 	MemoryMiB int    `json:"memory_mib,omitempty" jsonschema:"memory in MiB; the configured default when 0"`
 	DiskGiB   int    `json:"disk_gib,omitempty" jsonschema:"work disk (/root) size in GiB; the configured default when 0"`
+	// lifetimes (the daemon carries them out even when this client is gone)
+	TTLSeconds      int64  `json:"ttl_seconds,omitempty" jsonschema:"delete the VM this many seconds after it is created (or stop it, with ttl_action stop); 0 = no limit. Set one so a forgotten VM does not linger"`
+	TTLAction       string `json:"ttl_action,omitempty" jsonschema:"what the end of ttl_seconds does: delete (default) or stop"`
+	IdleStopSeconds int64  `json:"idle_stop_seconds,omitempty" jsonschema:"stop the VM after this many seconds without exec, file or port-forward activity, network traffic or CPU use; 0 = never"`
 }
 
 type vmIn struct {
@@ -83,7 +101,8 @@ func (s *Server) createVM(ctx context.Context, _ *sdk.CallToolRequest, in create
 		return nil, VMSummary{}, err
 	}
 	op, err := c.CreateVM(ctx, api.VMCreateRequest{Name: in.Name, Image: in.Image, VCPUs: in.VCPUs,
-		MemoryMiB: in.MemoryMiB, DiskBytes: int64(in.DiskGiB) << 30, Wait: api.WaitAgent})
+		MemoryMiB: in.MemoryMiB, DiskBytes: int64(in.DiskGiB) << 30, Wait: api.WaitAgent,
+		TTLSeconds: in.TTLSeconds, TTLAction: in.TTLAction, IdleStopSeconds: in.IdleStopSeconds})
 	if err != nil {
 		return nil, VMSummary{}, err
 	}
