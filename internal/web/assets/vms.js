@@ -8,6 +8,30 @@ import { h, bytes, duration, badge, errorBox, showError, opPanel, sparkline, con
 
 const enc = encodeURIComponent;
 
+// lifetimeText says what the daemon will do to a VM on its own: its TTL
+// with the time left, its idle-stop, and whether a vm run owns it.
+export function lifetimeText(lt, now = Date.now()) {
+  if (!lt) return '';
+  const parts = [];
+  if (lt.expires_at) {
+    const left = Date.parse(lt.expires_at) - now;
+    parts.push(`${lt.ttl_action || 'delete'} ${left > 0 ? 'in ' + duration(left) : 'now'}`);
+  }
+  if (lt.idle_stop_ns) parts.push(`stop after ${duration(lt.idle_stop_ns / 1e6)} idle`);
+  if (lt.run) parts.push('deleted when its vm run ends');
+  return parts.join(' · ');
+}
+
+// forwardLinks lists daemon-held port forwards as links (http URLs only).
+function forwardLinks(fwds) {
+  if (!fwds || fwds.length === 0) return '';
+  return h('ul', { class: 'plain' }, ...fwds.map(f => h('li', {},
+    /^http:\/\/[^/]+$/.test(f.url)
+      ? h('a', { href: f.url, target: '_blank', rel: 'noopener noreferrer' }, f.url)
+      : h('code', {}, f.url),
+    ` → guest port ${f.guest_port}`)));
+}
+
 // vmAction starts/stops/deletes a VM and follows the operation; errors go
 // to errEl in the daemon's words.
 async function vmAction(name, action, errEl) {
@@ -51,7 +75,8 @@ function vmRows(errEl) {
   if (state.vms.length === 0) return [h('tr', {}, h('td', { colspan: 7, class: 'empty' }, 'No VMs yet. Create one with the form.'))];
   return state.vms.map(vm => h('tr', { 'data-vm': vm.name, 'data-state': vm.runtime.state },
     h('th', { scope: 'row' }, h('a', { href: `#/vms/${enc(vm.name)}`, 'data-key': `name:${vm.name}` }, vm.name)),
-    h('td', {}, badge(vm.runtime.state), vm.runtime.last_error ? h('div', { class: 'small bad' }, vm.runtime.last_error) : null),
+    h('td', {}, badge(vm.runtime.state), vm.runtime.last_error ? h('div', { class: 'small bad' }, vm.runtime.last_error) : null,
+      vm.lifetime ? h('div', { class: 'small muted', 'data-lifetime': '' }, lifetimeText(vm.lifetime)) : null),
     h('td', {}, vm.image_name),
     h('td', { class: 'num' }, `${vm.vcpus} vCPU · ${vm.memory_mib} MiB · ${bytes(vm.disk_bytes)}`),
     h('td', { class: 'nowrap' }, vm.runtime.guest_ip ? h('span', {}, h('code', {}, vm.runtime.guest_ip), h('div', { class: 'small muted' }, vm.runtime.dns_name)) : '—'),
@@ -79,6 +104,11 @@ function createForm() {
       h('div', {}, h('label', { for: 'vm-vcpus' }, 'vCPUs'), h('input', { id: 'vm-vcpus', name: 'vcpus', type: 'number', min: 1, max: 32, placeholder: 'default' })),
       h('div', {}, h('label', { for: 'vm-memory' }, 'RAM (MiB)'), h('input', { id: 'vm-memory', name: 'memory', type: 'number', min: 128, step: 128, placeholder: 'default' })),
       h('div', {}, h('label', { for: 'vm-disk' }, 'Disk (GiB)'), h('input', { id: 'vm-disk', name: 'disk', type: 'number', min: 1, step: 1, placeholder: 'default' }))),
+    h('div', { class: 'row3' },
+      h('div', {}, h('label', { for: 'vm-ttl' }, 'TTL (min)'), h('input', { id: 'vm-ttl', name: 'ttl', type: 'number', min: 1, step: 1, placeholder: 'none' })),
+      h('div', {}, h('label', { for: 'vm-ttl-action' }, 'At TTL'), h('select', { id: 'vm-ttl-action', name: 'ttl_action' },
+        h('option', { value: 'delete' }, 'delete'), h('option', { value: 'stop' }, 'stop'))),
+      h('div', {}, h('label', { for: 'vm-idle' }, 'Idle-stop (min)'), h('input', { id: 'vm-idle', name: 'idle', type: 'number', min: 1, step: 1, placeholder: 'never' }))),
     h('button', { type: 'submit', class: 'btn primary', id: 'create-submit' }, 'Create VM'),
     progress);
   form.addEventListener('submit', async ev => {
@@ -90,6 +120,8 @@ function createForm() {
     if (fd.get('vcpus')) req.vcpus = Number(fd.get('vcpus'));
     if (fd.get('memory')) req.memory_mib = Number(fd.get('memory'));
     if (fd.get('disk')) req.disk_bytes = Math.round(Number(fd.get('disk')) * 1024 ** 3);
+    if (fd.get('ttl')) { req.ttl_seconds = Math.round(Number(fd.get('ttl')) * 60); req.ttl_action = fd.get('ttl_action'); }
+    if (fd.get('idle')) req.idle_stop_seconds = Math.round(Number(fd.get('idle')) * 60);
     const submit = form.querySelector('#create-submit');
     submit.disabled = true;
     const panel = opPanel(progress, `Creating ${req.name || 'a VM'}`);
@@ -197,9 +229,19 @@ export function vmPage(main, name) {
     info.replaceChildren(...fact('Image', vm.image_name), ...fact('Resources', `${vm.vcpus} vCPU · ${vm.memory_mib} MiB · ${bytes(vm.disk_bytes)} disk`),
       ...fact('Address', r.guest_ip ? h('code', {}, r.guest_ip) : ''), ...fact('DNS name', r.dns_name ? h('code', {}, r.dns_name) : ''),
       ...fact('Engine', r.engine ? `${r.engine}${r.accel ? ' / ' + r.accel : ''}` : ''), ...fact('Disk driver', r.system_disk_kind),
-      ...fact('Started', r.started_at ? new Date(r.started_at).toLocaleString() : ''), ...fact('Last error', r.last_error));
+      ...fact('Started', r.started_at ? new Date(r.started_at).toLocaleString() : ''), ...fact('Last error', r.last_error),
+      ...fact('Lifetime', lifetimeText(vm.lifetime)),
+      ...fact('Idle-stop at', detail?.idle_stop_at ? new Date(detail.idle_stop_at).toLocaleString() + ' if it stays idle' : ''),
+      ...fact('Port forwards', forwardLinks(detail?.forwards)));
     charts.replaceChildren(statCharts(name));
   });
+  // The detail (forwards, idle-stop time) is not in the event stream: read
+  // it now and every few seconds while the page is open.
+  let detail = null;
+  const readDetail = () => get(`/v1/vms/${enc(name)}`, ctl.signal).then(d => { detail = d; draw(); }).catch(() => {});
+  readDetail();
+  const timer = setInterval(readDetail, 5000);
+  ctl.signal.addEventListener('abort', () => clearInterval(timer));
   draw();
   const off = onChange(what => {
     if (what === 'vms' || what === 'stats') draw();
