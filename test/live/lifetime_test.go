@@ -72,10 +72,25 @@ func TestIntegrationLiveLifetimes(t *testing.T) {
 	// a running VM's TTL
 	ttl := "lt-ttl-" + randHex(2)
 	e.must("vm", "create", "--name", ttl, "--wait", "agent", "--ttl", "1h")
+	// an open exec session (and a busy guest) holds off an idle-stop, never a TTL
+	busy := exec.Command("ip", "netns", "exec", e.ns, filepath.Join(binDir, "banger"), "--config", e.config,
+		"vm", "exec", ttl, "--", "sh", "-c", "while :; do :; done")
+	if err := busy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Process.Kill()
 	e.must("vm", "lifetime", ttl, "--ttl", "5s", "--idle-stop", "none")
 	set := time.Now()
 	e.waitVM(ttl, 2*time.Minute, func(v *api.VM) bool { return v == nil })
-	t.Logf("ttl deleted the running %s %s after it was set to 5s", ttl, time.Since(set).Round(time.Second))
+	t.Logf("ttl deleted the running (busy, exec session open) %s %s after it was set to 5s", ttl, time.Since(set).Round(time.Second))
+	done := make(chan error, 1)
+	go func() { done <- busy.Wait() }()
+	select {
+	case err := <-done:
+		t.Logf("the exec session ended with the VM: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Errorf("vm exec still running 30s after its VM was deleted")
+	}
 	e.assertNoLeaks()
 }
 
