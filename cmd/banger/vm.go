@@ -30,7 +30,7 @@ func vmCmd(e *env) *cobra.Command {
 		vmActionCmd(e, "restart", "Restart VMs", (*client.Client).RestartVM),
 		vmActionCmd(e, "delete", "Delete VMs and their disks", (*client.Client).DeleteVM),
 		vmEditCmd(e), vmLogsCmd(e), vmStatsCmd(e), vmSSHCmd(e), vmRunCmd(e), vmExecCmd(e),
-		vmPolicyCmd(e), vmCpCmd(e), vmPortForwardCmd(e), vmLifetimeCmd(e),
+		vmPolicyCmd(e), vmCpCmd(e), vmPortForwardCmd(e), vmLifetimeCmd(e), vmDiffCmd(e),
 	)
 	for _, d := range feature.All() { // `banger vm opencode NAME`
 		cmd.AddCommand(vmFeatureCmd(e, d))
@@ -66,6 +66,7 @@ func vmCreateCmd(e *env) *cobra.Command {
 		res resources
 		np  netPolicyFlags
 		lf  lifetimeFlags
+		ws  string
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -78,12 +79,22 @@ func vmCreateCmd(e *env) *cobra.Command {
 			}
 			req.NetPolicy = np.policy()
 			lf.apply(&req)
+			repo, err := openWorkspace(cmd.Context(), ws)
+			if err != nil {
+				return err
+			}
 			c, err := e.client(cmd.Context())
 			if err != nil {
 				return err
 			}
+			if repo != nil && req.NoWait {
+				return api.Invalid("--workspace needs the VM's agent: it cannot go with --no-wait")
+			}
 			vm, err := e.createVM(cmd.Context(), c, req)
 			if err != nil {
+				return err
+			}
+			if err := e.pushWorkspace(cmd.Context(), c, repo, vm.Name); err != nil {
 				return err
 			}
 			if e.jsonOut {
@@ -107,6 +118,7 @@ func vmCreateCmd(e *env) *cobra.Command {
 		"what to wait for: agent (the guest agent only), or "+feature.Default.Names(", ")+" (default: every service the image serves)")
 	res.register(cmd)
 	lf.register(cmd)
+	cmd.Flags().StringVar(&ws, "workspace", "", "put this git working tree (uncommitted and untracked files included) at /root/work; see vm diff")
 	return cmd
 }
 

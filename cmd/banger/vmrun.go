@@ -20,6 +20,7 @@ import (
 	"banger/internal/client"
 	"banger/internal/config"
 	"banger/internal/feature"
+	"banger/internal/workspace"
 )
 
 func vmSSHCmd(e *env) *cobra.Command {
@@ -86,6 +87,7 @@ func vmRunCmd(e *env) *cobra.Command {
 		res  resources
 		lf   lifetimeFlags
 		keep bool
+		ws   string
 	)
 	cmd := &cobra.Command{
 		Use:   "run [--image I] [--name N] [--keep] -- CMD...",
@@ -100,7 +102,7 @@ func vmRunCmd(e *env) *cobra.Command {
 			}
 			lf.apply(&req)
 			req.Run = !keep
-			return e.vmRun(cmd.Context(), req, args, keep)
+			return e.vmRun(cmd.Context(), req, args, keep, ws)
 		},
 	}
 	cmd.Flags().StringVar(&req.Name, "name", "", "VM name (generated when empty)")
@@ -110,6 +112,7 @@ func vmRunCmd(e *env) *cobra.Command {
 		"what to wait for before running CMD: agent (the guest agent only), or "+feature.Default.Names(", ")+" (its server too)")
 	res.register(cmd)
 	lf.register(cmd)
+	cmd.Flags().StringVar(&ws, "workspace", "", "put this git working tree at /root/work and run CMD there (see vm diff; use --keep to diff afterwards)")
 	return cmd
 }
 
@@ -117,7 +120,11 @@ func vmRunCmd(e *env) *cobra.Command {
 // deletes the VM (unless keep) and exits with the command's exit code. The
 // VM is created run-owned (req.Run): should this process die, the daemon
 // deletes it once the exec stream is gone (vm/lifetime.go).
-func (e *env) vmRun(ctx context.Context, req api.VMCreateRequest, argv []string, keep bool) error {
+func (e *env) vmRun(ctx context.Context, req api.VMCreateRequest, argv []string, keep bool, ws string) error {
+	repo, err := openWorkspace(ctx, ws)
+	if err != nil {
+		return err
+	}
 	c, err := e.client(ctx)
 	if err != nil {
 		return err
@@ -126,7 +133,14 @@ func (e *env) vmRun(ctx context.Context, req api.VMCreateRequest, argv []string,
 	if err != nil {
 		return err
 	}
-	code, runErr := e.execIn(ctx, vm.Name, argv)
+	dir := ""
+	if repo != nil {
+		if err := e.pushWorkspace(ctx, c, repo, vm.Name); err != nil {
+			return err
+		}
+		dir = workspace.GuestDir
+	}
+	code, runErr := e.execIn(ctx, vm.Name, argv, dir)
 	if keep {
 		fmt.Fprintf(e.stderr, "kept %s (delete it: banger vm delete %s)\n", vm.Name, vm.Name)
 	} else {
@@ -151,7 +165,7 @@ func (e *env) vmRun(ctx context.Context, req api.VMCreateRequest, argv []string,
 
 // execIn runs argv in the VM with this process's stdio; SIGINT/SIGTERM
 // signal the command (then drop it after a grace period).
-func (e *env) execIn(ctx context.Context, name string, argv []string) (int, error) {
+func (e *env) execIn(ctx context.Context, name string, argv []string, dir string) (int, error) {
 	c, err := e.client(ctx)
 	if err != nil {
 		return -1, err
@@ -172,7 +186,7 @@ func (e *env) execIn(ctx context.Context, name string, argv []string) (int, erro
 		case <-ectx.Done():
 		}
 	}()
-	code, err := agent.Exec(ectx, conn, api.ExecRequest{Argv: argv}, e.stdin, e.stdout, e.stderr)
+	code, err := agent.Exec(ectx, conn, api.ExecRequest{Argv: argv, Dir: dir}, e.stdin, e.stdout, e.stderr)
 	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() == nil {
 		return exitInterrupted, nil
 	}
@@ -187,7 +201,7 @@ func vmExecCmd(e *env) *cobra.Command {
 			"streamed, and banger exits with the command's exit code.",
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			code, err := e.execIn(cmd.Context(), args[0], args[1:])
+			code, err := e.execIn(cmd.Context(), args[0], args[1:], "")
 			if err != nil {
 				return err
 			}

@@ -40,6 +40,7 @@ func New(connect Connect, version string) *sdk.Server {
 	s.addExecTools(srv)
 	s.addFileTools(srv)
 	s.addForwardTools(srv)
+	s.addDiffTools(srv)
 	return srv
 }
 

@@ -2,11 +2,13 @@ package mcp
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"banger/internal/api"
+	"banger/internal/workspace"
 )
 
 // VMSummary is what the VM tools return about a VM.
@@ -50,6 +52,7 @@ type createVMIn struct {
 	// lifetimes (the daemon carries them out even when this client is gone)
 	TTLSeconds      int64  `json:"ttl_seconds,omitempty" jsonschema:"delete the VM this many seconds after it is created (or stop it, with ttl_action stop); 0 = no limit. Set one so a forgotten VM does not linger"`
 	TTLAction       string `json:"ttl_action,omitempty" jsonschema:"what the end of ttl_seconds does: delete (default) or stop"`
+	Workspace       string `json:"workspace,omitempty" jsonschema:"host path of a git repository to copy into the VM at /root/work (uncommitted and untracked files included); get the changes back with the diff tool"`
 	IdleStopSeconds int64  `json:"idle_stop_seconds,omitempty" jsonschema:"stop the VM after this many seconds without exec, file or port-forward activity, network traffic or CPU use; 0 = never"`
 }
 
@@ -96,6 +99,14 @@ func (s *Server) createVM(ctx context.Context, _ *sdk.CallToolRequest, in create
 	if in.VCPUs < 0 || in.MemoryMiB < 0 || in.DiskGiB < 0 {
 		return nil, VMSummary{}, api.Invalid("vcpus, memory_mib and disk_gib must not be negative")
 	}
+	var repo *workspace.Repo
+	if in.Workspace != "" {
+		r, err := workspace.Open(ctx, in.Workspace)
+		if err != nil {
+			return nil, VMSummary{}, err
+		}
+		repo = &r
+	}
 	c, err := s.client(ctx)
 	if err != nil {
 		return nil, VMSummary{}, err
@@ -109,6 +120,14 @@ func (s *Server) createVM(ctx context.Context, _ *sdk.CallToolRequest, in create
 	var vm api.VM
 	if err := follow(ctx, c, op, &vm); err != nil {
 		return nil, VMSummary{}, err
+	}
+	if repo != nil {
+		if _, err := workspace.Push(ctx, s.dialer(c, vm.Name), *repo, vm.Name); err != nil {
+			if op, derr := c.DeleteVM(context.WithoutCancel(ctx), vm.Name); derr == nil {
+				follow(context.WithoutCancel(ctx), c, op, nil)
+			}
+			return nil, VMSummary{}, fmt.Errorf("workspace: %w (vm %s deleted)", err, vm.Name)
+		}
 	}
 	return nil, summary(vm), nil
 }
