@@ -74,7 +74,15 @@ func TestIntegrationLiveMCPNodeClient(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "node", filepath.Join(dir, "client.mjs"),
 		"ip", "netns", "exec", e.ns, filepath.Join(binDir, "banger"), "--config", e.config, "mcp")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "MCP_TEST_VM="+vm)
+	repo := t.TempDir()
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"config", "user.email", "t@example.com"}, {"config", "user.name", "t"}} {
+		run(t, "git", append([]string{"-C", repo}, args...)...)
+	}
+	os.WriteFile(filepath.Join(repo, "a.txt"), []byte("committed\n"), 0o644)
+	run(t, "git", "-C", repo, "add", "-A")
+	run(t, "git", "-C", repo, "commit", "-q", "-m", "first")
+	os.WriteFile(filepath.Join(repo, "dirty.txt"), []byte("uncommitted\n"), 0o644)
+	cmd.Env = append(os.Environ(), "MCP_TEST_VM="+vm, "MCP_TEST_REPO="+repo)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -108,7 +116,7 @@ func TestIntegrationLiveMCPNodeClient(t *testing.T) {
 		{"write_file", "", false},
 		{"read_file", "written by the TypeScript SDK", false},
 		{"read_file", "from-node", false},
-		{"diff", "", false},
+		{"diff", `"branch":"banger/` + vm + `"`, false},
 		{"exec", "not found", true},
 		{"delete_vm", "", false},
 		{"list_vms", `"vms":[]`, false},
@@ -126,6 +134,12 @@ func TestIntegrationLiveMCPNodeClient(t *testing.T) {
 		if c.Name != w.name || c.IsError != w.isErr || !strings.Contains(body, w.has) {
 			t.Errorf("call %d %s: isError=%v %s; want %s isError=%v containing %q", i, c.Name, c.IsError, body, w.name, w.isErr, w.has)
 		}
+	}
+	if got := run(t, "git", "-C", repo, "diff", "--name-status", "main", "banger/"+vm); got != "M\ta.txt\nA\tadded.txt\nA\tdirty.txt\n" {
+		t.Errorf("branch banger/%s against main:\n%s", vm, got)
+	}
+	if got := run(t, "git", "-C", repo, "status", "--porcelain"); got != "?? dirty.txt\n" {
+		t.Errorf("the user's working tree changed: %q", got)
 	}
 	var vms []api.VM
 	e.mustJSON(&vms, "vm", "list")

@@ -7,6 +7,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 
 const [command, ...args] = process.argv.slice(2);
 const vm = process.env.MCP_TEST_VM;
+const repo = process.env.MCP_TEST_REPO;
 const transcript = { server: null, tools: [], calls: [] };
 
 const client = new Client({ name: "banger-live-node-client", version: "1.0.0" });
@@ -24,13 +25,13 @@ async function call(name, args) {
 }
 
 try {
-  await call("create_vm", { name: vm, ttl_seconds: 1800 });
-  await call("exec", { vm, command: "uname -sr; echo from-node > /root/made-by-exec; exit 7" });
+  await call("create_vm", { name: vm, ttl_seconds: 1800, workspace: repo });
+  await call("exec", { vm, command: "uname -sr; echo from-node > /root/made-by-exec; cd /root/work && echo 'changed in the guest' >> a.txt && echo new > added.txt; exit 7" });
   await call("write_file", { vm, path: "/root/node/hello.txt", content: "written by the TypeScript SDK\n" });
   await call("read_file", { vm, path: "/root/node/hello.txt" });
   await call("read_file", { vm, path: "/root/made-by-exec" });
   if (tools.some((t) => t.name === "diff")) {
-    await call("diff", { vm });
+    await call("diff", { vm, repo, apply: true });
   } else {
     transcript.calls.push({ name: "diff", skipped: "the server has no diff tool" });
   }
