@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// TestIntegrationLiveCpThroughput measures vm cp of a 100 MiB tree (100
-// directories of 10 files of 100 KiB, incompressible) into a guest and
+// TestIntegrationLiveCpThroughput measures vm cp of a 100 MiB tree (128
+// directories of 8 files of 100 KiB, incompressible) into a guest and
 // back, through the guest agent. It reports; it sets no bar.
 func TestIntegrationLiveCpThroughput(t *testing.T) {
 	e := newEnv(t)
@@ -18,10 +18,10 @@ func TestIntegrationLiveCpThroughput(t *testing.T) {
 	e.must("vm", "create", "--name", vm, "--wait", "agent", "--disk", "2GiB")
 	src := filepath.Join(t.TempDir(), "tree")
 	buf := make([]byte, 100<<10)
-	for d := 0; d < 100; d++ {
+	for d := 0; d < 128; d++ {
 		dir := filepath.Join(src, fmt.Sprintf("d%02d", d))
 		os.MkdirAll(dir, 0o755)
-		for f := 0; f < 10; f++ {
+		for f := 0; f < 8; f++ {
 			rand.Read(buf)
 			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", f)), buf, 0o644); err != nil {
 				t.Fatal(err)
@@ -42,8 +42,8 @@ func TestIntegrationLiveCpThroughput(t *testing.T) {
 	if a, b := sum(src), sum(filepath.Join(out, "tree")); a != b {
 		t.Errorf("the tree came back different: %s vs %s", a, b)
 	}
-	mb := float64(1000*100<<10) / (1 << 20)
-	t.Logf("vm cp of a %.1f MiB tree (1000 files): host→guest %s (%.1f MiB/s), guest→host %s (%.1f MiB/s)",
+	mb := float64(1024*100<<10) / (1 << 20)
+	t.Logf("vm cp of a %.1f MiB tree (1024 files): host→guest %s (%.1f MiB/s), guest→host %s (%.1f MiB/s)",
 		mb, in.Round(time.Millisecond), mb/in.Seconds(), back.Round(time.Millisecond), mb/back.Seconds())
 	e.must("vm", "delete", vm)
 	e.assertNoLeaks()
