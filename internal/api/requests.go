@@ -23,6 +23,7 @@ import "time"
 //	DELETE /v1/vms/{name}                 → Operation
 //	PATCH  /v1/vms/{name}                 VMEditRequest → VM
 //	PATCH  /v1/vms/{name}/lifetime        VMLifetimeRequest → VM (TTL, idle-stop)
+//	GET    /v1/vms/{name}/diff            text/plain: the workspace's git patch (read-only view)
 //	GET    /v1/vms/{name}/logs?follow=1&tail=N text/plain stream (serial console; LogOptions)
 //	POST   /v1/vms/{name}/exec            upgrade to a raw stream speaking the agent's exec protocol
 //	GET    /v1/vms/{name}/stats           VMStats

@@ -99,6 +99,20 @@ func (d *Daemon) setVMLifetime(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// vmDiff writes a VM's workspace diff as text: guest-written bytes, served
+// as text/plain with nosniff so no browser renders them.
+func (d *Daemon) vmDiff(w http.ResponseWriter, r *http.Request) error {
+	patch, err := d.vms.Diff(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(patch)
+	return nil
+}
+
 func (d *Daemon) vmStats(w http.ResponseWriter, r *http.Request) error {
 	return serveNamed(w, r, d.vms.Stats)
 }

@@ -40,6 +40,7 @@ func (d *Daemon) routes() http.Handler {
 	h("DELETE /v1/vms/{name}", d.deleteVM)
 	h("PATCH /v1/vms/{name}", d.editVM)
 	h("PATCH /v1/vms/{name}/lifetime", d.setVMLifetime)
+	h("GET /v1/vms/{name}/diff", d.vmDiff)
 	h("GET /v1/vms/{name}/logs", d.vmLogs)
 	h("POST /v1/vms/{name}/exec", d.vmExec)
 	h("GET /v1/vms/{name}/stats", d.vmStats)

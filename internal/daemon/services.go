@@ -29,6 +29,9 @@ type VMService interface {
 	Restart(ctx context.Context, name string, rep progress.Reporter) (api.VM, error)
 	Delete(ctx context.Context, name string, rep progress.Reporter) error
 	Edit(ctx context.Context, name string, req api.VMEditRequest) (api.VM, error)
+	// Diff returns a running VM's workspace changes as a git patch (a
+	// read-only view; guest-written).
+	Diff(ctx context.Context, name string) ([]byte, error)
 	// SetLifetime changes a VM's TTL and idle-stop, running or not.
 	SetLifetime(ctx context.Context, name string, req api.VMLifetimeRequest) (api.VM, error)
 	// List returns every VM's record; Detail one VM with what is live.

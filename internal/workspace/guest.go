@@ -16,6 +16,10 @@ import (
 // GuestDir is where the workspace lives in the guest.
 const GuestDir = "/root/work"
 
+// GuestBaseRef records the base in the guest, for views that have no
+// host repository (the web UI); the host's own record is BaseRef.
+const GuestBaseRef = "refs/banger/base"
+
 // GuestBranch is the branch checked out in the guest: the snapshot commit
 // (the user's HEAD plus their uncommitted and untracked files).
 const GuestBranch = "banger/workspace"
@@ -38,6 +42,7 @@ git init -q ` + GuestDir + `
 cd ` + GuestDir + `
 git fetch -q "$b" "+refs/*:refs/banger-bundle/*"
 git checkout -q -b ` + GuestBranch + ` "$1"
+git update-ref ` + GuestBaseRef + ` "$1"
 if [ -n "$2" ]; then git branch -q -f "$2" "refs/banger-bundle/heads/$2"; fi
 git for-each-ref --format='%(refname)' refs/banger-bundle/ | while read -r r; do git update-ref -d "$r"; done
 `
@@ -65,18 +70,26 @@ func Push(ctx context.Context, dial Dialer, r Repo, vm string) (base string, err
 }
 
 // diffScript prints, as a binary git patch, every change in GuestDir since
-// the base commit ($1): committed or not, untracked files included.
-// External diff drivers and textconv are off.
+// the base commit ($1, or GuestBaseRef when empty): committed or not,
+// untracked files included. A temporary index leaves the guest's own
+// index alone; external diff drivers and textconv are off.
 const diffScript = `set -e
 cd ` + GuestDir + `
+base=${1:-$(git rev-parse -q --verify ` + GuestBaseRef + `)}
+GIT_INDEX_FILE=$(mktemp -u /tmp/banger-index.XXXXXX)
+export GIT_INDEX_FILE
+trap 'rm -f "$GIT_INDEX_FILE"' EXIT
+git read-tree HEAD
 git add -A >/dev/null
-git -c core.quotePath=false diff --cached --binary --full-index --no-ext-diff --no-textconv --no-renames "$1" --
+git -c core.quotePath=false diff --cached --binary --full-index --no-ext-diff --no-textconv --no-renames "$base" --
 `
 
 // Diff returns the guest's changes since base, at most max bytes (a larger
-// patch is an error naming the limit).
+// patch is an error naming the limit). An empty base takes the guest's own
+// record (GuestBaseRef): for a read-only view only, since the guest may
+// have moved it.
 func Diff(ctx context.Context, dial Dialer, base string, max int64) ([]byte, error) {
-	if !commitRE.MatchString(base) {
+	if base != "" && !commitRE.MatchString(base) {
 		return nil, api.Invalid("workspace base %q is not a commit id", base)
 	}
 	if max <= 0 {

@@ -131,6 +131,9 @@ func TestWorkspaceRoundTrip(t *testing.T) {
 	if !bytes.Contains(patch, []byte("GIT binary patch")) {
 		t.Errorf("patch is not binary-safe:\n%s", patch)
 	}
+	if got := guestDiff(t, guest, ""); !bytes.Equal(got, patch) {
+		t.Errorf("the diff against the guest's own base record differs:\n%s", got)
+	}
 	res, err := r.Apply(ctx, "vm1", patch)
 	if err != nil {
 		t.Fatal(err)

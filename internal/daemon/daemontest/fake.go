@@ -102,6 +102,13 @@ func (f *VMs) Edit(ctx context.Context, name string, req api.VMEditRequest) (api
 	return api.VM{}, api.FailedPrecondition("vm is running")
 }
 
+func (f *VMs) Diff(ctx context.Context, name string) ([]byte, error) {
+	if _, err := f.store().GetVM(ctx, name); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
 func (f *VMs) SetLifetime(ctx context.Context, name string, req api.VMLifetimeRequest) (api.VM, error) {
 	return f.store().GetVM(ctx, name)
 }

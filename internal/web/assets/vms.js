@@ -209,6 +209,24 @@ export function vmPage(main, name) {
   const info = h('dl', { class: 'facts' });
   const charts = h('div', {});
   const log = h('pre', { class: 'serial', tabindex: '0', 'aria-label': `Serial console of ${name}` });
+  const diffOut = h('pre', { class: 'serial', tabindex: '0', 'aria-label': `Workspace diff of ${name}`, hidden: true });
+  const diffErr = h('div', {});
+  const diffBtn = h('button', { type: 'button', class: 'btn small', 'data-key': 'diff' }, 'Show diff');
+  diffBtn.onclick = async () => {
+    diffBtn.disabled = true;
+    diffErr.replaceChildren();
+    let text = '';
+    try {
+      // guest-written text: shown with textContent only, never as markup
+      await streamText(`/v1/vms/${enc(name)}/diff`, chunk => { text += chunk; }, ctl.signal);
+      diffOut.textContent = text ? cleanTerm(text) : 'No changes since the workspace was made.';
+      diffOut.hidden = false;
+    } catch (err) {
+      if (err.name !== 'AbortError') diffErr.replaceChildren(errorBox(err));
+    } finally {
+      diffBtn.disabled = false;
+    }
+  };
   const logErr = h('div', {});
   const policy = policyCard(name, ctl.signal);
   main.replaceChildren(head, errEl,
@@ -216,6 +234,9 @@ export function vmPage(main, name) {
       h('section', { class: 'card', 'aria-labelledby': 'facts-h' }, h('h2', { id: 'facts-h' }, 'Details'), info),
       h('section', { class: 'card', 'aria-labelledby': 'stats-h' }, h('h2', { id: 'stats-h' }, 'Stats ', h('span', { class: 'hint' }, 'live')), charts)),
     policy.card,
+    h('section', { class: 'card', 'aria-labelledby': 'diff-h' }, h('h2', { id: 'diff-h' }, 'Workspace diff ',
+      h('span', { class: 'hint' }, `read-only: the changes in /root/work (vm create --workspace); apply them with banger vm diff ${name} --apply`)),
+      diffBtn, diffErr, diffOut),
     h('section', { class: 'card', 'aria-labelledby': 'serial-h' }, h('h2', { id: 'serial-h' }, 'Serial console ', h('span', { class: 'hint' }, 'following')), logErr, log));
   const draw = () => keepFocus(() => {
     const vm = (state.vms ?? []).find(v => v.name === name);
