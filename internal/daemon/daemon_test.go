@@ -520,3 +520,20 @@ func TestErrorActionOnTheWire(t *testing.T) {
 		t.Fatalf("client error %#v", err)
 	}
 }
+
+func TestLifetimeAndDiffRoutes(t *testing.T) {
+	fake := &daemontest.VMs{}
+	r := start(t, testConfig(t), daemon.Options{Services: daemontest.Services(fake, nil)})
+	resp := rawRequest(t, r.cfg.SocketPath, "PATCH", "/v1/vms/nope/lifetime", nil, `{"ttl_seconds":60}`)
+	if resp.StatusCode != 404 {
+		t.Errorf("lifetime of a missing vm: status %d", resp.StatusCode)
+	}
+	resp = rawRequest(t, r.cfg.SocketPath, "PATCH", "/v1/vms/a/lifetime", nil, `{"ttl_seconds":"soon"}`)
+	if resp.StatusCode != 400 {
+		t.Errorf("lifetime with a bad body: status %d", resp.StatusCode)
+	}
+	resp = rawRequest(t, r.cfg.SocketPath, "GET", "/v1/vms/nope/diff", nil, "")
+	if resp.StatusCode != 404 {
+		t.Errorf("diff of a missing vm: status %d", resp.StatusCode)
+	}
+}
