@@ -216,3 +216,24 @@ func TestCLIPrintsFixAction(t *testing.T) {
 		t.Fatalf("code %d stderr %q", code, errOut)
 	}
 }
+
+func TestWorkspaceAndLifetimeBadInput(t *testing.T) {
+	cfgPath, _ := startDaemon(t)
+	plain := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vm", "create", "--workspace", plain}, "not in a git repository"},
+		{[]string{"vm", "run", "--workspace", plain, "--", "true"}, "not in a git repository"},
+		{[]string{"vm", "diff", "x", "--repo", plain}, "not in a git repository"},
+		{[]string{"vm", "create", "--ttl", "soon"}, "invalid duration"},
+		{[]string{"vm", "create", "--idle-stop", "-5m"}, "invalid duration"},
+		{[]string{"vm", "lifetime", "nope", "--ttl", "1h"}, "not found"},
+	} {
+		code, _, stderr := cli(t, cfgPath, tc.args...)
+		if code == 0 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("banger %v: exit %d, stderr %q; want %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
