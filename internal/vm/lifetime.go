@@ -42,7 +42,12 @@ type activity struct {
 	sessions   int       // exec streams open now
 	hadSession bool      // a stream was opened since the daemon started
 	lastEnd    time.Time // when the last stream closed
+	retryAt    time.Time // a failed step is not tried again before this
 }
+
+// lifetimeRetry is how long a failed lifetime step waits before the next
+// try (a VM whose engine is not loaded here refuses stop and delete).
+const lifetimeRetry = time.Minute
 
 // activityLocked returns id's record, made on first use; m.mu must be held.
 func (m *Manager) activityLocked(id string) *activity {
@@ -203,7 +208,11 @@ func (m *Manager) checkLifetimes(ctx context.Context) {
 	m.mu.Lock()
 	for _, v := range vms {
 		seen[v.ID] = true
-		if s := dueStep(v, *m.activityLocked(v.ID), now, m.started); s.do != "" {
+		a := m.activityLocked(v.ID)
+		if now.Before(a.retryAt) {
+			continue
+		}
+		if s := dueStep(v, *a, now, m.started); s.do != "" {
 			due, steps = append(due, v), append(steps, s)
 		}
 	}
@@ -245,7 +254,10 @@ func (m *Manager) applyStep(ctx context.Context, v api.VM, s lifetimeStep) {
 		err = m.clearTTL(ctx, v)
 	}
 	if err != nil {
-		log.Warn("lifetime step failed", "step", s.do, "err", err)
+		log.Warn("lifetime step failed; trying again later", "step", s.do, "err", err, "retry_in", lifetimeRetry)
+		m.mu.Lock()
+		m.activityLocked(v.ID).retryAt = m.now().Add(lifetimeRetry)
+		m.mu.Unlock()
 	}
 }
 

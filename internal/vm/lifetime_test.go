@@ -198,6 +198,29 @@ func TestRunOwnedVMNotRunningIsDeleted(t *testing.T) {
 	f.assertEmpty(t)
 }
 
+func TestFailedLifetimeStepWaitsBeforeRetrying(t *testing.T) {
+	f, clk := newClockFixture(t)
+	ctx := context.Background()
+	v, err := f.m.Create(ctx, api.VMCreateRequest{Name: "stuck", NoStart: true, TTLSeconds: 60}, progress.Nop{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// as if a step had just failed
+	clk.add(2 * time.Minute)
+	f.m.mu.Lock()
+	f.m.activityLocked(v.ID).retryAt = clk.now().Add(lifetimeRetry)
+	f.m.mu.Unlock()
+	f.m.checkLifetimes(ctx)
+	if _, err := f.st.GetVM(ctx, "stuck"); err != nil {
+		t.Fatalf("a step was tried during its retry wait: %v", err)
+	}
+	clk.add(lifetimeRetry)
+	f.m.checkLifetimes(ctx)
+	if _, err := f.st.GetVM(ctx, "stuck"); !api.IsNotFound(err) {
+		t.Fatalf("the step was not tried after its wait: %v", err)
+	}
+}
+
 type halfCloser struct{ net.Conn }
 
 func (halfCloser) CloseWrite() error { return nil }
