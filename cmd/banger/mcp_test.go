@@ -68,7 +68,7 @@ func TestMCPAgainstDaemon(t *testing.T) {
 		}
 	}
 	sort.Strings(names)
-	want := "copy_in copy_out create_vm delete_vm exec list_files list_vms port_forward read_file remove_port_forward write_file"
+	want := "copy_in copy_out create_vm delete_vm diff exec list_files list_vms port_forward read_file remove_port_forward write_file"
 	if strings.Join(names, " ") != want {
 		t.Errorf("tools %v, want %s", names, want)
 	}
@@ -96,6 +96,9 @@ func TestMCPAgainstDaemon(t *testing.T) {
 		{Name: "write_file", Arguments: map[string]any{"vm": "x", "path": "/a", "content": "c", "mode": "999"}},
 		{Name: "port_forward", Arguments: map[string]any{"vm": "nope", "guest_port": "eighty"}},
 		{Name: "create_vm", Arguments: map[string]any{"vcpus": -1}},
+		{Name: "create_vm", Arguments: map[string]any{"workspace": "/nonexistent", "ttl_seconds": -5}},
+		{Name: "diff", Arguments: map[string]any{"vm": "x", "repo": "/"}},
+		{Name: "diff", Arguments: map[string]any{}},
 	}
 	for _, p := range bad {
 		res, err := sess.CallTool(ctx, &p)
