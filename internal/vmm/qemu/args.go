@@ -199,4 +199,3 @@ func checkSpecFields(spec vmm.Spec) error {
 	}
 	return nil
 }
-
