@@ -179,6 +179,14 @@ func vmFields(w io.Writer, d api.VMDetail) {
 	if len(d.HostCAs) > 0 {
 		kv = append(kv, [2]string{"host CAs trusted", strings.Join(d.HostCAs, " ")})
 	}
+	for _, a := range d.Access {
+		switch {
+		case a.Warning != "":
+			kv = append(kv, [2]string{a.Feature + " password", "NONE: " + a.Warning})
+		case a.Password != "":
+			kv = append(kv, [2]string{a.Feature + " password", "per VM (banger vm " + a.Feature + " " + vm.Name + " prints the URL with it)"})
+		}
+	}
 	fields(w, kv)
 }
 

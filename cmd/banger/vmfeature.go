@@ -32,7 +32,9 @@ func vmFeatureCmd(e *env, d feature.Descriptor) *cobra.Command {
 }
 
 // vmFeatureURLs prints the URLs of feature d in a running VM, by name
-// first, and opens the address form with xdg-open when a display is there.
+// first, then (when the server has a per-VM password) the address form
+// with the credential in it, which it opens with xdg-open when a display
+// is there. Only callers the daemon serves get the credential.
 func (e *env) vmFeatureURLs(ctx context.Context, d feature.Descriptor, name string, open bool) error {
 	vm, err := call(ctx, e, func(c *client.Client) (api.VMDetail, error) { return c.GetVM(ctx, name) })
 	if err != nil {
@@ -55,23 +57,45 @@ func (e *env) vmFeatureURLs(ctx context.Context, d feature.Descriptor, name stri
 			WithFix("build one: banger image build " + img + "-" + d.Name + " --from " + img +
 				" --with " + d.Name + ", then banger vm create --image " + img + "-" + d.Name)
 	}
+	acc := featureAccess(vm, d.Name)
 	if e.jsonOut {
 		return e.printJSON(struct {
 			URLs []string `json:"urls"`
-		}{urls})
+			api.FeatureAccess
+		}{urls, acc})
 	}
 	for _, u := range urls {
 		fmt.Fprintln(e.stdout, u)
 	}
+	target := urls[len(urls)-1] // the address form needs no DNS setup
+	if acc.Warning != "" {
+		fmt.Fprintln(e.stderr, "warning: "+acc.Warning)
+	}
+	if acc.Password != "" {
+		// Last, alone on its line: the URL a browser (or
+		// `OPENCODE_SERVER_PASSWORD=... opencode attach URL`) needs.
+		target = acc.URL
+		fmt.Fprintln(e.stdout, target)
+	}
 	if open && hasDisplay() {
 		if xdg, err := exec.LookPath("xdg-open"); err == nil {
-			target := urls[len(urls)-1] // the address form needs no DNS setup
 			if err := exec.Command(xdg, target).Start(); err != nil {
-				fmt.Fprintf(e.stderr, "warning: xdg-open %s: %v\n", target, err)
+				fmt.Fprintf(e.stderr, "warning: xdg-open %s: %v\n", d.URL(vm.VM.Runtime.GuestIP), err)
 			}
 		}
 	}
 	return nil
+}
+
+// featureAccess is the VM's access entry for feature name (zero when the
+// daemon sent none: an older daemon).
+func featureAccess(vm api.VMDetail, name string) api.FeatureAccess {
+	for _, a := range vm.Access {
+		if a.Feature == name {
+			return a
+		}
+	}
+	return api.FeatureAccess{Feature: name}
 }
 
 func hasDisplay() bool {

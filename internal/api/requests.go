@@ -204,6 +204,23 @@ type VMDetail struct {
 	// IdleStopAt is when an idle-stop will stop the VM if it stays idle
 	// (zero: no idle-stop, or not running).
 	IdleStopAt time.Time `json:"idle_stop_at,omitzero"`
+	// Access says how to reach the running VM's feature servers, with
+	// their per-VM credentials: any caller the daemon serves may drive
+	// the VM as root anyway, other local users get nothing.
+	Access []FeatureAccess `json:"access,omitempty"`
+}
+
+// FeatureAccess is how to reach one feature server (opencode) of a VM.
+type FeatureAccess struct {
+	Feature string `json:"feature"`
+	// URL is by address, with the credential in it when the server has
+	// one: http://opencode:PASSWORD@10.0.0.2:4096.
+	URL      string `json:"url"`
+	User     string `json:"user,omitempty"`
+	Password string `json:"password,omitempty"`
+	// Warning says the server answers without a password (an image whose
+	// unit could not be given one), so every local user can drive it.
+	Warning string `json:"warning,omitempty"`
 }
 
 // LogOptions are GET /v1/vms/{name}/logs's query: follow=1 keeps writing

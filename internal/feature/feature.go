@@ -13,6 +13,7 @@ package feature
 
 import (
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,6 +55,22 @@ type Descriptor struct {
 	Stage string
 	// MinWait bounds readiness when the VM's ready timeout is shorter.
 	MinWait time.Duration
+	// Auth is how the feature's server checks a per-VM credential; nil
+	// when it has none.
+	Auth *Auth
+}
+
+// Auth describes a feature server's per-VM credential: HTTP basic auth
+// with User and a random password the daemon makes for each VM. At each
+// boot the daemon writes PasswordEnv=<password> to EnvFile in the guest
+// (root-only, on /run so images never carry it) and starts Unit, whose
+// baked unit reads the file (EnvironmentFile=) and starts only once it
+// exists (ConditionPathExists=).
+type Auth struct {
+	User        string
+	PasswordEnv string
+	EnvFile     string
+	Unit        string
 }
 
 // URL is the feature's base URL on host (a DNS name or an address).
@@ -62,6 +79,17 @@ func (d Descriptor) URL(host string) string {
 		host = "[" + host + "]"
 	}
 	return "http://" + host + ":" + strconv.Itoa(d.Port)
+}
+
+// CredentialURL is the feature's base URL on host with the credential in
+// it (http://user:password@host:port), for a browser or `opencode attach`.
+func (d Descriptor) CredentialURL(host, password string) string {
+	u, err := url.Parse(d.URL(host))
+	if err != nil || d.Auth == nil || password == "" {
+		return d.URL(host)
+	}
+	u.User = url.UserPassword(d.Auth.User, password)
+	return u.String()
 }
 
 // ProbeURL is the readiness probe's URL on host.

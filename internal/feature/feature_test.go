@@ -36,6 +36,32 @@ func TestShippedDescriptors(t *testing.T) {
 	}
 }
 
+// opencode's unit reads the per-VM password from the file the daemon
+// writes and does not start without it.
+func TestOpencodeAuth(t *testing.T) {
+	a := Opencode.Auth
+	if a == nil || a.User != "opencode" || a.PasswordEnv != "OPENCODE_SERVER_PASSWORD" ||
+		!strings.HasPrefix(a.EnvFile, "/run/") || a.Unit != "opencode.service" {
+		t.Fatalf("opencode's Auth = %+v", a)
+	}
+	s := string(Opencode.Script)
+	for _, want := range []string{"\nEnvironmentFile=" + a.EnvFile + "\n", "\nConditionPathExists=" + a.EnvFile + "\n",
+		"cat >/etc/systemd/system/" + a.Unit} {
+		if !strings.Contains(s, want) {
+			t.Errorf("opencode.sh lacks %q", want)
+		}
+	}
+	if got := Opencode.CredentialURL("10.0.0.2", "p_w-d"); got != "http://opencode:p_w-d@10.0.0.2:4096" {
+		t.Errorf("CredentialURL = %q", got)
+	}
+	if got := Opencode.CredentialURL("10.0.0.2", ""); got != "http://10.0.0.2:4096" {
+		t.Errorf("CredentialURL without a password = %q", got)
+	}
+	if got := (Descriptor{Port: 80}).CredentialURL("h", "x"); got != "http://h:80" {
+		t.Errorf("CredentialURL of a feature without Auth = %q", got)
+	}
+}
+
 func TestRegistry(t *testing.T) {
 	a, b := Descriptor{Name: "a", Port: 1}, Descriptor{Name: "b", Port: 2}
 	r := NewRegistry(a, b)

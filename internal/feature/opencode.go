@@ -10,7 +10,8 @@ var opencodeScript []byte
 
 // Opencode is the opencode server (the AI coding agent's), on port 4096:
 // opencode.sh installs Node.js, opencode-ai from npm, a launcher that picks
-// the build the CPU can run, and opencode.service.
+// the build the CPU can run, and opencode.service, which starts once the
+// daemon has put the VM's password in /run/banger/opencode.env.
 var Opencode = Descriptor{
 	Name:      "opencode",
 	Script:    opencodeScript,
@@ -25,4 +26,14 @@ var Opencode = Descriptor{
 	Stage: "opencode ready",
 	// Its first start under software emulation takes a while.
 	MinWait: 5 * time.Minute,
+	// opencode serve checks HTTP basic auth on every route (but CORS
+	// preflights) once OPENCODE_SERVER_PASSWORD is set; the user is
+	// OPENCODE_SERVER_USERNAME, "opencode" when unset. opencode.sh's unit
+	// reads EnvFile.
+	Auth: &Auth{
+		User:        "opencode",
+		PasswordEnv: "OPENCODE_SERVER_PASSWORD",
+		EnvFile:     "/run/banger/opencode.env",
+		Unit:        "opencode.service",
+	},
 }

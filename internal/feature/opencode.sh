@@ -52,11 +52,16 @@ cat >/etc/systemd/system/opencode.service <<'UNIT'
 Description=opencode server (banger)
 After=network-online.target local-fs.target
 Wants=network-online.target
+# It answers only with the VM's password (HTTP basic auth, user opencode):
+# banger's daemon writes OPENCODE_SERVER_PASSWORD=... to this root-only file
+# on /run through the guest agent at each boot, then starts the service.
+ConditionPathExists=/run/banger/opencode.env
 
 [Service]
 User=root
 WorkingDirectory=/root
 Environment=HOME=/root
+EnvironmentFile=/run/banger/opencode.env
 ExecStart=/usr/local/sbin/banger-opencode serve --hostname 0.0.0.0 --port 4096
 Restart=on-failure
 RestartSec=2

@@ -159,6 +159,7 @@ func (m *Manager) finishBoot(ctx context.Context, v *api.VM, e vmm.Engine, h *Ha
 		return err
 	}
 	m.installHostCAs(ctx, v, h)
+	m.installFeatureAuth(ctx, v, h)
 	done(nil)
 	if wait != api.WaitAgent {
 		alive := func() bool { return e.Alive(h.VMM) }

@@ -62,7 +62,8 @@ func (m *Manager) waitFeatures(ctx context.Context, v api.VM, only string, alive
 		}
 		done := rep.Stage(d.Stage)
 		wait := max(time.Duration(m.cfg.ReadyTimeout), d.MinWait)
-		err := waitHTTP(ctx, d.ProbeURL(v.Runtime.GuestIP), wait, alive)
+		user, pass := probeAuth(v, d)
+		err := waitHTTP(ctx, d.ProbeURL(v.Runtime.GuestIP), user, pass, wait, alive)
 		if err == nil {
 			rep.Detail(d.URL(v.Runtime.GuestIP))
 		}
@@ -74,9 +75,10 @@ func (m *Manager) waitFeatures(ctx context.Context, v api.VM, only string, alive
 	return nil
 }
 
-// waitHTTP GETs url (a fresh connection each try, 5 s each) until any HTTP
-// response comes back, alive reports false, or wait passes.
-func waitHTTP(ctx context.Context, url string, wait time.Duration, alive func() bool) error {
+// waitHTTP GETs url (a fresh connection each try, 5 s each; with basic
+// auth user:pass when user is not "") until any HTTP response comes back,
+// alive reports false, or wait passes.
+func waitHTTP(ctx context.Context, url, user, pass string, wait time.Duration, alive func() bool) error {
 	deadline := time.Now().Add(wait)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
 	var last error
@@ -84,6 +86,9 @@ func waitHTTP(ctx context.Context, url string, wait time.Duration, alive func() 
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
+		}
+		if user != "" {
+			req.SetBasicAuth(user, pass)
 		}
 		resp, err := client.Do(req)
 		if err == nil {

@@ -123,17 +123,17 @@ func TestWaitHTTP(t *testing.T) {
 	alive := func() bool { return true }
 	time.AfterFunc(6*time.Second, func() { answering.Store(true) })
 	start := time.Now()
-	if err := waitHTTP(ctx, url, time.Minute, alive); err != nil {
+	if err := waitHTTP(ctx, url, "", "", time.Minute, alive); err != nil {
 		t.Fatalf("answering server: %v", err)
 	}
 	if time.Since(start) < 5*time.Second {
 		t.Errorf("ready after %s, before the server answered", time.Since(start))
 	}
 	srv.Close()
-	if err := waitHTTP(ctx, url, 700*time.Millisecond, alive); err == nil || !strings.Contains(err.Error(), "did not answer") {
+	if err := waitHTTP(ctx, url, "", "", 700*time.Millisecond, alive); err == nil || !strings.Contains(err.Error(), "did not answer") {
 		t.Errorf("closed port: %v", err)
 	}
-	if err := waitHTTP(ctx, url, time.Minute, func() bool { return false }); err == nil || !strings.Contains(err.Error(), "exited") {
+	if err := waitHTTP(ctx, url, "", "", time.Minute, func() bool { return false }); err == nil || !strings.Contains(err.Error(), "exited") {
 		t.Errorf("dead engine: %v", err)
 	}
 }

@@ -392,6 +392,7 @@ func (m *Manager) Detail(ctx context.Context, name string) (api.VMDetail, error)
 		d.Handles = h.API()
 		d.URLs = m.urls(ctx, v)
 		d.HostCAs = guestCAs(v)
+		d.Access = m.access(ctx, v)
 	}
 	if st, err := m.netStatus(ctx, &v); err == nil {
 		d.Net = &st

@@ -290,6 +290,7 @@ func TestIntegrationLiveOpencode(t *testing.T) {
 		t.Fatalf("GET %s/global/health: %v %s\nguest diagnostics:\n%s%s", ipURL, err, out, diag.stdout, diag.stderr)
 	}
 	t.Logf("GET %s/global/health → %s in %s", ipURL, out, time.Since(start).Round(time.Millisecond))
+	opencodeAuthAttack(t, e, ipURL)
 	r = e.banger("vm", "opencode", "nosuchvm")
 	if r.code == 0 {
 		t.Errorf("vm opencode of a missing VM succeeded")
@@ -315,4 +316,40 @@ func stageLines(stderr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// opencodeAuthAttack is issue 13's attack on opencode: a local user who is
+// neither root nor in banger's group (uid/gid 65534, no supplementary
+// groups) reaches the guest's :4096 (the host routes to every VM) and
+// tries to drive the agent. Every route must answer 401 without the VM's
+// credential; the URL `vm opencode` prints (which carries it) works.
+func opencodeAuthAttack(t *testing.T, e *env, ipURL string) {
+	t.Helper()
+	asNobody := func(args ...string) string {
+		full := append([]string{"netns", "exec", e.ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+			"curl", "-sS", "-m", "30", "-o", "/dev/null", "-w", "%{http_code}"}, args...)
+		out, err := exec.Command("ip", full...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl as uid 65534 %v: %v %s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	for _, route := range []string{"/global/health", "/config", "/session", "/file?path=/etc/shadow"} {
+		if code := asNobody(ipURL + route); code != "401" {
+			t.Errorf("uid 65534 without the credential: GET %s%s → %s, want 401", ipURL, route, code)
+		}
+	}
+	if code := asNobody("-u", "opencode:wrong", ipURL+"/config"); code != "401" {
+		t.Errorf("uid 65534 with a wrong password: GET %s/config → %s, want 401", ipURL, code)
+	}
+	out := strings.TrimSpace(e.must("vm", "opencode", "oc1", "--no-open"))
+	lines := strings.Split(out, "\n")
+	withCred := lines[len(lines)-1]
+	if !strings.Contains(withCred, "opencode:") || !strings.Contains(withCred, "@") {
+		t.Fatalf("vm opencode printed %q, want a URL with the credential", out)
+	}
+	o, err := exec.Command("ip", "netns", "exec", e.ns, "curl", "-sS", "-m", "30", withCred+"/global/health").CombinedOutput()
+	if err != nil || !strings.Contains(string(o), `"healthy":true`) {
+		t.Errorf("GET with vm opencode's URL: %v %s", err, o)
+	}
 }

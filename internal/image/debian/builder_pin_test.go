@@ -23,7 +23,7 @@ var builderSources = []string{
 
 // builderSourcesSum is the sha256 of builderSources when builderVersion
 // was last decided on.
-const builderSourcesSum = "82f69ba19fa1f80da7ad3147be909b2f4960c1e775c9055f3d1f42c0492d8a58"
+const builderSourcesSum = "9d6d90130ed755dbc94accb9608cf0879952c9e98c035959fd9c890a88eaad17"
 
 // TestBuilderSourcesPinned makes a change to the image builder a decision:
 // a change to what goes into an image bumps builderVersion (cached test

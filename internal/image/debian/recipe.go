@@ -24,7 +24,7 @@ const RecipeVersion = "1"
 // TestBuilderSourcesPinned fails when the sources that decide an image's
 // content change: bump this (any new value, e.g. "2-<date>") when the image
 // content changes, or refresh only the test's pin for a refactor.
-const builderVersion = RecipeVersion + "-20261129-sandboxed-npm"
+const builderVersion = RecipeVersion + "-20261129-sandboxed-npm-opencode-auth"
 
 // BuilderVersion identifies the build recipe (see builderVersion).
 func BuilderVersion() string { return builderVersion }
