@@ -52,8 +52,8 @@ func TestFeatureSecret(t *testing.T) {
 func TestAuthScript(t *testing.T) {
 	for _, c := range []struct {
 		name, unit, wantOut string
-		wantCalls            []string
-		dropin               bool
+		wantCalls           []string
+		dropin              bool
 	}{
 		{"baked unit", "[Service]\nEnvironmentFile=ENVFILE\nExecStart=/x\n", "", []string{"cat opencode.service", "start opencode.service"}, false},
 		{"old image", "[Service]\nExecStart=/x\n", "healed", []string{"cat opencode.service", "daemon-reload", "restart opencode.service"}, true},
