@@ -238,6 +238,13 @@ export function vmPage(main, name) {
       h('span', { class: 'hint' }, `read-only: the changes in /root/work (vm create --workspace); apply them with banger vm diff ${name} --apply`)),
       diffBtn, diffErr, diffOut),
     h('section', { class: 'card', 'aria-labelledby': 'serial-h' }, h('h2', { id: 'serial-h' }, 'Serial console ', h('span', { class: 'hint' }, 'following')), logErr, log));
+  // access: the VM's feature servers (opencode) with their per-VM
+  // credentials (VMDetail.Access, in the detail read below).
+  const accessFacts = () => (detail?.access ?? []).flatMap(a => [h('dt', {}, a.feature),
+    h('dd', {}, a.warning ? h('span', { class: 'bad' }, a.warning)
+      : [h('a', { href: a.url, target: '_blank', rel: 'noopener noreferrer' }, `Open ${a.feature}`),
+        a.password ? h('span', { class: 'hint' }, ' user ', h('code', {}, a.user), ', password ', h('code', {}, a.password)) : '']
+  )]);
   const draw = () => keepFocus(() => {
     const vm = (state.vms ?? []).find(v => v.name === name);
     if (!vm) {
@@ -253,7 +260,8 @@ export function vmPage(main, name) {
       ...fact('Started', r.started_at ? new Date(r.started_at).toLocaleString() : ''), ...fact('Last error', r.last_error),
       ...fact('Lifetime', lifetimeText(vm.lifetime)),
       ...fact('Idle-stop at', detail?.idle_stop_at ? new Date(detail.idle_stop_at).toLocaleString() + ' if it stays idle' : ''),
-      ...fact('Port forwards', forwardLinks(detail?.forwards)));
+      ...fact('Port forwards', forwardLinks(detail?.forwards)),
+      ...accessFacts());
     charts.replaceChildren(statCharts(name));
   });
   // The detail (forwards, idle-stop time) is not in the event stream: read
