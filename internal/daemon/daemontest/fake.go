@@ -44,6 +44,9 @@ type VMs struct {
 	LogsFunc func(ctx context.Context, name string, opt api.LogOptions, w io.Writer) error
 	// LatestStatsFunc: default has no samples.
 	LatestStatsFunc func() []api.VMStats
+	// DetailFunc, when set, adds to the stored record's detail (URLs,
+	// Access…): it gets the default detail and returns the answer.
+	DetailFunc func(d api.VMDetail) api.VMDetail
 }
 
 var _ daemon.VMService = (*VMs)(nil)
@@ -120,7 +123,11 @@ func (f *VMs) Detail(ctx context.Context, name string) (api.VMDetail, error) {
 	if err != nil {
 		return api.VMDetail{}, err
 	}
-	return api.VMDetail{VM: vm}, nil
+	d := api.VMDetail{VM: vm}
+	if f.DetailFunc != nil {
+		d = f.DetailFunc(d)
+	}
+	return d, nil
 }
 
 func (f *VMs) Exec(ctx context.Context, name string) (net.Conn, error) {
