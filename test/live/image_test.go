@@ -238,7 +238,8 @@ func (e *env) makeImageOld(t *testing.T, name string) {
 }
 
 // A VM of an opencode image is ready only once :4096 answers; then an HTTP
-// GET to it works and vm show / vm opencode print its URL.
+// GET to it with the VM's credential works, vm show / vm opencode print its
+// URL, and nobody without the credential gets an answer but 401.
 func TestIntegrationLiveOpencode(t *testing.T) {
 	oc := testimage.GetOpencode(t)
 	t.Parallel()
@@ -283,7 +284,11 @@ func TestIntegrationLiveOpencode(t *testing.T) {
 	// and project routes first set up the project (npm installs); the test
 	// guest has no internet.
 	start = time.Now()
-	out, err := exec.Command("ip", "netns", "exec", e.ns, "curl", "-sS", "-m", "30", ipURL+"/global/health").CombinedOutput()
+	if len(d.Access) != 1 || d.Access[0].Password == "" || d.Access[0].Warning != "" {
+		t.Fatalf("vm show access = %+v, want opencode with its password", d.Access)
+	}
+	out, err := exec.Command("ip", "netns", "exec", e.ns, "curl", "-sS", "-m", "30",
+		"-u", "opencode:"+d.Access[0].Password, ipURL+"/global/health").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"healthy":true`) {
 		diag := e.banger("vm", "exec", "oc1", "--", "sh", "-c",
 			"systemctl status opencode --no-pager; journalctl -u opencode --no-pager -n 60; ss -tlnp")
