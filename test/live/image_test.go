@@ -2,6 +2,7 @@ package live
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -357,4 +358,43 @@ func opencodeAuthAttack(t *testing.T, e *env, ipURL string) {
 	if err != nil || !strings.Contains(string(o), `"healthy":true`) {
 		t.Errorf("GET with vm opencode's URL: %v %s", err, o)
 	}
+}
+
+// An opencode image baked before feature credentials (its unit reads no
+// password file) is healed at boot: a runtime drop-in gives the unit the
+// VM's password and the unit restarts, so the attack fails there too and
+// readiness still works. BANGER_TEST_OLD_OPENCODE names such an image's
+// cache directory (e.g. /var/cache/banger-test/images/opencode-<fp> built
+// by an older tree); without it the test is skipped.
+func TestIntegrationLiveOpencodeOldImage(t *testing.T) {
+	dir := os.Getenv("BANGER_TEST_OLD_OPENCODE")
+	if dir == "" {
+		t.Skip("BANGER_TEST_OLD_OPENCODE (an opencode test image built before feature credentials) is not set")
+	}
+	var old api.Image
+	b, err := os.ReadFile(filepath.Join(dir, "image.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &old); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	e.must("image", "register", "oc", "--kernel", old.Kernel, "--initrd", old.Initrd,
+		"--rootfs", old.Rootfs, "--work-seed", old.WorkSeed, "--vmlinux", old.Vmlinux)
+	unit := e.banger("vm", "run", "--image", "oc", "--memory", "1GiB", "--", "cat", "/etc/systemd/system/opencode.service")
+	if unit.code != 0 || strings.Contains(unit.stdout, "EnvironmentFile") {
+		t.Fatalf("not an image from before feature credentials (exit %d):\n%s%s", unit.code, unit.stdout, unit.stderr)
+	}
+	r := e.banger("vm", "create", "--name", "oc1", "--image", "oc", "--memory", "1GiB")
+	if r.code != 0 {
+		t.Fatalf("vm create: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("vm create on the old opencode image:\n%s", stageLines(r.stderr))
+	var d api.VMDetail
+	e.mustJSON(&d, "vm", "show", "oc1")
+	if len(d.Access) != 1 || d.Access[0].Password == "" || d.Access[0].Warning != "" {
+		t.Fatalf("vm show access = %+v, want opencode healed, with its password", d.Access)
+	}
+	opencodeAuthAttack(t, e, "http://"+d.VM.Runtime.GuestIP+":4096")
 }
