@@ -341,9 +341,11 @@ func opencodeAuthAttack(t *testing.T, e *env, ipURL string) {
 		return strings.TrimSpace(string(out))
 	}
 	for _, route := range []string{"/global/health", "/config", "/session", "/file?path=/etc/shadow"} {
-		if code := asNobody(ipURL + route); code != "401" {
+		code := asNobody(ipURL + route)
+		if code != "401" {
 			t.Errorf("uid 65534 without the credential: GET %s%s → %s, want 401", ipURL, route, code)
 		}
+		t.Logf("uid 65534 without the credential: GET %s → %s", route, code)
 	}
 	if code := asNobody("-u", "opencode:wrong", ipURL+"/config"); code != "401" {
 		t.Errorf("uid 65534 with a wrong password: GET %s/config → %s, want 401", ipURL, code)
@@ -358,6 +360,7 @@ func opencodeAuthAttack(t *testing.T, e *env, ipURL string) {
 	if err != nil || !strings.Contains(string(o), `"healthy":true`) {
 		t.Errorf("GET with vm opencode's URL: %v %s", err, o)
 	}
+	t.Logf("GET /global/health with vm opencode's URL → %s", o)
 }
 
 // An opencode image baked before feature credentials (its unit reads no
