@@ -25,7 +25,7 @@ GO       ?= go
 APT_PACKAGES      := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables xfsprogs \
                      iproute2 openssh-client util-linux kmod ca-certificates \
                      bubblewrap debian-archive-keyring
-APT_TEST_PACKAGES := btrfs-progs chromium lintian curl nodejs npm
+APT_TEST_PACKAGES := btrfs-progs chromium lintian curl nodejs
 
 .PHONY: all need-root build deps test-deps install uninstall deb test-package demo test test-unit test-integration test-live \
         fuzz verify bench bench-create test-image clean
@@ -44,6 +44,9 @@ deps: need-root
 ## test-deps: deps plus what only the tests need.
 test-deps: need-root
 	@scripts/deps.sh $(APT_PACKAGES) $(APT_TEST_PACKAGES)
+	@# npm for the MCP client test: Debian's nodejs needs the npm package,
+	@# NodeSource's bundles npm and conflicts with it.
+	@command -v npm >/dev/null || scripts/deps.sh npm
 
 ## build: bin/banger, bin/bangerd and the static guest agent bin/banger-agent.
 build:
