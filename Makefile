@@ -20,8 +20,9 @@ LDFLAGS  := -s -w -X banger/internal/buildinfo.Version=$(VERSION)
 GO       ?= go
 
 # Host packages banger needs at run time, and those only its tests need
-# (btrfs for the disk conformance suite, chromium for the web UI test, lintian
-# for the package test).
+# (btrfs for the disk conformance suite, chromium for the web UI tests, lintian
+# for the package test, curl for the host-files attack test, nodejs/npm for the
+# MCP TypeScript client test).
 APT_PACKAGES      := qemu-system-x86 qemu-utils debootstrap e2fsprogs nftables xfsprogs \
                      iproute2 openssh-client util-linux kmod ca-certificates \
                      bubblewrap debian-archive-keyring
