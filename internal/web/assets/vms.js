@@ -209,7 +209,7 @@ export function vmPage(main, name) {
   const info = h('dl', { class: 'facts' });
   const charts = h('div', {});
   const log = h('pre', { class: 'serial', tabindex: '0', 'aria-label': `Serial console of ${name}` });
-  const diffOut = h('pre', { class: 'serial', tabindex: '0', 'aria-label': `Workspace diff of ${name}`, hidden: true });
+  const diffOut = h('pre', { class: 'diff', tabindex: '0', 'aria-label': `Workspace diff of ${name}`, hidden: true });
   const diffErr = h('div', {});
   const diffBtn = h('button', { type: 'button', class: 'btn small', 'data-key': 'diff' }, 'Show diff');
   diffBtn.onclick = async () => {
