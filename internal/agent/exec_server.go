@@ -239,7 +239,38 @@ func pump(o output, fw *frameWriter, exitedAt *atomic.Int64) {
 			}
 		}
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				drainBuffered(o, fw, buf, &broken)
+			}
 			return // EOF, EIO from a pty whose terminal closed, or a deadline
+		}
+	}
+}
+
+// maxDrainBuffered bounds drainBuffered: a pipe holds 64 KiB by default (at
+// most 1 MiB), so this is what the command left behind, not a stream a
+// background child could keep feeding.
+const maxDrainBuffered = 1 << 20
+
+// drainBuffered sends what the pipe already holds once the drain deadline
+// has passed. A read past its deadline fails without looking at the pipe,
+// so a pump scheduled late (a loaded or emulated guest) would otherwise lose
+// output the command wrote before it exited. Non-blocking reads until the
+// pipe is empty (EAGAIN), closed (0) or maxDrainBuffered bytes were sent.
+func drainBuffered(o output, fw *frameWriter, buf []byte, broken *bool) {
+	rc, err := o.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	for total := 0; total < maxDrainBuffered; {
+		var n int
+		var rerr error
+		if err := rc.Control(func(fd uintptr) { n, rerr = unix.Read(int(fd), buf) }); err != nil || rerr != nil || n <= 0 {
+			return
+		}
+		total += n
+		if !*broken && fw.write(o.t, buf[:n]) != nil {
+			*broken = true
 		}
 	}
 }
