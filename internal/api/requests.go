@@ -176,6 +176,11 @@ type VMCreateRequest struct {
 	TTLAction       string `json:"ttl_action,omitempty"`
 	IdleStopSeconds int64  `json:"idle_stop_seconds,omitempty"`
 	Run             bool   `json:"run,omitempty"`
+	// From starts the VM from a snapshot (its image, engine and shape) instead of booting.
+	From string `json:"from,omitempty"`
+	// Cold boots even when the image has a warm snapshot (which is used by
+	// default when it matches the request's engine and shape).
+	Cold bool `json:"cold,omitempty"`
 }
 
 // WaitAgent is VMCreateRequest.Wait for "the guest agent only".

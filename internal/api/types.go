@@ -60,6 +60,8 @@ type Image struct {
 	Features      []string  `json:"features,omitempty"` // e.g. "opencode", "agent"
 	Recipe        string    `json:"recipe,omitempty"`   // JSON of the recipe inputs
 	CreatedAt     time.Time `json:"created_at"`
+	// Warm is the image's warm snapshot, when it has one (image warm).
+	Warm *WarmInfo `json:"warm,omitempty"`
 }
 
 // VM states.
@@ -90,6 +92,9 @@ type VM struct {
 	// Lifetime is set when the daemon deletes or stops the VM on its own
 	// (TTL, idle-stop, owned by a vm run).
 	Lifetime *VMLifetime `json:"lifetime,omitempty"`
+	// Origin is the snapshot the VM was started from (vm fork, create
+	// --from, a warm image); "" for a VM that booted cold.
+	Origin string `json:"origin,omitempty"`
 }
 
 // VMRuntime is the durable part of a VM's runtime state: it is stored in

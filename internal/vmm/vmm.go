@@ -67,6 +67,62 @@ type Engine interface {
 	Alive(h Handles) bool
 }
 
+// Snapshotter is an Engine that can save a running guest and start new
+// guests from what it saved (banger snapshot, vm fork, warm images).
+//
+// Sequence for a snapshot: Pause (the guest's vCPUs stop; when it returns
+// the engine has flushed every disk write, so the orchestrator may capture
+// the disks through its disk driver) → Save (device state and memory into
+// files in dir; the guest stays paused) → the orchestrator captures disks →
+// Resume (the parent runs on, unharmed) or Kill/Stop.
+//
+// Restore starts a new engine process for spec (the child's own name,
+// sockets, tap, MAC, disks — copies the orchestrator made of the snapshot's
+// disks) from a Snapshot, and returns once the guest runs. The guest inside
+// still has its parent's identity (hostname, IP, MAC, keys, clock): the
+// orchestrator resets it through the agent. Restore refuses (an error, no
+// process left running) a snapshot made by another engine or version or for
+// another machine shape, or whose files are missing, truncated or changed
+// (checked against the Snapshot's sizes and SHA-256 sums).
+type Snapshotter interface {
+	Engine
+	// Pause stops the guest's vCPUs and flushes its disks.
+	Pause(ctx context.Context, h Handles) error
+	// Resume continues a paused guest.
+	Resume(ctx context.Context, h Handles) error
+	// Save writes a paused guest's device state and memory into dir (which
+	// exists and is the orchestrator's) and describes what it wrote. The
+	// files are never written again once Save returns: children map the
+	// memory file copy-on-write, so the engine never hands the file itself
+	// to a process that could write it.
+	Save(ctx context.Context, h Handles, dir string) (Snapshot, error)
+	// Restore starts a guest for spec from snap; see the interface doc.
+	Restore(ctx context.Context, spec Spec, snap Snapshot) (Handles, error)
+}
+
+// Snapshot is what an engine saved: the files and everything a restore
+// must match. Paths are absolute (inside the dir given to Save).
+type Snapshot struct {
+	Engine  string `json:"engine"`
+	Version string `json:"version"` // engine version that wrote it
+	Accel   string `json:"accel,omitempty"`
+	// Machine shape: a restore with other values is refused.
+	VCPUs     int `json:"vcpus"`
+	MemoryMiB int `json:"memory_mib"`
+	// State is the device state (QEMU: the migration stream; Firecracker:
+	// the snapshot file). Memory is the guest RAM file mapped by children;
+	// empty when the RAM is inside State (QEMU, a guest whose RAM was not a
+	// shared file: a fork).
+	State        string `json:"state"`
+	StateSize    int64  `json:"state_size"`
+	StateSHA256  string `json:"state_sha256"`
+	Memory       string `json:"memory,omitempty"`
+	MemorySize   int64  `json:"memory_size,omitempty"`
+	MemorySHA256 string `json:"memory_sha256,omitempty"`
+	// Extra is the engine's own record (opaque above it).
+	Extra map[string]string `json:"extra,omitempty"`
+}
+
 // Info is an engine's capability report.
 type Info struct {
 	Name      string `json:"name"`
@@ -84,6 +140,8 @@ type Info struct {
 	// GuestShutdown is what a guest must do for the engine process to end:
 	// ShutdownPoweroff or ShutdownReboot (empty means ShutdownPoweroff).
 	GuestShutdown string `json:"guest_shutdown,omitempty"`
+	// Snapshots: the engine is a Snapshotter that works on this host.
+	Snapshots bool `json:"snapshots,omitempty"`
 }
 
 // Guest actions that end an engine process (Info.GuestShutdown).
@@ -127,6 +185,14 @@ type Spec struct {
 	SerialLog   string // guest serial console output
 	EngineLog   string // the engine's own stdout/stderr/log
 	MetricsPath string // Firecracker metrics (FIFO or file); unused by QEMU
+
+	// MemoryFile, when set, is where the engine keeps guest RAM as a shared
+	// file mapping (QEMU: memory-backend-file share=on; on tmpfs, chosen by
+	// the orchestrator, outside VMDir): what lets Snapshot save device state
+	// only and copy the RAM out. The engine creates it (owned by UID, 0600,
+	// sized MemoryMiB); the orchestrator removes it once the engine is gone.
+	// Engines that save memory themselves (Firecracker) ignore it.
+	MemoryFile string
 }
 
 // CheckBasics validates what every engine needs of a spec: a name and
