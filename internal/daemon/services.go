@@ -77,3 +77,28 @@ type ImageService interface {
 	Promote(ctx context.Context, req api.ImagePromoteRequest, rep progress.Reporter) (api.Image, error)
 	Delete(ctx context.Context, name string, force bool) error
 }
+
+// SnapshotService does snapshots, forks and warm images (banger snapshot,
+// vm fork, vm create --from, image warm). CreateSnapshot, Fork and
+// WarmImage are long operations run like VMService.Create (daemon-lifetime
+// context, stages to rep, nothing half-made left on failure or cancel).
+// name is a snapshot name; image an image name.
+//
+// Implemented by vm.Manager; daemontest.Snapshots is the fake for tests.
+type SnapshotService interface {
+	CreateSnapshot(ctx context.Context, req api.SnapshotCreateRequest, rep progress.Reporter) (api.Snapshot, error)
+	ListSnapshots(ctx context.Context) ([]api.Snapshot, error)
+	GetSnapshot(ctx context.Context, name string) (api.Snapshot, error)
+	// DeleteSnapshot refuses (FailedPrecondition) a snapshot live VMs were
+	// started from and still map, and an image's warm snapshot (use
+	// UnwarmImage).
+	DeleteSnapshot(ctx context.Context, name string) error
+	Fork(ctx context.Context, req api.VMForkRequest, rep progress.Reporter) (api.VMForkResult, error)
+	// WarmImage boots the image once, waits for its agent and feature
+	// servers, and keeps that snapshot as the image's warm snapshot
+	// (replacing an older one).
+	WarmImage(ctx context.Context, req api.ImageWarmRequest, rep progress.Reporter) (api.Snapshot, error)
+	UnwarmImage(ctx context.Context, image string) error
+	// WarmInfo maps image IDs to their warm snapshot, for image list/show.
+	WarmInfo(ctx context.Context) (map[string]api.WarmInfo, error)
+}

@@ -98,6 +98,10 @@ type Snapshotter interface {
 	Save(ctx context.Context, h Handles, dir string) (Snapshot, error)
 	// Restore starts a guest for spec from snap; see the interface doc.
 	Restore(ctx context.Context, spec Spec, snap Snapshot) (Handles, error)
+	// Forget releases what the engine holds for snap (QEMU: the sealed
+	// in-memory copy of its memory that children share); called when the
+	// snapshot is deleted. Children already running are unaffected.
+	Forget(snap Snapshot)
 }
 
 // Snapshot is what an engine saved: the files and everything a restore
