@@ -138,6 +138,15 @@ func (s *Store) DeleteImage(ctx context.Context, nameOrID string) error {
 		if len(users) > 0 {
 			return imageInUse(name, users)
 		}
+		snaps, err := snapshotsOfImage(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if len(snaps) > 0 {
+			return api.FailedPrecondition("image %q has snapshot(s) %s", name, strings.Join(snaps, ", ")).
+				WithFix("delete them first (banger snapshot delete; banger image unwarm for its warm snapshot)").
+				WithAction("snapshot list")
+		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM images WHERE id = ?`, id)
 		if isForeignKeyViolation(err) {
 			return api.FailedPrecondition("image %q is in use by a vm: %w", name, err).WithAction("vm list")

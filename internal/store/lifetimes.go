@@ -80,14 +80,19 @@ func vmLifetimes(ctx context.Context, q querier, id string) (map[string]*api.VML
 	return out, rows.Err()
 }
 
-// withLifetimes fills vms' Lifetime.
+// withLifetimes fills vms' Lifetime and Origin.
 func withLifetimes(ctx context.Context, q querier, vms []api.VM, id string) ([]api.VM, error) {
 	lts, err := vmLifetimes(ctx, q, id)
 	if err != nil {
 		return nil, err
 	}
+	origins, err := vmOrigins(ctx, q, id)
+	if err != nil {
+		return nil, err
+	}
 	for i := range vms {
 		vms[i].Lifetime = lts[vms[i].ID]
+		vms[i].Origin = origins[vms[i].ID]
 	}
 	return vms, nil
 }

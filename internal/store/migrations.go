@@ -26,6 +26,7 @@ var migrations = []migration{
 	{4, "data patches", migratePatches},
 	{5, "vm network policies", migrateNetPolicies},
 	{6, "vm lifetimes", migrateLifetimes},
+	{7, "snapshots", migrateSnapshots},
 }
 
 // latestID is the highest migration id this binary knows.

@@ -29,6 +29,78 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 	r := revert.New()
 	defer r.Fail()
 
+	if err := m.attachNet(ctx, v, h, rep, r, op); err != nil {
+		return err
+	}
+
+	// Bound the number of guests booting at once (TCG boots are CPU-bound).
+	select {
+	case m.bootSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			<-m.bootSem
+		}
+	}()
+
+	done := rep.Stage(StageEngine)
+	os.Remove(v.Runtime.SerialLogPath)
+	m.removeMemoryFile(*v) // a stale one from a crash: the engine makes it anew
+	spec := m.spec(*v, img, h)
+	vh, err := e.Start(ctx, spec)
+	if err != nil {
+		done(err)
+		return fmt.Errorf("starting %s: %w", v.Runtime.Engine, err)
+	}
+	r.Add(func() {
+		c, cancel := bg()
+		defer cancel()
+		if err := e.Kill(c, vh); err != nil {
+			log.Error("killing engine", "pid", vh.PID, "err", err)
+		}
+		m.removeMemoryFile(*v)
+		m.dropAgent(v.ID)
+		m.cacheHandles(v.ID, nil)
+	})
+	h.VMM = vh
+	h.Engine = v.Runtime.Engine
+	v.Runtime.Accel = vh.Accel
+	v.Runtime.AgentTransport = vh.AgentTransport
+	if err := writeHandles(v.Runtime.VMDir, h); err != nil {
+		done(err)
+		return err
+	}
+	m.cacheHandles(v.ID, h)
+	v.Runtime.State = api.VMStarting
+	if err := m.st.UpdateVM(ctx, *v); err != nil {
+		done(err)
+		return err
+	}
+	rep.Detail(fmt.Sprintf("pid %d, %s", vh.PID, accelName(vh.Accel)))
+	done(nil)
+	m.stageHook(op, StageEngine)
+
+	if w.background {
+		handedOff = true
+		r.Success()
+		m.readyInBackground(*v, e, h, op, true)
+		return nil
+	}
+	if err := m.finishBoot(ctx, v, e, h, rep, op, w.wait); err != nil {
+		return err
+	}
+	r.Success()
+	return nil
+}
+
+// attachNet is the network stage of boot and fork: a pool tap, the DNS
+// name, the tap bound to the VM (anti-spoofing + egress policy). Its undo
+// goes on r.
+func (m *Manager) attachNet(ctx context.Context, v *api.VM, h *Handles, rep progress.Reporter, r *revert.Reverter, op string) error {
+	log := m.log.With("vm", v.Name)
 	done := rep.Stage(StageNetwork)
 	tap, hit, err := m.net.AcquireTap(ctx)
 	if err != nil {
@@ -67,64 +139,6 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 	done(nil)
 	m.stageHook(op, StageNetwork)
 
-	// Bound the number of guests booting at once (TCG boots are CPU-bound).
-	select {
-	case m.bootSem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	handedOff := false
-	defer func() {
-		if !handedOff {
-			<-m.bootSem
-		}
-	}()
-
-	done = rep.Stage(StageEngine)
-	os.Remove(v.Runtime.SerialLogPath)
-	spec := m.spec(*v, img, h)
-	vh, err := e.Start(ctx, spec)
-	if err != nil {
-		done(err)
-		return fmt.Errorf("starting %s: %w", v.Runtime.Engine, err)
-	}
-	r.Add(func() {
-		c, cancel := bg()
-		defer cancel()
-		if err := e.Kill(c, vh); err != nil {
-			log.Error("killing engine", "pid", vh.PID, "err", err)
-		}
-		m.dropAgent(v.ID)
-		m.cacheHandles(v.ID, nil)
-	})
-	h.VMM = vh
-	h.Engine = v.Runtime.Engine
-	v.Runtime.Accel = vh.Accel
-	v.Runtime.AgentTransport = vh.AgentTransport
-	if err := writeHandles(v.Runtime.VMDir, h); err != nil {
-		done(err)
-		return err
-	}
-	m.cacheHandles(v.ID, h)
-	v.Runtime.State = api.VMStarting
-	if err := m.st.UpdateVM(ctx, *v); err != nil {
-		done(err)
-		return err
-	}
-	rep.Detail(fmt.Sprintf("pid %d, %s", vh.PID, accelName(vh.Accel)))
-	done(nil)
-	m.stageHook(op, StageEngine)
-
-	if w.background {
-		handedOff = true
-		r.Success()
-		m.readyInBackground(*v, e, h, op, true)
-		return nil
-	}
-	if err := m.finishBoot(ctx, v, e, h, rep, op, w.wait); err != nil {
-		return err
-	}
-	r.Success()
 	return nil
 }
 
@@ -200,7 +214,7 @@ func (m *Manager) spec(v api.VM, img api.Image, h *Handles) vmm.Spec {
 		Tap: h.Tap, MAC: v.Runtime.MAC, VsockCID: v.Runtime.VsockCID,
 		APISocket: v.Runtime.APISocket, AgentSocket: v.Runtime.AgentSocket,
 		SerialLog: v.Runtime.SerialLogPath, EngineLog: v.Runtime.EngineLogPath,
-		MetricsPath: v.Runtime.MetricsPath,
+		MetricsPath: v.Runtime.MetricsPath, MemoryFile: m.memoryFile(v),
 	}
 }
 

@@ -28,6 +28,8 @@ const (
 	StageEngine     = "engine"
 	StageBoot       = "boot"
 	StageReady      = "agent ready"
+	// StageColdBoot says why a create of a warm image boots cold.
+	StageColdBoot = "cold boot"
 )
 
 // maxSocketPath is the limit of a Unix socket path (sun_path) minus the NUL.
@@ -38,6 +40,25 @@ const maxSocketPath = 107
 // is "starting"; readiness continues in the background). On any failure everything made so far is undone and the
 // VM's record removed: a failed create leaves nothing behind.
 func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
+	if req.From != "" {
+		return m.createFrom(ctx, req, rep)
+	}
+	if !req.Cold && !req.NoStart {
+		row, ok, why := m.warmFor(ctx, req)
+		if ok {
+			v, err := m.restore(ctx, row, req, rep)
+			if err == nil || ctx.Err() != nil {
+				return v, err
+			}
+			why = "restoring the warm snapshot " + row.Name + " failed: " + err.Error()
+		}
+		if why != "" {
+			done := rep.Stage(StageColdBoot)
+			rep.Detail(why)
+			done(nil)
+			m.log.Info("booting cold", "reason", why)
+		}
+	}
 	v, img, err := m.prepareCreate(ctx, req, rep)
 	if err != nil {
 		return api.VM{}, err
@@ -52,44 +73,12 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 
 	r := revert.New()
 	defer r.Fail()
-
-	// allocate: record intent first (state creating), then the VM dir.
-	done := rep.Stage(StageAllocate)
-	err = m.st.CreateVM(ctx, &v, store.Alloc{Subnet: m.cfg.Subnet, Reserved: []netip.Addr{m.net.Gateway()}})
-	if err != nil {
-		done(err)
+	if err := m.allocate(ctx, &v, pol, rep, r); err != nil {
 		return api.VM{}, err
 	}
-	r.Add(func() {
-		c, cancel := bg()
-		defer cancel()
-		if err := m.st.DeleteVM(c, v.ID); err != nil {
-			log.Error("reverting vm record", "err", err)
-		}
-	})
-	if v.Lifetime != nil {
-		if err := m.st.SetVMLifetime(ctx, v.ID, *v.Lifetime); err != nil {
-			done(err)
-			return api.VM{}, err
-		}
-	}
-	if err := os.MkdirAll(v.Runtime.VMDir, 0o700); err != nil {
-		done(err)
-		return api.VM{}, fmt.Errorf("creating vm dir: %w", err)
-	}
-	r.Add(func() { os.RemoveAll(v.Runtime.VMDir) })
-	if pol != nil {
-		if err := m.st.SetNetPolicy(ctx, v.ID, *pol); err != nil { // goes with the row
-			done(err)
-			return api.VM{}, err
-		}
-	}
-	rep.Detail(fmt.Sprintf("%s %s", v.Runtime.GuestIP, v.Runtime.MAC))
-	done(nil)
-	m.stageHook("create", StageAllocate)
 
 	// system disk: copy-on-write over the image's rootfs.
-	done = rep.Stage(StageSystemDisk)
+	done := rep.Stage(StageSystemDisk)
 	sys, err := m.disk.Create(ctx, img.Rootfs, v.Runtime.SystemDisk)
 	if err != nil {
 		done(err)
@@ -138,6 +127,61 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 	r.Success()
 	log.Info("vm created", "ip", v.Runtime.GuestIP, "engine", v.Runtime.Engine)
 	return v, nil
+}
+
+// createFrom is vm create --from SNAPSHOT: no cold fallback.
+func (m *Manager) createFrom(ctx context.Context, req api.VMCreateRequest, rep progress.Reporter) (api.VM, error) {
+	if req.Image != "" || req.Engine != "" || req.VCPUs != 0 || req.MemoryMiB != 0 || req.DiskBytes != 0 || req.NoStart || req.Cold {
+		return api.VM{}, api.Invalid("vm create --from takes the image, engine, vcpus, memory and disk of the snapshot; --image, --engine, --vcpus, --memory, --disk, --no-start and --cold do not go with it").
+			WithFix("drop those flags, or create without --from")
+	}
+	row, err := m.readySnapshot(ctx, req.From)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return m.restore(ctx, row, req, rep)
+}
+
+// allocate records a new VM (state creating, IP/MAC/CID), its lifetime,
+// policy and VM dir: the allocate stage of create and fork. Its undo goes
+// on r.
+func (m *Manager) allocate(ctx context.Context, v *api.VM, pol *api.NetPolicy, rep progress.Reporter, r *revert.Reverter) error {
+	log := m.log.With("vm", v.Name)
+	done := rep.Stage(StageAllocate)
+	err := m.st.CreateVM(ctx, v, store.Alloc{Subnet: m.cfg.Subnet, Reserved: []netip.Addr{m.net.Gateway()}})
+	if err != nil {
+		done(err)
+		return err
+	}
+	r.Add(func() {
+		c, cancel := bg()
+		defer cancel()
+		if err := m.st.DeleteVM(c, v.ID); err != nil {
+			log.Error("reverting vm record", "err", err)
+		}
+	})
+	if v.Lifetime != nil {
+		if err := m.st.SetVMLifetime(ctx, v.ID, *v.Lifetime); err != nil {
+			done(err)
+			return err
+		}
+	}
+	if err := os.MkdirAll(v.Runtime.VMDir, 0o700); err != nil {
+		done(err)
+		return fmt.Errorf("creating vm dir: %w", err)
+	}
+	dir := v.Runtime.VMDir
+	r.Add(func() { os.RemoveAll(dir) })
+	if pol != nil {
+		if err := m.st.SetNetPolicy(ctx, v.ID, *pol); err != nil { // goes with the row
+			done(err)
+			return err
+		}
+	}
+	rep.Detail(fmt.Sprintf("%s %s", v.Runtime.GuestIP, v.Runtime.MAC))
+	done(nil)
+	m.stageHook("create", StageAllocate)
+	return nil
 }
 
 // prepareCreate validates the request and fills in the VM record (before

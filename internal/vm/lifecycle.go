@@ -206,6 +206,9 @@ func (m *Manager) releaseKernelState(ctx context.Context, v *api.VM, h *Handles)
 		return
 	}
 	m.cleanupEngine(ctx, v, h)
+	if e, err := m.engine(h.Engine); err == nil && !e.Alive(h.VMM) {
+		m.removeMemoryFile(*v)
+	}
 	if h.Tap != "" {
 		if err := m.net.ReleaseTap(ctx, h.Tap); err != nil {
 			m.log.Warn("releasing tap", "vm", v.Name, "tap", h.Tap, "err", err)
@@ -288,6 +291,7 @@ func (m *Manager) deleteLocked(ctx context.Context, v *api.VM, rep progress.Repo
 	}
 	m.dropAgent(v.ID)
 	m.fwds.closeVM(v.Name)
+	m.removeMemoryFile(*v)
 	done(nil)
 	m.stageHook("delete", StageStop)
 

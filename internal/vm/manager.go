@@ -88,6 +88,13 @@ type Options struct {
 	// VMsDir holds one dir per VM (on the same filesystem as the images when
 	// the disk driver reflinks).
 	VMsDir string
+	// SnapshotsDir holds one dir per snapshot (default: "snapshots" beside
+	// VMsDir, so disks reflink between them).
+	SnapshotsDir string
+	// MemoryDir, when set, holds running guests' RAM files (MemoryDir()):
+	// what lets a snapshot save device state only. Empty: RAM is anonymous
+	// and a snapshot carries it in its state file.
+	MemoryDir string
 	// MaxConcurrentBoots bounds guests booting at once (0 = number of CPUs).
 	MaxConcurrentBoots int
 	Log                *slog.Logger
@@ -111,6 +118,8 @@ type Manager struct {
 	work        WorkDisks
 	net         Network
 	vmsDir      string
+	snapsDir    string
+	memDir      string
 	log         *slog.Logger
 	hook        func(op, stage string)
 	bootSem     chan struct{}
@@ -151,6 +160,17 @@ func New(o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.VMsDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating vms dir: %w", err)
 	}
+	if o.SnapshotsDir == "" {
+		o.SnapshotsDir = filepath.Join(filepath.Dir(o.VMsDir), "snapshots")
+	}
+	if err := os.MkdirAll(o.SnapshotsDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating snapshots dir: %w", err)
+	}
+	if o.MemoryDir != "" {
+		if err := ensureMemoryDir(o.MemoryDir); err != nil {
+			return nil, err
+		}
+	}
 	now := o.Now
 	if now == nil {
 		now = time.Now
@@ -158,7 +178,7 @@ func New(o Options) (*Manager, error) {
 	return &Manager{
 		cfg: o.Config, st: o.Store, engines: o.Engines, defEngine: o.DefaultEngine,
 		engReason: o.EngineReason, unavailable: o.Unavailable, disk: o.Disk, work: o.WorkDisks, net: o.Net,
-		vmsDir: o.VMsDir, log: log, hook: o.Hook,
+		vmsDir: o.VMsDir, snapsDir: o.SnapshotsDir, memDir: o.MemoryDir, log: log, hook: o.Hook,
 		bootSem: make(chan struct{}, n),
 		handles: map[string]*Handles{}, agents: map[string]*agent.Client{},
 		vmLocks: map[string]*vmLock{}, stats: map[string]*statSample{},

@@ -29,6 +29,7 @@ func (m *Manager) Reconcile(ctx context.Context, listTaps func() ([]string, erro
 		return fmt.Errorf("reconcile: listing vms: %w", err)
 	}
 	inUse := map[string]bool{}
+	live := map[string]bool{}
 	for _, v := range vms {
 		tap, err := m.reconcileOne(ctx, v)
 		if err != nil {
@@ -37,8 +38,11 @@ func (m *Manager) Reconcile(ctx context.Context, listTaps func() ([]string, erro
 		}
 		if tap != "" {
 			inUse[tap] = true
+			live[v.ID] = true
 		}
 	}
+	m.cleanMemoryDir(live)
+	m.reconcileSnapshots(ctx)
 	if listTaps == nil {
 		return nil
 	}
@@ -68,10 +72,16 @@ func (m *Manager) reconcileOne(ctx context.Context, v api.VM) (string, error) {
 	if err := m.unloadedEngine(v, h); alive && err != nil {
 		return m.keepUnloaded(ctx, v, h, err)
 	}
-	switch v.Runtime.State {
-	case api.VMDeleting:
+	switch {
+	case v.Runtime.State == api.VMDeleting:
 		log.Info("reconcile: finishing an interrupted delete")
 		return "", m.deleteLocked(ctx, &v, progress.Nop{})
+	case v.Runtime.State == api.VMCreating && v.Origin != "":
+		// A child of a fork is complete or gone: one caught half-made goes.
+		log.Info("reconcile: deleting a fork interrupted before it was ready", "snapshot", v.Origin)
+		return "", m.deleteLocked(ctx, &v, progress.Nop{})
+	}
+	switch v.Runtime.State {
 	case api.VMStopping:
 		return "", m.stopLocked(ctx, &v, "")
 	}

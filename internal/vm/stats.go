@@ -202,7 +202,12 @@ func procIO(pid int) (read, write int64) {
 	return read, write
 }
 
-func hostMemMiB() int {
+func hostMemMiB() int { return meminfoMiB("MemTotal") }
+
+// hostMemAvailableMiB is the host's MemAvailable in MiB (0 when unknown).
+func hostMemAvailableMiB() int { return meminfoMiB("MemAvailable") }
+
+func meminfoMiB(key string) int {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0
@@ -210,7 +215,7 @@ func hostMemMiB() int {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if k, rest, ok := strings.Cut(sc.Text(), ":"); ok && k == "MemTotal" {
+		if k, rest, ok := strings.Cut(sc.Text(), ":"); ok && k == key {
 			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
 			return n / 1024
 		}

@@ -249,7 +249,7 @@ func (w *wiring) vmsStep(ctx context.Context, r *revert.Reverter) error {
 	mgr, err := vm.New(vm.Options{
 		Config: w.cfg, Store: w.st, Engines: c.engines, DefaultEngine: c.engine, EngineReason: c.reason,
 		Unavailable: c.unavailable, Disk: diskDriver(c.driver), WorkDisks: workDisks{}, Net: w.net,
-		VMsDir: filepath.Join(w.dataDir, "vms"), Log: w.log.With("component", "vm"), Hook: w.o.Hook,
+		VMsDir: filepath.Join(w.dataDir, "vms"), MemoryDir: vm.MemoryDir(w.cfg.StateDir), Log: w.log.With("component", "vm"), Hook: w.o.Hook,
 	})
 	if err != nil {
 		return err
