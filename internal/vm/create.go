@@ -73,7 +73,7 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 
 	r := revert.New()
 	defer r.Fail()
-	if err := m.allocate(ctx, &v, pol, rep, r); err != nil {
+	if err := m.allocate(ctx, &v, pol, rep, r, "create"); err != nil {
 		return api.VM{}, err
 	}
 
@@ -145,7 +145,7 @@ func (m *Manager) createFrom(ctx context.Context, req api.VMCreateRequest, rep p
 // allocate records a new VM (state creating, IP/MAC/CID), its lifetime,
 // policy and VM dir: the allocate stage of create and fork. Its undo goes
 // on r.
-func (m *Manager) allocate(ctx context.Context, v *api.VM, pol *api.NetPolicy, rep progress.Reporter, r *revert.Reverter) error {
+func (m *Manager) allocate(ctx context.Context, v *api.VM, pol *api.NetPolicy, rep progress.Reporter, r *revert.Reverter, op string) error {
 	log := m.log.With("vm", v.Name)
 	done := rep.Stage(StageAllocate)
 	err := m.st.CreateVM(ctx, v, store.Alloc{Subnet: m.cfg.Subnet, Reserved: []netip.Addr{m.net.Gateway()}})
@@ -180,7 +180,7 @@ func (m *Manager) allocate(ctx context.Context, v *api.VM, pol *api.NetPolicy, r
 	}
 	rep.Detail(fmt.Sprintf("%s %s", v.Runtime.GuestIP, v.Runtime.MAC))
 	done(nil)
-	m.stageHook("create", StageAllocate)
+	m.stageHook(op, StageAllocate)
 	return nil
 }
 

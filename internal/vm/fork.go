@@ -194,7 +194,7 @@ func (m *Manager) restore(ctx context.Context, row store.SnapshotRow, req api.VM
 	log := m.log.With("vm", v.Name, "snapshot", row.Name)
 	r := revert.New()
 	defer r.Fail()
-	if err := m.allocate(ctx, &v, pol, rep, r); err != nil {
+	if err := m.allocate(ctx, &v, pol, rep, r, "fork"); err != nil {
 		return api.VM{}, err
 	}
 	if err := m.st.SetVMOrigin(ctx, v.ID, row.ID); err != nil {
@@ -265,7 +265,8 @@ func (m *Manager) restore(ctx context.Context, row store.SnapshotRow, req api.VM
 		return api.VM{}, err
 	}
 	m.cacheHandles(v.ID, h)
-	v.Runtime.State = api.VMStarting
+	// The state stays "creating" until the guest has its own identity: a
+	// daemon killed before then finds a half-made fork and deletes it.
 	if err := m.st.UpdateVM(ctx, v); err != nil {
 		done(err)
 		return api.VM{}, err

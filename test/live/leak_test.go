@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/vm"
 )
 
 // leaks lists what this env left on the host beyond its reusable capacity:
@@ -26,8 +27,15 @@ func (e *env) leaks() []string {
 			l = append(l, "vm dir "+filepath.Join(dir, ent.Name()))
 		}
 	}
-	for _, pid := range e.enginePIDs() {
+	engines := e.enginePIDs()
+	for _, pid := range engines {
 		l = append(l, "engine process "+strconv.Itoa(pid))
+	}
+	// A running guest's RAM file is no leak; more files than engines are.
+	if ents, _ := os.ReadDir(vm.MemoryDir(e.stateDir)); len(ents) > len(engines) {
+		for _, ent := range ents {
+			l = append(l, "guest memory file "+ent.Name())
+		}
 	}
 	out, _ := exec.Command("ip", "-n", e.ns, "-br", "link").Output()
 	for _, line := range strings.Split(string(out), "\n") {
@@ -120,6 +128,7 @@ func (e *env) teardown() {
 		}
 	}
 	os.RemoveAll(e.stateDir)
+	os.RemoveAll(vm.MemoryDir(e.stateDir))
 	exec.Command("ip", "netns", "del", e.ns).Run()
 }
 
