@@ -147,6 +147,7 @@ func (e *Engine) probe() vmm.Info {
 		}
 	}
 	info.Available = true
+	info.Snapshots = true // Firecracker snapshots need only KVM, which it needs anyway
 	return info
 }
 
