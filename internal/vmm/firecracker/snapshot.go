@@ -193,7 +193,7 @@ func (e *Engine) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.Snaps
 	snap := vmm.Snapshot{Engine: vmm.Firecracker, Version: e.Info().Version, Accel: "kvm", VCPUs: vcpus, MemoryMiB: mem,
 		State: filepath.Join(dir, stateName), Memory: filepath.Join(dir, memName),
 		Extra: map[string]string{xDrives: h.Extra[xDrives], xVsock: h.Extra[xVsock], xIface: ifaceID,
-			xJailed: strconv.FormatBool(e.jailed())}}
+			xJailed: strconv.FormatBool(h.Extra["jail_dir"] != "")}} // how this VM runs, whatever the config says now
 	r := revert.New()
 	defer r.Fail()
 	r.Add(func() { _ = os.Remove(snap.State); _ = os.Remove(snap.Memory) })

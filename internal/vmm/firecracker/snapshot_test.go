@@ -298,3 +298,36 @@ func TestRestoreRefusals(t *testing.T) {
 		t.Errorf("Restore after the memory changed = %v, want FailedPrecondition", err)
 	}
 }
+
+// A restore hashes the memory file once per file identity: a fresh engine
+// (a daemon restart) hashes it at its first restore, not at the next.
+func TestRestoreHashesMemoryOncePerFile(t *testing.T) {
+	e, _ := fakeEngine(t)
+	spec := fakeSpec(t)
+	h, err := e.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Kill(context.Background(), h) })
+	waitAgent(t, h.AgentSocket)
+	snap := snapshotParent(t, e, spec, h, t.TempDir())
+	fresh := New(e.cfg)
+	for i, what := range []string{"first restore (memory hashed)", "second restore (hash remembered)"} {
+		t0 := time.Now()
+		ch := restoreChild(t, fresh, childSpec(t, spec, "fc"+itoa(40+i), "bgtap9", testUID+1), snap)
+		t.Logf("%s: %v", what, time.Since(t0))
+		if err := fresh.Kill(context.Background(), ch); err != nil {
+			t.Fatal(err)
+		}
+		fresh.memMu.Lock()
+		_, ok := fresh.memSums[snap.Memory]
+		fresh.memMu.Unlock()
+		if !ok {
+			t.Errorf("%s: the memory hash was not remembered", what)
+		}
+	}
+	fresh.Forget(snap)
+	if _, ok := fresh.memSums[snap.Memory]; ok {
+		t.Error("Forget kept the memory hash")
+	}
+}
