@@ -79,7 +79,12 @@ func (e *Engine) Restore(ctx context.Context, spec vmm.Spec, snap vmm.Snapshot) 
 		load.VsockOverride = &vsockOverride{UDSPath: l.paths.VsockUDS}
 	}
 	h, err := e.run(ctx, spec, l, inJail, []apiRequest{{Method: http.MethodPut, Path: "/snapshot/load", Body: load}})
-	if err != nil {
+	var refused *APIError
+	switch {
+	case errors.As(err, &refused):
+		// Firecracker read the snapshot and refused it (and exits).
+		return vmm.Handles{}, api.FailedPrecondition("restoring vm %s from snapshot %s: %w", spec.Name, snap.State, err).WithFix(damaged)
+	case err != nil:
 		return vmm.Handles{}, fmt.Errorf("restoring vm %s from snapshot %s: %w", spec.Name, snap.State, err)
 	}
 	return h, nil
