@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"banger/internal/api"
@@ -71,6 +72,9 @@ type Engine struct {
 	cfg      Config
 	execPath string // the jailer's --exec-file: Binary, canonical
 	info     vmm.InfoOnce
+
+	memMu   sync.Mutex          // guards memSums
+	memSums map[string]verified // snapshot memory files' hashes, by path
 }
 
 // FindJailer returns the jailer that goes with the firecracker binary at
@@ -143,10 +147,11 @@ func (e *Engine) probe() vmm.Info {
 		}
 	}
 	info.Available = true
+	info.Snapshots = true // Firecracker snapshots need only KVM, which it needs anyway
 	return info
 }
 
-// launch is one Start in progress.
+// launch is one Start (or Restore) in progress.
 type launch struct {
 	binary string
 	args   []string
@@ -156,22 +161,35 @@ type launch struct {
 	marker string
 	extra  map[string]string
 	jail   *jailPlan // nil: not jailed
+	// links are the symlinks an unjailed Firecracker opens its drives
+	// through (host path → target): relative names in the VM dir, its
+	// working directory, so that a snapshot's recorded drive paths name a
+	// restored child's own disks in the child's VM dir.
+	links map[string]string
 }
 
 func (e *Engine) planLaunch(spec vmm.Spec) launch {
+	var l launch
 	if e.jailed() {
 		p := e.planJail(spec)
-		return launch{binary: e.cfg.JailerBinary, args: p.Args, paths: p.Paths, api: p.APISocket,
+		l = launch{binary: e.cfg.JailerBinary, args: p.Args, paths: p.Paths, api: p.APISocket,
 			agent: p.AgentSocket, marker: p.Marker, extra: map[string]string{"marker": p.Marker, "jail_dir": p.JailDir},
 			jail: &p}
+	} else {
+		ps := paths{Kernel: spec.Vmlinux, Initrd: spec.Initrd, LogPath: apiLogPath(spec),
+			MetricsPath: spec.MetricsPath, VsockUDS: spec.AgentSocket}
+		links := map[string]string{}
+		for i, d := range spec.Disks {
+			name := "fc-drive-" + strconv.Itoa(i)
+			ps.Disks = append(ps.Disks, name)
+			links[filepath.Join(spec.VMDir, name)] = d.Path
+		}
+		l = launch{binary: e.cfg.Binary, args: processArgs(spec.APISocket, spec.Name, ps),
+			paths: ps, api: spec.APISocket, agent: spec.AgentSocket, marker: spec.APISocket,
+			extra: map[string]string{}, links: links}
 	}
-	ps := paths{Kernel: spec.Vmlinux, Initrd: spec.Initrd, LogPath: apiLogPath(spec),
-		MetricsPath: spec.MetricsPath, VsockUDS: spec.AgentSocket}
-	for _, d := range spec.Disks {
-		ps.Disks = append(ps.Disks, d.Path)
-	}
-	return launch{binary: e.cfg.Binary, args: processArgs(spec.APISocket, spec.Name, ps),
-		paths: ps, api: spec.APISocket, agent: spec.AgentSocket, marker: spec.APISocket}
+	l.recordShape(spec)
+	return l
 }
 
 // apiLogPath is where Firecracker's own logger writes (--log-path).
@@ -186,6 +204,13 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 		return vmm.Handles{}, err
 	}
 	l := e.planLaunch(spec)
+	return e.run(ctx, spec, l, nil, configRequests(spec, l.paths))
+}
+
+// run launches l (in its jail, prepared here, then handed extra — the
+// snapshot files of a restore), and sends reqs. On failure everything it
+// made is undone: process, sockets, jail, drive links.
+func (e *Engine) run(ctx context.Context, spec vmm.Spec, l launch, inJail func(jailPlan) error, reqs []apiRequest) (vmm.Handles, error) {
 	r := revert.New()
 	defer r.Fail()
 	if l.jail != nil {
@@ -195,6 +220,11 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 		r.Add(func() { _ = removeJail(l.jail.JailDir) })
 		if err := l.jail.prepare(spec.UID, spec.GID); err != nil {
 			return vmm.Handles{}, api.Unavailable("vm %s: preparing the jail: %w", spec.Name, err)
+		}
+		if inJail != nil {
+			if err := inJail(*l.jail); err != nil {
+				return vmm.Handles{}, err
+			}
 		}
 		// The jailed uid opens the tap by name: it must own it.
 		if err := tun.SetOwner(spec.Tap, e.cfg.TapNetns, spec.UID, spec.GID); err != nil {
@@ -210,6 +240,10 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 			if err := rotate(f, true); err != nil {
 				return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
 			}
+		}
+		r.Add(func() { removeLinks(l.extra) })
+		if err := makeLinks(l.links); err != nil {
+			return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
 		}
 	}
 	if err := rotate(spec.EngineLog, false); err != nil {
@@ -251,7 +285,7 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 		return vmm.Handles{}, err
 	}
 	c := newClient(l.api)
-	for _, req := range configRequests(spec, l.paths) {
+	for _, req := range reqs {
 		if err := c.do(ctx, req.Method, req.Path, req.Body, nil); err != nil {
 			return vmm.Handles{}, api.Unavailable("vm %s: configuring firecracker: %w", spec.Name, err)
 		}
@@ -286,6 +320,18 @@ func rotate(path string, create bool) error {
 
 // validate checks the spec and that every file the guest needs exists.
 func validate(spec vmm.Spec) error {
+	if err := validateRun(spec); err != nil {
+		return err
+	}
+	if spec.Vmlinux == "" {
+		return api.Invalid("vm %s: no uncompressed kernel (vmlinux) given; firecracker cannot boot a bzImage", spec.Name)
+	}
+	return checkFiles(spec.Name, map[string]string{"kernel": spec.Vmlinux, "initrd": spec.Initrd})
+}
+
+// validateRun checks what a booted and a restored guest both need: the
+// shape, the tap, the paths and the disks.
+func validateRun(spec vmm.Spec) error {
 	if err := spec.CheckBasics(); err != nil {
 		return err
 	}
@@ -294,18 +340,16 @@ func validate(spec vmm.Spec) error {
 			WithFix(fmt.Sprintf("use --vcpus between 1 and %d, or --engine qemu", MaxVCPUs))
 	}
 	switch {
-	case spec.Vmlinux == "":
-		return api.Invalid("vm %s: no uncompressed kernel (vmlinux) given; firecracker cannot boot a bzImage", spec.Name)
 	case spec.Tap == "":
 		return api.Invalid("vm %s: no tap device given", spec.Name)
-	case spec.APISocket == "" || spec.AgentSocket == "" || spec.EngineLog == "":
-		return api.Invalid("vm %s: API socket, agent socket and engine log paths are required", spec.Name)
+	case spec.APISocket == "" || spec.AgentSocket == "" || spec.EngineLog == "" || spec.VMDir == "":
+		return api.Invalid("vm %s: VM dir, API socket, agent socket and engine log paths are required", spec.Name)
 	case spec.VsockCID < 3:
 		return api.Invalid("vm %s: vsock cid must be >= 3, got %d", spec.Name, spec.VsockCID)
 	case len(spec.Disks) == 0:
 		return api.Invalid("vm %s: no root disk", spec.Name)
 	}
-	files := map[string]string{"kernel": spec.Vmlinux, "initrd": spec.Initrd}
+	files := map[string]string{}
 	for _, d := range spec.Disks {
 		if d.Format != "raw" {
 			return api.Invalid("vm %s: disk %s is %s; firecracker opens raw disks only", spec.Name, d.ID, d.Format).
@@ -313,12 +357,17 @@ func validate(spec vmm.Spec) error {
 		}
 		files["disk "+d.ID] = d.Path
 	}
+	return checkFiles(spec.Name, files)
+}
+
+// checkFiles checks that each named file exists.
+func checkFiles(name string, files map[string]string) error {
 	for what, path := range files {
 		if path == "" {
 			continue
 		}
 		if _, err := os.Stat(path); err != nil {
-			return api.Invalid("vm %s: %s %s: %w", spec.Name, what, path, err)
+			return api.Invalid("vm %s: %s %s: %w", name, what, path, err)
 		}
 	}
 	return nil
@@ -381,10 +430,11 @@ func (e *Engine) Kill(ctx context.Context, h vmm.Handles) error {
 	return nil
 }
 
-// cleanup removes what an ended Firecracker leaves: its sockets, and the
-// jail (links only; the VM's own files stay).
+// cleanup removes what an ended Firecracker leaves: its sockets, its
+// drive links and the jail (links only; the VM's own files stay).
 func cleanup(h vmm.Handles) {
 	proc.RemoveSockets(h.APISocket, h.AgentSocket)
+	removeLinks(h.Extra)
 	if err := removeJail(h.Extra["jail_dir"]); err != nil {
 		slog.Warn("removing firecracker jail", "jail", h.Extra["jail_dir"], "err", err)
 	}

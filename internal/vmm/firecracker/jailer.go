@@ -69,6 +69,9 @@ type jailPlan struct {
 	Marker string `json:"marker"`
 }
 
+// jailDrive is the in-jail path of a disk.
+func jailDrive(id string) string { return "/drive-" + id }
+
 // jailMarker matches "--id <name>" in a NUL-separated /proc cmdline.
 func jailMarker(name string) string { return "\x00--id\x00" + name + "\x00" }
 
@@ -122,20 +125,23 @@ func (e *Engine) planJail(spec vmm.Spec) jailPlan {
 		AgentSocket: in(jailVsock),
 		PIDFile:     in(execName + ".pid"),
 		Marker:      jailMarker(spec.Name),
-		Paths:       paths{Kernel: jailKernel, LogPath: jailLog, VsockUDS: jailVsock},
+		Paths:       paths{LogPath: jailLog, VsockUDS: jailVsock},
 	}
 	p.Args = append(p.Args, cgroupArgs(spec)...)
 	if e.cfg.TapNetns != "" {
 		p.Args = append(p.Args, "--netns", e.cfg.TapNetns)
 	}
 	p.Args = append(p.Args, "--")
-	p.Links = append(p.Links, jailLink{Src: spec.Vmlinux, Dst: in(jailKernel)})
-	if spec.Initrd != "" {
+	if spec.Vmlinux != "" { // none for a restore
+		p.Paths.Kernel = jailKernel
+		p.Links = append(p.Links, jailLink{Src: spec.Vmlinux, Dst: in(jailKernel)})
+	}
+	if spec.Initrd != "" && spec.Vmlinux != "" {
 		p.Paths.Initrd = jailInitrd
 		p.Links = append(p.Links, jailLink{Src: spec.Initrd, Dst: in(jailInitrd)})
 	}
 	for _, d := range spec.Disks {
-		jp := "/drive-" + d.ID
+		jp := jailDrive(d.ID)
 		p.Paths.Disks = append(p.Paths.Disks, jp)
 		p.Links = append(p.Links, jailLink{Src: d.Path, Dst: in(jp), Disk: !d.ReadOnly})
 	}

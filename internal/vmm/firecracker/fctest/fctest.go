@@ -9,8 +9,9 @@
 // silent no-op. On top of the schema the fake enforces the ordering rules
 // that matter: pre-boot resources are refused after InstanceStart,
 // InstanceStart needs boot-source and machine-config, files named in the
-// configuration must exist (Firecracker opens them at once), and PUT
-// /vsock binds uds_path.
+// configuration must exist (Firecracker opens them at once), PUT
+// /vsock binds uds_path, and pause, snapshot create and snapshot load
+// follow Firecracker's rules and write and read real files (snapshot.go).
 //
 // Like Firecracker, the fake logs (its banner, each API request) to stdout
 // until a logger is set — on the command line (--log-path) or with PUT
@@ -90,8 +91,10 @@ type Server struct {
 	mu         sync.Mutex // guards the fields below
 	log        io.Writer  // the logger's file; nil: Stdout
 	reqs       []Request
-	state      string          // "Not started", "Running", "Paused"
-	configured map[string]bool // pre-boot resources set, by path
+	state      string                    // "Not started", "Running", "Paused"
+	configured map[string]bool           // pre-boot resources set, by path
+	bodies     map[string]map[string]any // last PUT body, by path (snapshot.go)
+	order      []string                  // paths of bodies, first-set order
 	vsock      net.Listener
 	guest      string // guest state, see guest.go
 	bootedAt   time.Time
@@ -163,7 +166,7 @@ func NewServer(id string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the router: %w", err)
 	}
-	return &Server{id: id, router: r, state: "Not started", configured: map[string]bool{}, Stdout: io.Discard,
+	return &Server{id: id, router: r, state: "Not started", configured: map[string]bool{}, bodies: map[string]map[string]any{}, Stdout: io.Discard,
 		guest: guestOff, agentConns: map[net.Conn]bool{}}, nil
 }
 
@@ -307,7 +310,7 @@ func (s *Server) applyLocked(method, path string, params map[string]string, m ma
 	if started && isPreBootOnly(method, path) {
 		return 0, nil, faultf("The requested operation is not supported after starting the microVM.")
 	}
-	if !started && method == http.MethodPatch && path != "/machine-config" && path != "/mmds" {
+	if !started && (method == http.MethodPatch && path != "/machine-config" && path != "/mmds" || path == "/snapshot/create") {
 		return 0, nil, faultf("The requested operation is not supported before starting the microVM.")
 	}
 	for param, field := range map[string]string{"drive_id": "drive_id", "iface_id": "iface_id"} {
@@ -321,6 +324,10 @@ func (s *Server) applyLocked(method, path string, params map[string]string, m ma
 	switch path {
 	case "/actions":
 		return s.actionLocked(m["action_type"].(string))
+	case "/snapshot/create":
+		return s.createSnapshotLocked(m)
+	case "/snapshot/load":
+		return s.loadSnapshotLocked(m)
 	case "/vsock":
 		if err := s.bindVsockLocked(s.HostPath(m["uds_path"].(string))); err != nil {
 			return 0, nil, err
@@ -341,6 +348,9 @@ func (s *Server) applyLocked(method, path string, params map[string]string, m ma
 		} else {
 			s.state = "Running"
 		}
+	}
+	if method == http.MethodPut {
+		s.remember(path, m)
 	}
 	s.configured[path] = true
 	return http.StatusNoContent, nil, nil
