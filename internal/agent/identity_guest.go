@@ -46,7 +46,9 @@ var identitySteps = []struct {
 	name string
 	do   func(e *identityEnv, ctx context.Context, id Identity) error
 }{
-	{"clock", func(e *identityEnv, _ context.Context, id Identity) error { return e.setClock(time.Unix(0, id.UnixNano)) }},
+	{"clock", func(e *identityEnv, _ context.Context, id Identity) error {
+		return e.setClock(time.Unix(0, id.UnixNano))
+	}},
 	{"entropy", func(e *identityEnv, _ context.Context, id Identity) error { return e.addEntropy(id.Entropy) }},
 	{"hostname", (*identityEnv).hostname},
 	{"machine-id", (*identityEnv).machineID},
