@@ -17,12 +17,23 @@ import (
 
 // Identity is what a guest forked from a snapshot takes so that it stops
 // being its parent: an identity request applies it in one round trip. Every
-// field is required but Restart. The guest applies, in order: the clock
-// (UnixNano), the kernel RNG (Entropy, credited, then a CRNG reseed), the
-// hostname, the machine-id, systemd-networkd's file for Interface, the
-// interface (MAC, IPv4 address, default route), resolv.conf (DNS), the SSH
-// host keys (all of /etc/ssh/ssh_host_*_key{,.pub} replaced by exactly
-// HostKeys) and the restarts.
+// field is required but Restart. The guest's steps, in order: clock
+// (UnixNano); entropy (credited to the kernel RNG, then a CRNG reseed);
+// hostname (sethostname, /etc/hostname, the 127.0.1.1 line of /etc/hosts);
+// machine-id (/etc/machine-id in place, /var/lib/dbus/machine-id if a
+// file); networkd-file (/run/systemd/network/10-banger-IFACE.network, the
+// generator's ip= file for IFACE removed); interface (netlink: MAC, the old
+// IPv4 addresses flushed, the new one, the default route); networkd-restart
+// (try-restart --no-block, so networkd holds the new file); resolv;
+// host-keys (every /etc/ssh/ssh_host_*_key{,.pub} replaced by exactly
+// HostKeys); restart (blocking: each unit's start job is done when the
+// answer comes).
+//
+// Under TCG (Debian 12 test image, a booted guest) the whole request takes
+// 0.14-0.3 s without restarts; a blocking ssh restart adds 0.7-1.8 s. The
+// OpenSSH of Debian 12 (9.2) reads its host keys at each connection, so it
+// serves the new ones without a restart; sshd >= 9.8 (sshd-session) needs
+// "ssh" in Restart.
 type Identity struct {
 	Hostname string `json:"hostname"`
 	// MachineID is 32 lowercase hex digits, not all zero.

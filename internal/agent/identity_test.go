@@ -188,7 +188,8 @@ func parentRoot(t *testing.T) string {
 		"etc/ssh/ssh_host_dsa_key":            "old dsa\n",
 		"etc/ssh/sshd_config":                 "# keep\n",
 		"etc/ssh/ssh_host_ed25519_key-cert":   "# not a key file: kept\n",
-		"run/systemd/network/70-eth0.network": "[Match]\nName=eth0\n[Network]\nAddress=10.77.0.2/24\n",
+		"run/systemd/network/90-eth0.network": generatorMarker + "\n\n[Match]\nName=eth0\n[Address]\nAddress=10.77.0.2/24\n",
+		"run/systemd/network/50-eth0.network": "# the admin's: kept\n",
 		"run/systemd/network/70-eth1.network": "[Match]\nName=eth1\n",
 		"run/systemd/netif/links/2":           "",
 	}
@@ -238,11 +239,11 @@ func TestIdentityStepsOnRoot(t *testing.T) {
 	for _, s := range res.Steps {
 		names = append(names, s.Name)
 	}
-	wantNames := []string{"clock", "entropy", "hostname", "machine-id", "networkd-file", "interface", "networkd-reload", "resolv", "host-keys", "restart"}
+	wantNames := []string{"clock", "entropy", "hostname", "machine-id", "networkd-file", "interface", "networkd-restart", "resolv", "host-keys", "restart"}
 	if !reflect.DeepEqual(names, wantNames) {
 		t.Errorf("steps %v, want %v", names, wantNames)
 	}
-	wantCalls := []string{"clock", "entropy", "sethostname child-1", "link", "networkctl reload",
+	wantCalls := []string{"clock", "entropy", "sethostname child-1", "link", "systemctl try-restart --no-block systemd-networkd.service",
 		"systemctl show --property=Id,LoadState,ActiveState,UnitFileState -- ssh opencode missing",
 		"systemctl restart -- ssh.service"}
 	if !reflect.DeepEqual(f.calls, wantCalls) {
@@ -254,17 +255,18 @@ func TestIdentityStepsOnRoot(t *testing.T) {
 	key := id.HostKeys["ed25519"]
 	ec := id.HostKeys["ecdsa"]
 	want := map[string]string{
-		"etc/hostname":                      fmt.Sprintf("-rw-r--r-- %q", "child-1\n"),
-		"etc/hosts":                         fmt.Sprintf("-rw-r--r-- %q", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 child-1.vm child-1\n"),
-		"etc/machine-id":                    fmt.Sprintf("-rw-r--r-- %q", id.MachineID+"\n"), // in place: the mode is the old file's
-		"etc/resolv.conf":                   fmt.Sprintf("-rw-r--r-- %q", "nameserver 10.77.0.1\nsearch vm\n"),
-		"etc/ssh/ssh_host_ed25519_key":      fmt.Sprintf("-rw------- %q", key.Private),
-		"etc/ssh/ssh_host_ed25519_key.pub":  fmt.Sprintf("-rw-r--r-- %q", key.Public+"\n"),
-		"etc/ssh/ssh_host_ecdsa_key":        fmt.Sprintf("-rw------- %q", ec.Private),
-		"etc/ssh/ssh_host_ecdsa_key.pub":    fmt.Sprintf("-rw-r--r-- %q", ec.Public+"\n"),
-		"etc/ssh/sshd_config":               fmt.Sprintf("-rw-r--r-- %q", "# keep\n"),
-		"etc/ssh/ssh_host_ed25519_key-cert": fmt.Sprintf("-rw-r--r-- %q", "# not a key file: kept\n"),
-		"run/systemd/network/70-eth0.network": fmt.Sprintf("-rw-r--r-- %q", "# banger: this VM's own address (identity request), replacing the ip= one\n"+
+		"etc/hostname":                        fmt.Sprintf("-rw-r--r-- %q", "child-1\n"),
+		"etc/hosts":                           fmt.Sprintf("-rw-r--r-- %q", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 child-1.vm child-1\n"),
+		"etc/machine-id":                      fmt.Sprintf("-rw-r--r-- %q", id.MachineID+"\n"), // in place: the mode is the old file's
+		"etc/resolv.conf":                     fmt.Sprintf("-rw-r--r-- %q", "nameserver 10.77.0.1\nsearch vm\n"),
+		"etc/ssh/ssh_host_ed25519_key":        fmt.Sprintf("-rw------- %q", key.Private),
+		"etc/ssh/ssh_host_ed25519_key.pub":    fmt.Sprintf("-rw-r--r-- %q", key.Public+"\n"),
+		"etc/ssh/ssh_host_ecdsa_key":          fmt.Sprintf("-rw------- %q", ec.Private),
+		"etc/ssh/ssh_host_ecdsa_key.pub":      fmt.Sprintf("-rw-r--r-- %q", ec.Public+"\n"),
+		"etc/ssh/sshd_config":                 fmt.Sprintf("-rw-r--r-- %q", "# keep\n"),
+		"etc/ssh/ssh_host_ed25519_key-cert":   fmt.Sprintf("-rw-r--r-- %q", "# not a key file: kept\n"),
+		"run/systemd/network/50-eth0.network": fmt.Sprintf("-rw-r--r-- %q", "# the admin's: kept\n"),
+		"run/systemd/network/10-banger-eth0.network": fmt.Sprintf("-rw-r--r-- %q", "# banger: this VM's own address (identity request), replacing the ip= one\n"+
 			"[Match]\nName=eth0\n\n[Link]\nMACAddress=52:54:00:aa:bb:02\n\n[Network]\nAddress=10.77.0.9/24\nGateway=10.77.0.1\nDNS=10.77.0.1\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"),
 		"run/systemd/network/70-eth1.network": fmt.Sprintf("-rw-r--r-- %q", "[Match]\nName=eth1\n"),
 		"run/systemd/netif/links/2":           fmt.Sprintf("-rw-r--r-- %q", ""),
@@ -289,7 +291,7 @@ func TestIdentityStepsOnRoot(t *testing.T) {
 }
 
 // A dbus machine-id file of its own is rewritten too; no hosts line, no
-// networkd, no units to restart are fine.
+// network files, no units to restart are fine.
 func TestIdentityStepsMinimalRoot(t *testing.T) {
 	root := t.TempDir()
 	for _, d := range []string{"etc/ssh", "var/lib/dbus"} {
@@ -303,8 +305,8 @@ func TestIdentityStepsMinimalRoot(t *testing.T) {
 		t.Fatalf("apply = %+v", res)
 	}
 	for _, c := range f.calls {
-		if strings.HasPrefix(c, "networkctl") || strings.HasPrefix(c, "systemctl") {
-			t.Errorf("ran %q with no networkd and no units", c)
+		if strings.HasPrefix(c, "systemctl") && c != "systemctl try-restart --no-block systemd-networkd.service" {
+			t.Errorf("ran %q with no units to restart", c)
 		}
 	}
 	for p, want := range map[string]string{

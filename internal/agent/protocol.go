@@ -14,9 +14,10 @@
 //     carries the TCP connection's bytes both ways.
 //   - identity: the guest takes the Identity in the request (a VM forked
 //     from a snapshot wakes up as its parent): clock, kernel RNG, hostname,
-//     machine-id, the interface's MAC/address/route, systemd-networkd's
-//     file, resolv.conf, SSH host keys, then restarts of the named units, in
-//     that order, and answers one IdentityResult line: each step's name and
+//     machine-id, systemd-networkd's file, the interface's MAC/address/route,
+//     networkd restarted, resolv.conf, SSH host keys, then restarts of the
+//     named units, in that order (see Identity), and answers one
+//     IdentityResult line (at most 64 KiB, 32 steps): each step's name and
 //     milliseconds, ok:false with the failed step's error (later steps are
 //     not run). A bad Identity is refused before any step runs.
 //   - exec, pty: after the request line both sides exchange binary frames,
