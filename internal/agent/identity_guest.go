@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -21,6 +22,8 @@ import (
 // root ("/" in a guest), commands through run, and the kernel through the
 // other functions. Tests give a temp root and fakes.
 type identityEnv struct {
+	// mu serialises identity requests: two at once would interleave steps.
+	mu          sync.Mutex
 	root        string
 	run         func(ctx context.Context, argv ...string) ([]byte, error)
 	setClock    func(time.Time) error
@@ -62,6 +65,8 @@ var identitySteps = []struct {
 
 // apply runs the steps on a validated id and reports each one's time.
 func (e *identityEnv) apply(ctx context.Context, id Identity) IdentityResult {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	res := IdentityResult{OK: true}
 	for _, s := range identitySteps {
 		began := time.Now()
