@@ -1,7 +1,8 @@
 // Command banger-agent is banger's guest agent. It runs inside every guest
 // (installed by the image builder as /usr/local/bin/banger-agent, started by
-// systemd through a udev rule) and answers the host's health, exec, pty and
-// clock requests over virtio-serial and/or vsock. Build it static:
+// systemd through a udev rule) and answers the host's health, exec, pty,
+// dial, clock and identity requests over virtio-serial and/or vsock. Build
+// it static:
 //
 //	CGO_ENABLED=0 go build -o bin/banger-agent ./cmd/banger-agent
 package main

@@ -179,6 +179,11 @@ func (c *Client) OpenStream(ctx context.Context) (net.Conn, error) {
 
 // roundTrip sends req on a new stream and returns the one-line answer.
 func (c *Client) roundTrip(ctx context.Context, req Request) ([]byte, error) {
+	return c.roundTripLimit(ctx, req, maxRequestLine)
+}
+
+// roundTripLimit is roundTrip with an answer of at most limit bytes.
+func (c *Client) roundTripLimit(ctx context.Context, req Request, limit int) ([]byte, error) {
 	stream, err := c.OpenStream(ctx)
 	if err != nil {
 		return nil, err
@@ -189,7 +194,7 @@ func (c *Client) roundTrip(ctx context.Context, req Request) ([]byte, error) {
 	if err := writeJSONLine(stream, req); err != nil {
 		return nil, c.streamErr(ctx, "sending "+req.Op+" request", err)
 	}
-	line, err := readLine(bufio.NewReader(stream), maxRequestLine)
+	line, err := readLine(bufio.NewReader(stream), limit)
 	if err != nil {
 		return nil, c.streamErr(ctx, "reading "+req.Op+" answer", err)
 	}

@@ -12,6 +12,14 @@
 //   - dial:   the guest connects to 127.0.0.1:port (::1 if that fails) and
 //     answers {"ok":true} or {"ok":false,"error":"…"}; after ok the stream
 //     carries the TCP connection's bytes both ways.
+//   - identity: the guest takes the Identity in the request (a VM forked
+//     from a snapshot wakes up as its parent): clock, kernel RNG, hostname,
+//     machine-id, systemd-networkd's file, the interface's MAC/address/route,
+//     networkd restarted, resolv.conf, SSH host keys, then restarts of the
+//     named units, in that order (see Identity), and answers one
+//     IdentityResult line (at most 64 KiB, 32 steps): each step's name and
+//     milliseconds, ok:false with the failed step's error (later steps are
+//     not run). A bad Identity is refused before any step runs.
 //   - exec, pty: after the request line both sides exchange binary frames,
 //     [1 byte type][4 bytes big-endian length][payload]. The host sends
 //     STDIN, STDIN_CLOSE, SIGNAL and RESIZE; the guest sends STDOUT, STDERR,
@@ -51,6 +59,8 @@ const (
 	OpClock  = "clock"
 	OpPTY    = "pty"
 	OpDial   = "dial"
+	// OpIdentity gives a forked guest its own identity (see Identity).
+	OpIdentity = "identity"
 )
 
 // Request is the JSON line that starts every stream.
@@ -67,6 +77,8 @@ type Request struct {
 	// Port is the guest TCP port a dial request connects to (on the
 	// guest's loopback).
 	Port uint16 `json:"port,omitempty"`
+	// Identity is what an identity request gives the guest.
+	Identity *Identity `json:"identity,omitempty"`
 }
 
 // Health is the guest's answer to a health request.
@@ -183,10 +195,15 @@ func (r Request) validate() error {
 			return api.Invalid("dial request needs a port between 1 and 65535")
 		}
 		return nil
+	case OpIdentity:
+		if r.Identity == nil {
+			return api.Invalid("identity request without \"identity\"")
+		}
+		return r.Identity.Validate()
 	case "":
 		return api.Invalid("request without \"op\"")
 	default:
-		return api.Invalid("unknown op %q (want health, exec, pty, dial or clock)", r.Op)
+		return api.Invalid("unknown op %q (want health, exec, pty, dial, clock or identity)", r.Op)
 	}
 }
 

@@ -28,6 +28,8 @@ import (
 type Server struct {
 	log     *slog.Logger
 	version string
+	// ident is what identity requests act on (the guest; tests swap it).
+	ident *identityEnv
 }
 
 // NewServer returns a guest agent server that reports version in Health.
@@ -35,7 +37,7 @@ func NewServer(log *slog.Logger, version string) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{log: log, version: version}
+	return &Server{log: log, version: version, ident: guestIdentityEnv()}
 }
 
 const (
@@ -202,7 +204,22 @@ func (s *Server) handleStream(stream net.Conn) {
 		s.serveExec(stream, br, req)
 	case OpDial:
 		s.serveDial(stream, br, req.Port)
+	case OpIdentity:
+		s.serveIdentity(stream, *req.Identity)
 	}
+}
+
+// serveIdentity applies a validated identity and answers its steps.
+func (s *Server) serveIdentity(stream net.Conn, id Identity) {
+	ctx, cancel := context.WithTimeout(context.Background(), identityTimeout)
+	defer cancel()
+	res := s.ident.apply(ctx, id)
+	if res.OK {
+		s.log.Info("identity applied", "hostname", id.Hostname, "address", id.Address, "steps", fmt.Sprint(res.Steps))
+	} else {
+		s.log.Warn("identity failed", "step", res.Step, "err", res.Error, "steps", fmt.Sprint(res.Steps))
+	}
+	writeJSONLine(stream, res)
 }
 
 // setClock sets the realtime clock; tests replace it.
