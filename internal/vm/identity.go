@@ -129,4 +129,3 @@ func (m *Manager) restartFeatures(ctx context.Context, v *api.VM, h *Handles) er
 	}
 	return nil
 }
-
