@@ -65,14 +65,20 @@ func createMemoryFile(spec vmm.Spec) (*os.File, error) {
 	return f, nil
 }
 
+// Fixes for the errors of openSized.
+const (
+	fixSnapshot = "delete the snapshot and take it again"
+	fixGuestRAM = "the guest's memory file was changed from outside (an escaped guest?): stop the VM"
+)
+
 // openSized opens path read-only (no link followed) and checks it is a
-// regular file of size bytes.
-func openSized(path, what string, size int64) (*os.File, unix.Stat_t, error) {
+// regular file of size bytes; errors are FailedPrecondition with fix.
+func openSized(path, what string, size int64, fix string) (*os.File, unix.Stat_t, error) {
 	var st unix.Stat_t
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, st, api.FailedPrecondition("%s %s: %w", what, path, err).
-			WithFix("delete the snapshot and take it again")
+			WithFix(fix)
 	}
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		f.Close()
@@ -82,11 +88,11 @@ func openSized(path, what string, size int64) (*os.File, unix.Stat_t, error) {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		f.Close()
 		return nil, st, api.FailedPrecondition("%s %s is not a regular file", what, path).
-			WithFix("delete the snapshot and take it again")
+			WithFix(fix)
 	case st.Size != size:
 		f.Close()
 		return nil, st, api.FailedPrecondition("%s %s is %d bytes, expected %d: truncated or replaced", what, path, st.Size, size).
-			WithFix("delete the snapshot and take it again")
+			WithFix(fix)
 	}
 	return f, st, nil
 }
@@ -143,7 +149,7 @@ func sparseCopy(src *os.File, size int64, h hash.Hash, write func(b []byte, off 
 // copyMemory copies the guest RAM file src (size bytes) to dst, a new file
 // root's 0400, sparse, and returns its SHA-256.
 func copyMemory(src, dst string, size int64) (string, error) {
-	in, _, err := openSized(src, "guest memory file", size)
+	in, _, err := openSized(src, "guest memory file", size, fixGuestRAM)
 	if err != nil {
 		return "", err
 	}
@@ -187,7 +193,7 @@ func hashFile(path string) (int64, string, error) {
 // openVerified opens a snapshot's file, checks its size and SHA-256 and
 // returns it positioned at its start.
 func openVerified(path, what string, size int64, sum string) (*os.File, error) {
-	f, _, err := openSized(path, what, size)
+	f, _, err := openSized(path, what, size, fixSnapshot)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +205,7 @@ func openVerified(path, what string, size int64, sum string) (*os.File, error) {
 	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
 		f.Close()
 		return nil, api.FailedPrecondition("%s %s has SHA-256 %s, the snapshot says %s: it changed after it was saved", what, path, got, sum).
-			WithFix("delete the snapshot and take it again")
+			WithFix(fixSnapshot)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
@@ -244,7 +250,7 @@ func loadTemplate(in *os.File, size int64, sum string) (*os.File, error) {
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
 		return nil, api.FailedPrecondition("snapshot memory %s has SHA-256 %s, the snapshot says %s: it changed after it was saved", in.Name(), got, sum).
-			WithFix("delete the snapshot and take it again")
+			WithFix(fixSnapshot)
 	}
 	if sealTemplates {
 		if _, err := unix.FcntlInt(mf.Fd(), unix.F_ADD_SEALS, templateSeals); err != nil {
@@ -259,7 +265,7 @@ func loadTemplate(in *os.File, size int64, sum string) (*os.File, error) {
 // it), loading and verifying it when it is not cached or its file changed
 // (another inode, size or mtime, or another recorded SHA-256).
 func (e *Engine) templateFor(snap vmm.Snapshot) (*os.File, error) {
-	in, st, err := openSized(snap.Memory, "snapshot memory", snap.MemorySize)
+	in, st, err := openSized(snap.Memory, "snapshot memory", snap.MemorySize, fixSnapshot)
 	if err != nil {
 		return nil, err
 	}
