@@ -248,4 +248,3 @@ func TestRamKind(t *testing.T) {
 		t.Errorf("ramKind = %v, want %v", got, want)
 	}
 }
-
