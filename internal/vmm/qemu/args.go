@@ -205,13 +205,19 @@ func serialOpaque(spec vmm.Spec) string { return "opaque=serial:" + esc(spec.Ser
 // device. serial= lets the guest find it as /dev/disk/by-id/virtio-<id>
 // whatever its vdX letter. A block device (a /dev/mapper snapshot) takes
 // the host_device protocol, QEMU's "file" refuses devices.
+//
+// Image locking is off: QEMU 7.2 cannot take its locks back after an
+// outgoing migration (Save) when the image came as an fd set's rw+ro pair
+// — cont fails with 'Failed to get "write" lock', the parent could never
+// resume. The lock guarded against two QEMUs writing one image; the
+// daemon hands every VM disks of its own, and QEMU opens no image path.
 func driveArgs(d vmm.Disk, path string, block bool) []string {
 	proto := "file"
 	if block {
 		proto = "host_device"
 	}
 	drive := "id=" + d.ID + ",file.driver=" + proto + ",file.filename=" + path + ",format=" + d.Format +
-		",if=none,cache=writeback,aio=threads,discard=unmap"
+		",file.locking=off,if=none,cache=writeback,aio=threads,discard=unmap"
 	if d.ReadOnly {
 		drive += ",readonly=on"
 	}

@@ -85,13 +85,13 @@ type snapEnv struct {
 	n      int
 }
 
-func (s *snapEnv) spec(t *testing.T, name, disk string) vmm.Spec {
+func (s *snapEnv) spec(t *testing.T, name string, disks [2]string) vmm.Spec {
 	s.n++
 	dir := t.TempDir()
 	return vmm.Spec{
 		Name: name, VMDir: dir, VCPUs: 1, MemoryMiB: 512, UID: testUID, GID: testUID,
 		Kernel: s.img.Kernel, Initrd: s.img.Initrd, Cmdline: "root=/dev/vda rw systemd.hostname=" + name,
-		Disks: []vmm.Disk{{ID: "root", Path: disk, Format: "qcow2"}},
+		Disks: []vmm.Disk{{ID: "root", Path: disks[0], Format: "qcow2"}, {ID: "work", Path: disks[1], Format: "raw"}},
 		Tap:   fmt.Sprintf("bgs%d", s.n), MAC: fmt.Sprintf("06:00:ac:1e:01:%02x", s.n),
 		APISocket: filepath.Join(dir, "qmp.sock"), AgentSocket: filepath.Join(dir, "agent.sock"),
 		SerialLog: filepath.Join(dir, "serial.log"), EngineLog: filepath.Join(dir, "qemu.log"),
@@ -122,8 +122,9 @@ func TestIntegrationSnapshot(t *testing.T) {
 
 	// The parent: booted cold on a shared RAM file.
 	work := t.TempDir()
-	overlay := filepath.Join(work, "parent.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", s.img.Rootfs, "-F", "raw", overlay)
+	overlay := [2]string{filepath.Join(work, "parent.qcow2"), filepath.Join(work, "parent-work.ext4")}
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", s.img.Rootfs, "-F", "raw", overlay[0])
+	run(t, "cp", "--sparse=always", s.img.WorkSeed, overlay[1])
 	pspec := s.spec(t, "snapparent", overlay)
 	t0 := time.Now()
 	ph := startOrFail(t, e, pspec)
@@ -150,10 +151,12 @@ func TestIntegrationSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	tSave := time.Since(t1) - tPause
-	disks := make([]string, 4)
+	disks := make([][2]string, 4)
 	for i := range disks {
-		disks[i] = filepath.Join(work, fmt.Sprintf("child%d.qcow2", i))
-		run(t, "cp", "--sparse=always", overlay, disks[i])
+		for j, ext := range []string{"qcow2", "ext4"} {
+			disks[i][j] = filepath.Join(work, fmt.Sprintf("child%d-%d.%s", i, j, ext))
+			run(t, "cp", "--sparse=always", overlay[j], disks[i][j])
+		}
 	}
 	t2 := time.Now()
 	if err := e.Resume(ctx, ph); err != nil {
@@ -254,7 +257,9 @@ func TestIntegrationSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("child save (RAM in stream): %v, state %d bytes", time.Since(t4).Round(time.Millisecond), snap2.StateSize)
-	run(t, "cp", "--sparse=always", disks[0], disks[2])
+	for j := range 2 {
+		run(t, "cp", "--sparse=always", disks[0][j], disks[2][j])
+	}
 	if err := e.Resume(ctx, kids[0]); err != nil {
 		t.Fatal(err)
 	}
