@@ -75,7 +75,9 @@ const (
 // regular file of size bytes; errors are FailedPrecondition with fix.
 func openSized(path, what string, size int64, fix string) (*os.File, unix.Stat_t, error) {
 	var st unix.Stat_t
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	// O_NONBLOCK: a FIFO put in the file's place (the VM's uid owns a RAM
+	// file and may rename it in a sticky directory) must not hang us.
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, st, api.FailedPrecondition("%s %s: %w", what, path, err).
 			WithFix(fix)

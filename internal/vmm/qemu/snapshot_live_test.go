@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,6 +120,9 @@ func TestIntegrationSnapshot(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(s.memDir) })
 	ctx := t.Context()
 	e := s.engine
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	t.Cleanup(func() { slog.SetDefault(old) })
 
 	// The parent: booted cold on a shared RAM file.
 	work := t.TempDir()
@@ -241,7 +245,7 @@ func TestIntegrationSnapshot(t *testing.T) {
 	// Memory after 10 s idle.
 	time.Sleep(10 * time.Second)
 	for i, k := range kids {
-		t.Logf("child %d memory: %s", i, rollup(t, k.PID))
+		t.Logf("child %d memory: %s; its RAM mapping (the template, private): %s", i, rollup(t, k.PID), ramMapping(t, k.PID, "memfd:banger-snapshot-memory"))
 	}
 	t.Logf("parent memory: %s", rollup(t, ph.PID))
 
@@ -353,6 +357,40 @@ func tailLines(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("qemu started")) {
+		return len(p), nil // the argument list: long and in the golden files
+	}
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// ramMapping sums /proc/pid/smaps over the mappings whose name contains
+// name (kB).
+func ramMapping(t *testing.T, pid int, name string) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := map[string]int{}
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			in = strings.Contains(line, name)
+			continue
+		}
+		if in && len(f) == 3 && f[2] == "kB" {
+			n, _ := strconv.Atoi(f[1])
+			sums[strings.TrimSuffix(f[0], ":")] += n
+		}
+	}
+	return fmt.Sprintf("Rss %d kB, Pss %d kB, Shared_Clean %d kB, Private_Clean %d kB, Private_Dirty %d kB",
+		sums["Rss"], sums["Pss"], sums["Shared_Clean"], sums["Private_Clean"], sums["Private_Dirty"])
 }
 
 // dialAgent dials the guest agent until it answers health.

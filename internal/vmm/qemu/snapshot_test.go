@@ -74,6 +74,13 @@ func TestCopyMemorySparse(t *testing.T) {
 	if _, err := copyMemory(src, filepath.Join(dir, "m2"), size+4096); err == nil || !strings.Contains(err.Error(), "truncated or replaced") {
 		t.Errorf("copyMemory of a file of another size = %v", err)
 	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := copyMemory(fifo, filepath.Join(dir, "m4"), size); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("copyMemory of a FIFO = %v", err)
+	}
 	link := filepath.Join(dir, "link")
 	_ = os.Symlink(src, link)
 	if _, err := copyMemory(link, filepath.Join(dir, "m3"), size); err == nil {
