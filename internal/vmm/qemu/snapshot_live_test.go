@@ -215,7 +215,16 @@ func TestIntegrationSnapshot(t *testing.T) {
 			t.Errorf("child %d sees the parent's write after the snapshot: %q", i, got)
 		}
 		mac := strings.TrimSpace(guestSh(t, ag, "cat /sys/class/net/eth0/address"))
-		t.Logf("child %d: guest MAC %s (parent's %s, child's command line %s)", i, mac, parentMAC, cspec.MAC)
+		t.Logf("child %d: guest MAC %s, QEMU's %s (parent's %s, child's command line %s)", i, mac, qemuMAC(t, cspec.APISocket), parentMAC, cspec.MAC)
+		if i == 1 { // what the orchestrator's identity reset does: the guest sets its MAC, QEMU follows
+			guestSh(t, ag, "ip link set dev eth0 address "+cspec.MAC)
+			mac = strings.TrimSpace(guestSh(t, ag, "cat /sys/class/net/eth0/address"))
+			if q := qemuMAC(t, cspec.APISocket); mac != cspec.MAC || q != cspec.MAC {
+				t.Errorf("after ip link set: guest MAC %s, QEMU's %s; want %s", mac, q, cspec.MAC)
+			} else {
+				t.Logf("child %d: after 'ip link set dev eth0 address %s' in the guest, QEMU's MAC is %s", i, cspec.MAC, q)
+			}
+		}
 		guestSh(t, ag, fmt.Sprintf("echo child%d > /dev/shm/mine", i))
 		ag.Close()
 		kids, kidSpecs = append(kids, ch), append(kidSpecs, cspec)
@@ -391,6 +400,23 @@ func ramMapping(t *testing.T, pid int, name string) string {
 	}
 	return fmt.Sprintf("Rss %d kB, Pss %d kB, Shared_Clean %d kB, Private_Clean %d kB, Private_Dirty %d kB",
 		sums["Rss"], sums["Pss"], sums["Shared_Clean"], sums["Private_Clean"], sums["Private_Dirty"])
+}
+
+// qemuMAC is the guest NIC's MAC as QEMU has it (query-rx-filter).
+func qemuMAC(t *testing.T, sock string) string {
+	t.Helper()
+	q, err := dialQMP(t.Context(), sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var fs []struct {
+		MainMAC string `json:"main-mac"`
+	}
+	if err := q.call("query-rx-filter", nil, nil, &fs); err != nil || len(fs) != 1 {
+		t.Fatalf("query-rx-filter: %v %v", fs, err)
+	}
+	return fs[0].MainMAC
 }
 
 // dialAgent dials the guest agent until it answers health.
