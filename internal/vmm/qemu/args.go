@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -25,7 +26,30 @@ const (
 	passAppend = "append" // a log opened for appending
 	passTap    = "tap"    // the tap named path, attached through /dev/net/tun
 	passVhost  = "vhost"  // /dev/vhost-vsock
+	// Restore and memory files, opened by the caller of plan (see launch).
+	passMemory   = "memory"   // Spec.MemoryFile, created for this guest
+	passTemplate = "template" // a dup of a snapshot's sealed memory
+	passState    = "state"    // a snapshot's device state (migration stream)
 )
+
+// Guest RAM kinds (Handles.Extra["ram"]).
+const (
+	ramAnon     = "anon"     // anonymous memory (-m alone)
+	ramFile     = "file"     // Spec.MemoryFile, mapped shared: Save copies it out
+	ramTemplate = "template" // a snapshot's sealed memory, mapped private (copy-on-write)
+)
+
+// ramID names the RAM block in every kind, the name QEMU gives anonymous
+// microvm RAM: a migration stream names its blocks, so a snapshot of a
+// guest of one kind restores into a guest of any other.
+const ramID = "microvm.ram"
+
+// incoming is what plan adds for a Restore: the guest waits (-S) for its
+// state on an inherited fd (-incoming defer, then QMP migrate-incoming).
+type incoming struct {
+	state    string // the snapshot's state file
+	template string // the snapshot's memory file; "" when RAM is in the stream
+}
 
 // passed is one file QEMU gets open as fd 3+i (its index in the plan):
 // QEMU runs as the VM's own unprivileged uid and opens no host path itself.
@@ -37,13 +61,26 @@ type passed struct {
 // Args builds QEMU's argument list for spec. It is pure: it reads no files
 // and starts nothing, so it can be checked against golden files.
 func (e *Engine) Args(spec vmm.Spec) ([]string, error) {
-	args, _, err := e.plan(spec, nil)
+	args, _, err := e.plan(spec, nil, nil)
 	return args, err
 }
 
+// ramKind is the kind of RAM a guest of spec gets (restoring from in when
+// not nil).
+func ramKind(spec vmm.Spec, in *incoming) string {
+	switch {
+	case in != nil && in.template != "":
+		return ramTemplate
+	case spec.MemoryFile != "":
+		return ramFile
+	}
+	return ramAnon
+}
+
 // plan builds the argument list and the files QEMU is handed, in fd order.
-// isBlock says whether a disk path is a block device (nil: none is).
-func (e *Engine) plan(spec vmm.Spec, isBlock func(string) bool) ([]string, []passed, error) {
+// isBlock says whether a disk path is a block device (nil: none is); in,
+// when not nil, makes it a Restore's plan.
+func (e *Engine) plan(spec vmm.Spec, isBlock func(string) bool, in *incoming) ([]string, []passed, error) {
 	if err := e.checkConfig(); err != nil {
 		return nil, nil, err
 	}
@@ -56,9 +93,14 @@ func (e *Engine) plan(spec vmm.Spec, isBlock func(string) bool) ([]string, []pas
 		return strconv.Itoa(2 + len(files))
 	}
 	qmp := fd(passListen, spec.APISocket)
+	machine := "microvm"
+	kind := ramKind(spec, in)
+	if kind != ramAnon {
+		machine += ",memory-backend=" + ramID
+	}
 	args := []string{
 		"-name", esc(spec.Name) + ",process=banger-" + esc(spec.Name),
-		"-M", "microvm",
+		"-M", machine,
 		"-sandbox", sandbox,
 		"-chardev", "socket,id=qmp,fd=" + qmp + ",server=on,wait=off",
 		"-mon", "chardev=qmp,mode=control",
@@ -77,6 +119,14 @@ func (e *Engine) plan(spec vmm.Spec, isBlock func(string) bool) ([]string, []pas
 	args = append(args,
 		"-m", strconv.Itoa(spec.MemoryMiB),
 		"-smp", strconv.Itoa(spec.VCPUs),
+	)
+	switch kind {
+	case ramFile:
+		args = append(args, "-object", memoryBackend(spec, fd(passMemory, spec.MemoryFile), "on"))
+	case ramTemplate:
+		args = append(args, "-object", memoryBackend(spec, fd(passTemplate, in.template), "off"))
+	}
+	args = append(args,
 		"-nodefaults", "-no-user-config", "-nographic",
 		// QEMU closes an -add-fd's own fd once it is in its set (before
 		// chardevs are made): only files reached through /dev/fdset go so.
@@ -119,7 +169,31 @@ func (e *Engine) plan(spec vmm.Spec, isBlock func(string) bool) ([]string, []pas
 			"-chardev", "socket,id=agent,fd="+fd(passListen, spec.AgentSocket)+",server=on,wait=off",
 			"-device", "virtserialport,chardev=agent,name=org.banger.agent")
 	}
+	if in != nil {
+		args = append(args, "-S", "-incoming", "defer")
+		fd(passState, in.state) // handed to migrate-incoming as fd:N
+	}
 	return args, files, nil
+}
+
+// memoryBackend is guest RAM as the file open at fd: shared (share=on, the
+// guest writes the file) or private (share=off, copy-on-write over it).
+// QEMU 7.2 opens mem-path read-write whatever share says (file_ram_open:
+// O_RDWR unless readonly=on, and readonly=on maps it read-only), so a
+// template must be protected by seals, not by its mode.
+func memoryBackend(spec vmm.Spec, fd, share string) string {
+	return "memory-backend-file,id=" + ramID + ",size=" + strconv.Itoa(spec.MemoryMiB) + "M,mem-path=/proc/self/fd/" + fd +
+		",share=" + share + ",x-use-canonical-path-for-ramblock-id=off"
+}
+
+// fdOf is the fd number QEMU gets the first file of kind as, or -1.
+func fdOf(files []passed, kind string) int {
+	for i, p := range files {
+		if p.kind == kind {
+			return 3 + i
+		}
+	}
+	return -1
 }
 
 // serialOpaque names the serial log in QEMU's command line: with the fds
@@ -131,13 +205,19 @@ func serialOpaque(spec vmm.Spec) string { return "opaque=serial:" + esc(spec.Ser
 // device. serial= lets the guest find it as /dev/disk/by-id/virtio-<id>
 // whatever its vdX letter. A block device (a /dev/mapper snapshot) takes
 // the host_device protocol, QEMU's "file" refuses devices.
+//
+// Image locking is off: QEMU 7.2 cannot take its locks back after an
+// outgoing migration (Save) when the image came as an fd set's rw+ro pair
+// — cont fails with 'Failed to get "write" lock', the parent could never
+// resume. The lock guarded against two QEMUs writing one image; the
+// daemon hands every VM disks of its own, and QEMU opens no image path.
 func driveArgs(d vmm.Disk, path string, block bool) []string {
 	proto := "file"
 	if block {
 		proto = "host_device"
 	}
 	drive := "id=" + d.ID + ",file.driver=" + proto + ",file.filename=" + path + ",format=" + d.Format +
-		",if=none,cache=writeback,aio=threads,discard=unmap"
+		",file.locking=off,if=none,cache=writeback,aio=threads,discard=unmap"
 	if d.ReadOnly {
 		drive += ",readonly=on"
 	}
@@ -180,6 +260,8 @@ func checkSpecFields(spec vmm.Spec) error {
 		return api.Invalid("vm %s: QMP socket path %q must be non-empty without commas", spec.Name, spec.APISocket)
 	case spec.SerialLog == "":
 		return api.Invalid("vm %s: no serial log path given", spec.Name)
+	case spec.MemoryFile != "" && !filepath.IsAbs(spec.MemoryFile):
+		return api.Invalid("vm %s: memory file %q is not an absolute path", spec.Name, spec.MemoryFile)
 	case spec.Tap != "" && spec.MAC == "":
 		return api.Invalid("vm %s: tap %s given without a guest MAC", spec.Name, spec.Tap)
 	}

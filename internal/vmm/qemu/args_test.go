@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,6 +37,7 @@ func TestArgsGolden(t *testing.T) {
 		{"qcow2-root", Config{Accel: "tcg", TSCkHz: 3000000, TBSizeMiB: 64}, func(s *vmm.Spec) {
 			s.Disks[0] = vmm.Disk{ID: "root", Path: "/var/lib/banger/vms/dev1/root.qcow2", Format: "qcow2"}
 		}},
+		{"memory-file", tcg, func(s *vmm.Spec) { s.MemoryFile = "/run/banger/mem/dev1.ram" }},
 		{"two-disks", tcg, func(s *vmm.Spec) {
 			s.Disks[0].ReadOnly = true
 			s.Disks = append(s.Disks, vmm.Disk{ID: "work", Path: "/var/lib/banger/vms/dev1/work,1.ext4", Format: "raw"})
@@ -50,6 +52,37 @@ func TestArgsGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			golden.Check(t, filepath.Join("testdata", tt.name+".golden"), strings.Join(args, "\n")+"\n")
+		})
+	}
+}
+
+// TestRestoreArgsGolden: a Restore's plan is Start's plus the RAM backend
+// and -S -incoming defer, with the state and the template as fds.
+func TestRestoreArgsGolden(t *testing.T) {
+	e := New(Config{Accel: "tcg", TSCkHz: 2199998})
+	tests := []struct {
+		name string
+		in   incoming
+		mem  string
+	}{
+		{"restore-template", incoming{state: "/snap/state", template: "/snap/memory"}, "/run/banger/mem/dev1.ram"},
+		{"restore-stream-memory-file", incoming{state: "/snap/state"}, "/run/banger/mem/dev1.ram"},
+		{"restore-stream-anon", incoming{state: "/snap/state"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := baseSpec()
+			spec.MemoryFile = tt.mem
+			args, files, err := e.plan(spec, nil, &tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fds []string
+			for i, f := range files {
+				fds = append(fds, fmt.Sprintf("fd %d: %s %s", 3+i, f.kind, f.path))
+			}
+			golden.Check(t, filepath.Join("testdata", tt.name+".golden"),
+				strings.Join(args, "\n")+"\n--- files\n"+strings.Join(fds, "\n")+"\n")
 		})
 	}
 }
@@ -69,6 +102,7 @@ func TestArgsInvalid(t *testing.T) {
 		{"bad format", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.Disks[0].Format = "vmdk" }, `"vmdk"`},
 		{"dup disk", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.Disks = append(s.Disks, s.Disks[0]) }, "twice"},
 		{"tap without mac", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.MAC = "" }, "MAC"},
+		{"relative memory file", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.MemoryFile = "mem.ram" }, "absolute"},
 		{"comma in qmp path", Config{Accel: "kvm"}, func(s *vmm.Spec) { s.APISocket = "/a,b/qmp.sock" }, "commas"},
 	}
 	for _, tt := range tests {

@@ -42,16 +42,36 @@ func (e *Engine) credential(spec vmm.Spec) (*proc.Credential, error) {
 // open opens files in plan order. On error the files opened so far are
 // returned too, for the caller to close; sockets bound are removed by the
 // caller's revert.
-func (e *Engine) open(files []passed) ([]*os.File, error) {
+// Files of a kind in pre were opened by the caller (each kind once); they
+// are returned in their place, and closed with the rest.
+func (e *Engine) open(files []passed, pre map[string]*os.File) ([]*os.File, error) {
 	var out []*os.File
 	for _, p := range files {
+		if f, ok := pre[p.kind]; ok {
+			out = append(out, f)
+			delete(pre, p.kind)
+			continue
+		}
 		f, err := e.openOne(p)
 		if err != nil {
 			return out, err
 		}
 		out = append(out, f)
 	}
+	for kind, f := range pre { // not in the plan: closed all the same
+		_ = f.Close()
+		delete(pre, kind)
+	}
 	return out, nil
+}
+
+// withFile adds f as the file of kind to pre (made when nil).
+func withFile(pre map[string]*os.File, kind string, f *os.File) map[string]*os.File {
+	if pre == nil {
+		pre = map[string]*os.File{}
+	}
+	pre[kind] = f
+	return pre
 }
 
 func (e *Engine) openOne(p passed) (*os.File, error) {

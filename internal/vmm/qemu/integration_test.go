@@ -37,6 +37,9 @@ func TestMain(m *testing.M) {
 	if job := os.Getenv(daemonEnv); job != "" {
 		os.Exit(runDaemon(job))
 	}
+	if path := os.Getenv(attackEnv); path != "" {
+		os.Exit(runAttack(path))
+	}
 	os.Exit(m.Run())
 }
 

@@ -13,7 +13,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"banger/internal/api"
@@ -45,9 +47,12 @@ type Config struct {
 type Engine struct {
 	cfg  Config
 	info vmm.InfoOnce
+
+	mu        sync.Mutex
+	templates map[string]*template // snapshot memory path → sealed copy; guarded by mu
 }
 
-var _ vmm.Engine = (*Engine)(nil)
+var _ vmm.Snapshotter = (*Engine)(nil)
 
 // New returns a QEMU engine for cfg.
 func New(cfg Config) *Engine {
@@ -91,6 +96,7 @@ func (e *Engine) probe() vmm.Info {
 		return info
 	}
 	info.Available = true
+	info.Snapshots = true
 	return info
 }
 
@@ -104,10 +110,20 @@ func (e *Engine) transport() string {
 // Start validates spec, launches QEMU detached and waits until QMP answers.
 // QEMU runs as spec.UID:spec.GID (no supplementary group but /dev/kvm's
 // under KVM), inside its seccomp sandbox, and opens no host path: the
-// daemon hands it every file it needs (see files.go). On failure nothing
-// is left: the process is killed and its sockets removed.
+// daemon hands it every file it needs (see files.go). With
+// spec.MemoryFile, guest RAM is that file (created here, mapped shared),
+// which is what lets Save keep RAM out of the state stream. On failure
+// nothing is left: the process is killed, its sockets and memory file
+// removed.
 func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) {
-	args, files, err := e.plan(spec, isBlockDevice)
+	return e.launch(ctx, spec, nil, nil)
+}
+
+// launch is Start, and Restore's start when in is set: then pre holds the
+// files Restore opened (state, template) and, after QMP answers, the state
+// is loaded and the guest continued before launch returns.
+func (e *Engine) launch(ctx context.Context, spec vmm.Spec, in *incoming, pre map[string]*os.File) (vmm.Handles, error) {
+	args, files, err := e.plan(spec, isBlockDevice, in)
 	if err != nil {
 		return vmm.Handles{}, err
 	}
@@ -129,7 +145,17 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 	r := revert.New()
 	defer r.Fail()
 	r.Add(func() { proc.RemoveSockets(spec.APISocket, spec.AgentSocket) })
-	opened, err := e.open(files)
+	kind := ramKind(spec, in)
+	if kind == ramFile {
+		f, err := createMemoryFile(spec)
+		if err != nil {
+			return vmm.Handles{}, err
+		}
+		defer f.Close() // a second Close after open's is harmless
+		r.Add(func() { _ = os.Remove(spec.MemoryFile) })
+		pre = withFile(pre, passMemory, f)
+	}
+	opened, err := e.open(files, pre)
 	defer closeAll(opened)
 	if err != nil {
 		return vmm.Handles{}, api.Unavailable("vm %s: %w", spec.Name, err)
@@ -150,13 +176,24 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Handles, error) 
 	if err := waitReady(ctx, p, spec); err != nil {
 		return vmm.Handles{}, err
 	}
+	if in != nil {
+		if err := loadState(ctx, p, spec, in, fdOf(files, passState)); err != nil {
+			return vmm.Handles{}, err
+		}
+	}
 	h := vmm.Handles{
 		PID:            p.PID,
 		APISocket:      spec.APISocket,
 		AgentSocket:    spec.AgentSocket,
 		AgentTransport: e.transport(),
 		Accel:          e.cfg.Accel,
-		Extra:          map[string]string{"marker": markerOf(spec)},
+		Extra: map[string]string{
+			"marker": markerOf(spec), "ram": kind,
+			"vcpus": strconv.Itoa(spec.VCPUs), "memory_mib": strconv.Itoa(spec.MemoryMiB),
+		},
+	}
+	if kind == ramFile {
+		h.Extra["memory_file"] = spec.MemoryFile
 	}
 	if e.cfg.VhostVsock {
 		h.VsockCID = spec.VsockCID
@@ -236,9 +273,11 @@ func (e *Engine) Kill(ctx context.Context, h vmm.Handles) error {
 }
 
 // cleanup removes what a killed QEMU leaves behind: the sockets the daemon
-// bound for it (and the pidfile of a QEMU started by an older banger).
+// bound for it, its memory file (the orchestrator removes it too; removing
+// it here frees its memory at once) and the pidfile of a QEMU started by an
+// older banger.
 func cleanup(h vmm.Handles) {
-	proc.RemoveSockets(h.APISocket, h.AgentSocket, h.Extra["pidfile"])
+	proc.RemoveSockets(h.APISocket, h.AgentSocket, h.Extra["pidfile"], h.Extra["memory_file"])
 }
 
 // markerOf is what Alive looks for in QEMU's command line: the serial log's

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // qmpConn is one QMP session: JSON messages, one per line, over the QMP
@@ -72,11 +75,37 @@ func (q *qmpConn) read(v any) error {
 
 // execute runs one command and decodes its "return" into out (may be nil).
 // Asynchronous events arriving in between are skipped.
-func (q *qmpConn) execute(cmd string, out any) error {
-	req, _ := json.Marshal(map[string]string{"execute": cmd})
-	if _, err := q.conn.Write(append(req, '\n')); err != nil {
+func (q *qmpConn) execute(cmd string, out any) error { return q.call(cmd, nil, nil, out) }
+
+// call runs cmd with arguments (nil: none), handing QEMU f with the
+// request (SCM_RIGHTS; nil: no file), and decodes its "return" into out.
+func (q *qmpConn) call(cmd string, args any, f *os.File, out any) error {
+	msg := map[string]any{"execute": cmd}
+	if args != nil {
+		msg["arguments"] = args
+	}
+	req, err := json.Marshal(msg)
+	if err != nil {
 		return fmt.Errorf("qmp %s: %w", cmd, err)
 	}
+	req = append(req, '\n')
+	if f != nil {
+		uc, ok := q.conn.(*net.UnixConn)
+		if !ok {
+			return fmt.Errorf("qmp %s: passing a file needs a Unix socket", cmd)
+		}
+		_, _, err = uc.WriteMsgUnix(req, unix.UnixRights(int(f.Fd())), nil)
+	} else {
+		_, err = q.conn.Write(req)
+	}
+	if err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	return q.answer(cmd, out)
+}
+
+// answer reads until cmd's answer, skipping events.
+func (q *qmpConn) answer(cmd string, out any) error {
 	for {
 		var msg struct {
 			Event  string          `json:"event"`
