@@ -37,7 +37,7 @@ func startDaemonWith(t *testing.T, fake *daemontest.VMs) (configPath string, st 
 		t.Fatal(err)
 	}
 	d, err := daemon.New(cfg, daemon.Options{Version: "dev", ShutdownGrace: 3 * time.Second,
-		Services: func(s *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
+		Services: func(s *store.Store, log *slog.Logger) (daemon.Services, error) {
 			st = s
 			return daemontest.Services(fake, nil)(s, log)
 		}})
