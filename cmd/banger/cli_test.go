@@ -167,7 +167,7 @@ func TestCLIUnknownVerb(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"image", "warm", "x"}, []string{`unknown command "warm" for "banger image"`, "banger image has:", "list"}},
+		{[]string{"image", "frobnicate", "x"}, []string{`unknown command "frobnicate" for "banger image"`, "banger image has:", "list"}},
 		{[]string{"vm", "frobnicate"}, []string{`unknown command "frobnicate" for "banger vm"`, "create", "delete"}},
 		{[]string{"vm", "creat"}, []string{`unknown command "creat"`, "did you mean banger vm create?"}},
 		{[]string{"daemon", "restart-all"}, []string{`unknown command "restart-all" for "banger daemon"`}},
