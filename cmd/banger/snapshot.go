@@ -22,7 +22,7 @@ func snapshotCmd(e *env) *cobra.Command {
 			"from it in a fraction of a cold boot (banger vm fork, banger vm create --from), with the\n" +
 			"processes, files and page cache the VM had. An image's warm snapshot (banger image warm)\n" +
 			"is listed here too, as kind warm.",
-		Example: "  banger snapshot create web          # snapshot VM web as web-snap, then keep it running\n" +
+		Example: "  banger snapshot create web web-snap # snapshot VM web as web-snap; web runs on\n" +
 			"  banger vm fork web-snap --count 3   # three VMs from it\n" +
 			"  banger snapshot list\n" +
 			"  banger snapshot delete web-snap     # once no VM forked from it is left",
@@ -60,7 +60,7 @@ func snapshotCreateCmd(e *env) *cobra.Command {
 		Use:   "create VM [NAME] [--stop]",
 		Short: "Snapshot a running VM (it pauses for the save, then runs on)",
 		Long: "Snapshot a running VM: it is paused while its memory, device state and disks are saved,\n" +
-			"then resumed (or stopped, with --stop). NAME defaults to a name made from the VM's.",
+			"then resumed (or stopped, with --stop). NAME defaults to the VM's name and a random suffix.",
 		Example: "  banger snapshot create web\n  banger snapshot create web web-ready --stop",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {

@@ -48,7 +48,7 @@ func TestCLISnapshotsAndForks(t *testing.T) {
 
 	code, out, errOut = cli(t, cfgPath, "vm", "fork", "ready", "--count", "3", "--name", "kid", "--ttl", "1h")
 	if code != 0 || !strings.Contains(out, "kid-1") || !strings.Contains(out, "kid-3") || !strings.Contains(out, "IP") ||
-		!strings.Contains(errOut, "✓ restore") {
+		!strings.Contains(errOut, "✓ kid-2: restore") {
 		t.Fatalf("vm fork = %d\n%s\n%s", code, out, errOut)
 	}
 	code, out, _ = cli(t, cfgPath, "vm", "fork", "ready", "--name", "solo", "--json")
@@ -85,7 +85,7 @@ func TestCLIWarmImage(t *testing.T) {
 	cfgPath, st := startDaemon(t)
 	seedRunningVM(t, st, "web")
 	code, out, errOut := cli(t, cfgPath, "image", "warm", "deb", "--engine", "qemu")
-	if code != 0 || out != "deb-warm\n" || !strings.Contains(errOut, "✓ boot") || !strings.Contains(errOut, "image deb is warm") {
+	if code != 0 || out != "warm-deb\n" || !strings.Contains(errOut, "✓ boot") || !strings.Contains(errOut, "image deb is warm") {
 		t.Fatalf("image warm = %d %q %q", code, out, errOut)
 	}
 	code, out, _ = cli(t, cfgPath, "image", "list")
@@ -93,7 +93,7 @@ func TestCLIWarmImage(t *testing.T) {
 		t.Fatalf("image list = %d\n%s", code, out)
 	}
 	code, out, _ = cli(t, cfgPath, "image", "show", "deb")
-	if code != 0 || !strings.Contains(out, "warm:") || !strings.Contains(out, "deb-warm (qemu") {
+	if code != 0 || !strings.Contains(out, "warm:") || !strings.Contains(out, "warm-deb (qemu") {
 		t.Fatalf("image show = %d\n%s", code, out)
 	}
 	code, out, _ = cli(t, cfgPath, "image", "show", "deb", "--json")

@@ -80,7 +80,7 @@ func TestWebSnapshotsView(t *testing.T) {
 		chromedp.WaitVisible(css("#vm-table")),
 		chromedp.Navigate(base+"/#/snapshots"),
 		chromedp.WaitVisible(css(`#snapshot-table tr[data-snapshot="s1"]`)),
-		chromedp.WaitVisible(css(`#snapshot-table tr[data-snapshot="base-warm"]`)),
+		chromedp.WaitVisible(css(`#snapshot-table tr[data-snapshot="warm-base"]`)),
 		textOf(`#snapshot-table tr[data-snapshot="s1"]`, &row),
 		chromedp.Click(css(`button[data-key="fork:s1"]`)),
 		chromedp.WaitVisible(css(`#snapshot-progress .fork-list li[data-child="s1-fork"]`)),

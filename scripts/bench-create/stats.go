@@ -55,18 +55,21 @@ func parseModes(s string) ([]string, error) {
 
 // readyMillis is create → agent ready from an operation's own stage
 // timings: the end of its "agent ready" stage (for an operation starting
-// several VMs, the one whose detail names vm) after the operation began.
+// several VMs, the one named "<vm>: agent ready", or whose detail names vm)
+// after the operation began.
 // Without such a stage it is the operation's whole duration and exact is
 // false (a fork whose children are ready when restored may have none).
 func readyMillis(op api.Operation, vm string) (ms float64, exact bool) {
 	var found, match *api.Stage
 	for i := range op.Stages {
 		s := &op.Stages[i]
-		if s.Name != "agent ready" || s.Outcome != api.StageOK {
+		// a fork of several VMs prefixes each child's stages: "kid-2: agent ready"
+		child, _, prefixed := strings.Cut(s.Name, ": ")
+		if (s.Name != "agent ready" && !strings.HasSuffix(s.Name, ": agent ready")) || s.Outcome != api.StageOK {
 			continue
 		}
 		found = s // the last, unless one names vm
-		if vm != "" && s.Detail == vm {
+		if vm != "" && (s.Detail == vm || (prefixed && child == vm)) {
 			match = s
 		}
 	}

@@ -29,6 +29,15 @@ const forkOpJSON = `{"id":"b2","kind":"vm.fork","target":"bench-snap","state":"s
  {"name":"agent ready","started":"2026-11-30T01:00:02Z","duration_ns":500000000,"outcome":"ok","detail":"kid-2"}],
 "started":"2026-11-30T01:00:00Z","finished":"2026-11-30T01:00:02.600Z"}`
 
+// A fork of two as vm.Manager reports it: each child's stages prefixed.
+const prefixedForkJSON = `{"id":"d4","kind":"vm.fork","target":"bench-snap","state":"succeeded",
+"stages":[
+ {"name":"kid-1: restore","started":"2026-11-30T01:00:00.100Z","duration_ns":800000000,"outcome":"ok"},
+ {"name":"kid-1: agent ready","started":"2026-11-30T01:00:00.900Z","duration_ns":100000000,"outcome":"ok"},
+ {"name":"kid-2: restore","started":"2026-11-30T01:00:01Z","duration_ns":800000000,"outcome":"ok"},
+ {"name":"kid-2: agent ready","started":"2026-11-30T01:00:01.800Z","duration_ns":400000000,"outcome":"ok"}],
+"started":"2026-11-30T01:00:00Z","finished":"2026-11-30T01:00:02.300Z"}`
+
 // A fork that reports no agent-ready stage.
 const bareForkJSON = `{"id":"c3","kind":"vm.fork","state":"succeeded","stages":[
  {"name":"restore","started":"2026-11-30T01:00:00.100Z","duration_ns":800000000,"outcome":"ok"}],
@@ -54,6 +63,8 @@ func TestReadyMillis(t *testing.T) {
 		{"fork kid-2", forkOpJSON, "kid-2", 2500, true},
 		{"fork, unnamed child: the last", forkOpJSON, "", 2500, true},
 		{"no agent-ready stage", bareForkJSON, "x", 1250, false},
+		{"prefixed kid-1", prefixedForkJSON, "kid-1", 1000, true},
+		{"prefixed kid-2", prefixedForkJSON, "kid-2", 2200, true},
 	} {
 		got, exact := readyMillis(op(t, c.json), c.vm)
 		if got != c.want || exact != c.exact {

@@ -68,7 +68,9 @@ func (f *Snapshots) CreateSnapshot(ctx context.Context, req api.SnapshotCreateRe
 	}
 	name := req.Name
 	if name == "" {
-		name = vm.Name + "-snap"
+		f.mu.Lock()
+		name = fmt.Sprintf("%s-%08x", vm.Name, f.seq+1) // the real one: a random suffix
+		f.mu.Unlock()
 	}
 	if err := names.Validate(name); err != nil {
 		return api.Snapshot{}, err
@@ -80,7 +82,7 @@ func (f *Snapshots) CreateSnapshot(ctx context.Context, req api.SnapshotCreateRe
 		return api.Snapshot{}, api.AlreadyExists("snapshot %q already exists", name).
 			WithFix("pick another name, or banger snapshot delete " + name)
 	}
-	for _, st := range []string{"pause", "save"} {
+	for _, st := range []string{"pause", "save state", "capture disks"} {
 		rep.Stage(st)(nil)
 	}
 	s := f.newLocked(name, api.SnapshotVM, vm.ImageID, vm.ImageName, vm.Runtime.Engine, vm.VCPUs, vm.MemoryMiB, vm.DiskBytes)
@@ -219,8 +221,12 @@ func (f *Snapshots) Fork(ctx context.Context, req api.VMForkRequest, rep progres
 			undo()
 			return api.VMForkResult{}, err
 		}
-		done := rep.Stage("restore") // stage names are fixed: they are metric labels
-		rep.Detail(n)
+		// the real one's stages; with several children each is prefixed "<child>: "
+		prefix := ""
+		if len(childNames) > 1 {
+			prefix = n + ": "
+		}
+		done := rep.Stage(prefix + "restore")
 		vm := api.VM{Name: n, ImageID: s.ImageID, ImageName: s.ImageName, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB,
 			DiskBytes: s.DiskBytes, Origin: s.Name}
 		vm.Runtime.State, vm.Runtime.Engine = api.VMRunning, s.Engine
@@ -230,6 +236,7 @@ func (f *Snapshots) Fork(ctx context.Context, req api.VMForkRequest, rep progres
 			undo()
 			return api.VMForkResult{}, err
 		}
+		rep.Stage(prefix + "agent ready")(nil)
 		vm.Origin = s.Name
 		res.VMs = append(res.VMs, vm)
 	}
@@ -250,7 +257,7 @@ func (f *Snapshots) WarmImage(ctx context.Context, req api.ImageWarmRequest, rep
 	if f.WarmFunc != nil {
 		return f.WarmFunc(ctx, req, rep)
 	}
-	for _, st := range []string{"boot", "agent", "save"} {
+	for _, st := range []string{"boot", "agent ready", "pause", "save state", "capture disks"} {
 		rep.Stage(st)(nil)
 	}
 	f.mu.Lock()
@@ -261,7 +268,7 @@ func (f *Snapshots) WarmImage(ctx context.Context, req api.ImageWarmRequest, rep
 			delete(f.snaps, n)
 		}
 	}
-	s := f.newLocked(img.Name+"-warm", api.SnapshotWarm, img.ID, img.Name, req.Engine, 1, 512, 0)
+	s := f.newLocked("warm-"+img.Name, api.SnapshotWarm, img.ID, img.Name, req.Engine, 1, 512, 0)
 	f.snaps[s.Name] = s
 	return s, nil
 }
