@@ -145,8 +145,8 @@ func vmForkCmd(e *env) *cobra.Command {
 		Long: "Start new VMs from a snapshot: each restores the snapshot's memory and devices and gets its\n" +
 			"own copy-on-write disks, so it resumes where the snapshot was taken instead of booting.\n" +
 			"Given a running VM, it is snapshotted first (a short pause) and that snapshot is kept.\n\n" +
-			"What a fork gets of its own: its name, MAC, IP and DNS name, copy-on-write disks, and its\n" +
-			"clock set from the host after the restore. What it keeps from the parent: processes, files,\n" +
+			"What a fork gets of its own: its name and hostname, machine-id, SSH host key, MAC, IP and\n" +
+			"DNS name, copy-on-write disks, and its clock set from the host after the restore. What it keeps from the parent: processes, files,\n" +
 			"and everything in memory (keys and secrets included): do not fork a VM holding secrets\n" +
 			"you would not hand to every child.\n\n" +
 			"With --count 1 (default) --name is the VM's name; with more it is a prefix: PREFIX-1, PREFIX-2…\n" +
