@@ -125,7 +125,8 @@ verify: need-root build test-image
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/...
 
-## bench-create: N creates with per-stage timings; ARGS="--runs N [--json]".
+## bench-create: N creates with per-stage timings; ARGS="--runs N [--json]"; cold vs fork vs warm
+## side by side: ARGS="--runs N --mode cold,fork,warm [--density N]" (see scripts/bench-create).
 bench-create: build test-image
 	$(GO) run ./scripts/bench-create $(ARGS)
 

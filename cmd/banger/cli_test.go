@@ -37,7 +37,7 @@ func startDaemonWith(t *testing.T, fake *daemontest.VMs) (configPath string, st 
 		t.Fatal(err)
 	}
 	d, err := daemon.New(cfg, daemon.Options{Version: "dev", ShutdownGrace: 3 * time.Second,
-		Services: func(s *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
+		Services: func(s *store.Store, log *slog.Logger) (daemon.Services, error) {
 			st = s
 			return daemontest.Services(fake, nil)(s, log)
 		}})
@@ -167,7 +167,7 @@ func TestCLIUnknownVerb(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"image", "warm", "x"}, []string{`unknown command "warm" for "banger image"`, "banger image has:", "list"}},
+		{[]string{"image", "frobnicate", "x"}, []string{`unknown command "frobnicate" for "banger image"`, "banger image has:", "list"}},
 		{[]string{"vm", "frobnicate"}, []string{`unknown command "frobnicate" for "banger vm"`, "create", "delete"}},
 		{[]string{"vm", "creat"}, []string{`unknown command "creat"`, "did you mean banger vm create?"}},
 		{[]string{"daemon", "restart-all"}, []string{`unknown command "restart-all" for "banger daemon"`}},

@@ -17,6 +17,7 @@ func imageCmd(e *env) *cobra.Command {
 		&cobra.Command{Use: "show NAME", Short: "Show an image", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error { return e.imageShow(cmd.Context(), args[0]) }},
 		imageCreateCmd(e), imageRegisterCmd(e), imageDeleteCmd(e), imageBuildCmd(e), imagePromoteCmd(e),
+		imageWarmCmd(e), imageUnwarmCmd(e),
 	)
 	return cmd
 }

@@ -129,11 +129,11 @@ func imageTable(w io.Writer, imgs []api.Image) {
 	for _, img := range imgs {
 		rows = append(rows, []string{
 			img.Name, orDash(img.Parent), orDash(img.Source), orDash(img.KernelVersion), formatSize(img.RootfsSize),
-			orDash(strings.Join(img.Engines, ",")), orDash(strings.Join(img.Features, ",")),
+			orDash(strings.Join(img.Engines, ",")), orDash(strings.Join(img.Features, ",")), warmCell(img.Warm),
 			img.CreatedAt.Local().Format("2006-01-02 15:04"),
 		})
 	}
-	table(w, []string{"NAME", "PARENT", "SOURCE", "KERNEL", "ROOTFS", "ENGINES", "FEATURES", "CREATED"}, rows)
+	table(w, []string{"NAME", "PARENT", "SOURCE", "KERNEL", "ROOTFS", "ENGINES", "FEATURES", "WARM", "CREATED"}, rows)
 }
 
 // fields writes "key: value" lines, aligned, skipping empty values.
@@ -197,7 +197,7 @@ func imageFields(w io.Writer, img api.Image) {
 		{"features", strings.Join(img.Features, ",")}, {"dir", img.Dir},
 		{"kernel", img.Kernel}, {"vmlinux", img.Vmlinux}, {"initrd", img.Initrd},
 		{"rootfs", fmt.Sprintf("%s (%s)", img.Rootfs, formatSize(img.RootfsSize))},
-		{"work seed", img.WorkSeed}, {"fingerprint", img.Fingerprint},
+		{"work seed", img.WorkSeed}, {"fingerprint", img.Fingerprint}, {"warm", warmField(img.Warm)},
 		{"created", img.CreatedAt.Local().Format(time.RFC3339)},
 	})
 }

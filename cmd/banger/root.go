@@ -135,7 +135,7 @@ func newRoot(e *env) *cobra.Command {
 	root.PersistentFlags().BoolVar(&e.jsonOut, "json", false, "print results as JSON")
 	root.AddGroup(&cobra.Group{ID: "main", Title: "Commands:"})
 	for _, c := range []*cobra.Command{
-		daemonCmd(e), imageCmd(e), vmCmd(e), webCmd(e), doctorCmd(e), versionCmd(e), mcpCmd(e),
+		daemonCmd(e), imageCmd(e), vmCmd(e), snapshotCmd(e), webCmd(e), doctorCmd(e), versionCmd(e), mcpCmd(e),
 	} {
 		c.GroupID = "main"
 		root.AddCommand(c)

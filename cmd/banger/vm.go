@@ -30,7 +30,7 @@ func vmCmd(e *env) *cobra.Command {
 		vmActionCmd(e, "restart", "Restart VMs", (*client.Client).RestartVM),
 		vmActionCmd(e, "delete", "Delete VMs and their disks", (*client.Client).DeleteVM),
 		vmEditCmd(e), vmLogsCmd(e), vmStatsCmd(e), vmSSHCmd(e), vmRunCmd(e), vmExecCmd(e),
-		vmPolicyCmd(e), vmCpCmd(e), vmPortForwardCmd(e), vmLifetimeCmd(e), vmDiffCmd(e),
+		vmPolicyCmd(e), vmCpCmd(e), vmPortForwardCmd(e), vmLifetimeCmd(e), vmDiffCmd(e), vmForkCmd(e),
 	)
 	for _, d := range feature.All() { // `banger vm opencode NAME`
 		cmd.AddCommand(vmFeatureCmd(e, d))
@@ -71,8 +71,17 @@ func vmCreateCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create and start a VM",
-		Args:  cobra.NoArgs,
+		Long: "Create and start a VM. An image with a warm snapshot (banger image warm) is restored from\n" +
+			"it instead of booted when the engine and shape match (--cold boots anyway); --from starts\n" +
+			"the VM from any snapshot, with that snapshot's image, engine and shape.",
+		Example: "  banger vm create --name web --memory 2GiB\n" +
+			"  banger vm create --from web-snap --name web2   # resume a snapshot (see banger snapshot list)\n" +
+			"  banger vm create --image debian --cold         # boot even though debian is warm",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFrom(cmd, req); err != nil {
+				return err
+			}
 			var err error
 			if req.VCPUs, req.MemoryMiB, req.DiskBytes, err = res.check(); err != nil {
 				return err
@@ -114,12 +123,29 @@ func vmCreateCmd(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&req.NoWait, "no-wait", false, "return once the engine runs; the VM is starting until its agent answers")
 	cmd.Flags().StringVar(&req.Image, "image", "", "image (default from config)")
 	cmd.Flags().StringVar(&req.Engine, "engine", "", "engine: firecracker or qemu (default from config)")
+	cmd.Flags().StringVar(&req.From, "from", "", "start from this snapshot (its image, engine and shape) instead of booting")
+	cmd.Flags().BoolVar(&req.Cold, "cold", false, "boot even when the image has a warm snapshot")
 	cmd.Flags().StringVar(&req.Wait, "wait", "",
 		"what to wait for: agent (the guest agent only), or "+feature.Default.Names(", ")+" (default: every service the image serves)")
 	res.register(cmd)
 	lf.register(cmd)
 	cmd.Flags().StringVar(&ws, "workspace", "", "put this git working tree (uncommitted and untracked files included) at /root/work; see vm diff")
 	return cmd
+}
+
+// checkFrom refuses flags that contradict --from (the snapshot fixes the
+// image, engine and shape), before any request.
+func checkFrom(cmd *cobra.Command, req api.VMCreateRequest) error {
+	if req.From == "" {
+		return nil
+	}
+	for _, f := range []string{"image", "engine", "vcpus", "memory", "cold"} {
+		if cmd.Flags().Changed(f) {
+			return api.Invalid("--from %s and --%s cannot go together: the VM gets the snapshot's image, engine and shape", req.From, f).
+				WithFix("leave out --" + f + ", or leave out --from to create a VM of your own choosing")
+		}
+	}
+	return nil
 }
 
 // createVM begins vm.create, follows it and returns the created VM.

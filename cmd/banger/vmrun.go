@@ -108,6 +108,7 @@ func vmRunCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&req.Name, "name", "", "VM name (generated when empty)")
 	cmd.Flags().StringVar(&req.Image, "image", "", "image (default from config)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the VM after the command ends")
+	cmd.Flags().BoolVar(&req.Cold, "cold", false, "boot even when the image has a warm snapshot (see banger image warm)")
 	cmd.Flags().StringVar(&req.Wait, "wait", api.WaitAgent,
 		"what to wait for before running CMD: agent (the guest agent only), or "+feature.Default.Names(", ")+" (its server too)")
 	res.register(cmd)

@@ -55,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	opts := daemon.Options{
 		Version: buildinfo.Version,
-		Services: func(st *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
+		Services: func(st *store.Store, log *slog.Logger) (daemon.Services, error) {
 			return wiring.Func(cfg, wiring.Options{Hook: crashHook(log)})(st, log)
 		},
 		Web: wiring.WebUI(cfg),

@@ -16,9 +16,16 @@ import "time"
 //	POST   /v1/images/build               ImageBuildRequest    → Operation (begin)
 //	POST   /v1/images/promote             ImagePromoteRequest  → Operation (begin)
 //	DELETE /v1/images/{name}?force=1      {}
+//	POST   /v1/images/{name}/warm         ImageWarmRequest → Operation (begin; result Snapshot)
+//	DELETE /v1/images/{name}/warm         {}
+//	GET    /v1/snapshots                  []Snapshot
+//	GET    /v1/snapshots/{name}           Snapshot
+//	POST   /v1/snapshots                  SnapshotCreateRequest → Operation (begin; result Snapshot)
+//	DELETE /v1/snapshots/{name}           {}
 //	GET    /v1/vms                        []VM
 //	GET    /v1/vms/{name}                 VMDetail
 //	POST   /v1/vms                        VMCreateRequest → Operation (begin)
+//	POST   /v1/vms/fork                   VMForkRequest → Operation (begin; result VMForkResult)
 //	POST   /v1/vms/{name}/start|stop|restart → Operation
 //	DELETE /v1/vms/{name}                 → Operation
 //	PATCH  /v1/vms/{name}                 VMEditRequest → VM

@@ -105,3 +105,6 @@ type WarmInfo struct {
 	Usable bool   `json:"usable"`
 	Reason string `json:"reason,omitempty"`
 }
+
+// MaxForkCount bounds VMForkRequest.Count (vm fork --count).
+const MaxForkCount = 64

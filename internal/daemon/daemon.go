@@ -1,7 +1,7 @@
 // Package daemon is bangerd's server: it owns the state directory (under an
 // exclusive lock), the SQLite store, the log file and the Unix socket, and
 // serves the versioned JSON API (/v1/...) from one route table of thin
-// handlers. The work itself lives behind VMService and ImageService.
+// handlers. The work itself lives behind VMService, ImageService and SnapshotService.
 //
 // Long operations (vm create/start/stop/restart/delete, image
 // create/register) run in goroutines with a context derived from the daemon's
@@ -43,17 +43,26 @@ import (
 	"banger/internal/store"
 )
 
-// ServicesFunc builds the services once the store is open. cleanup (may be
-// nil) runs at shutdown before the store closes.
-type ServicesFunc func(st *store.Store, log *slog.Logger) (VMService, ImageService, func(), error)
+// Services are the work behind the API. Cleanup (may be nil) runs at
+// shutdown before the store closes.
+type Services struct {
+	VMs       VMService
+	Images    ImageService
+	Snapshots SnapshotService
+	Cleanup   func()
+}
 
-// Options configures a Daemon. The services are required: either VMs and
-// Images, or Services (called after the store opens; its non-nil results
-// replace them). New fails when either service is missing.
+// ServicesFunc builds the services once the store is open.
+type ServicesFunc func(st *store.Store, log *slog.Logger) (Services, error)
+
+// Options configures a Daemon. The services are required: either VMs,
+// Images and Snapshots, or Services (called after the store opens; its
+// non-nil results replace them). New fails when any service is missing.
 type Options struct {
-	VMs      VMService
-	Images   ImageService
-	Services ServicesFunc
+	VMs       VMService
+	Images    ImageService
+	Snapshots SnapshotService
+	Services  ServicesFunc
 	// LogOutput receives the log in addition to cfg.LogPath() (os.Stderr when
 	// running in the foreground).
 	LogOutput io.Writer
@@ -76,6 +85,7 @@ type Daemon struct {
 	store   *store.Store
 	vms     VMService
 	images  ImageService
+	snaps   SnapshotService
 	tracker *ops.Tracker
 	started time.Time
 
@@ -119,7 +129,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 10 * time.Second
 	}
-	d := &Daemon{cfg: cfg, opts: opts, vms: opts.VMs, images: opts.Images,
+	d := &Daemon{cfg: cfg, opts: opts, vms: opts.VMs, images: opts.Images, snaps: opts.Snapshots,
 		tracker: ops.NewTracker(0), started: time.Now().UTC(), shutdownReq: make(chan struct{})}
 	r := revert.New()
 	defer r.Fail()
@@ -157,23 +167,26 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 
 	// Connections queue in the socket's backlog until Run serves them.
 	if opts.Services != nil {
-		vms, images, cleanup, err := opts.Services(st, d.log)
+		svc, err := opts.Services(st, d.log)
 		if err != nil {
 			return nil, fmt.Errorf("starting services: %w", err)
 		}
-		if vms != nil {
-			d.vms = vms
+		if svc.VMs != nil {
+			d.vms = svc.VMs
 		}
-		if images != nil {
-			d.images = images
+		if svc.Images != nil {
+			d.images = svc.Images
 		}
-		d.cleanup = cleanup
-		if cleanup != nil {
-			r.Add(cleanup)
+		if svc.Snapshots != nil {
+			d.snaps = svc.Snapshots
+		}
+		d.cleanup = svc.Cleanup
+		if svc.Cleanup != nil {
+			r.Add(svc.Cleanup)
 		}
 	}
-	if d.vms == nil || d.images == nil {
-		return nil, errors.New("starting daemon: a VM service and an image service are required")
+	if d.vms == nil || d.images == nil || d.snaps == nil {
+		return nil, errors.New("starting daemon: a VM service, an image service and a snapshot service are required")
 	}
 
 	d.initMetrics()

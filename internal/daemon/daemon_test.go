@@ -64,9 +64,13 @@ func TestNewRequiresServices(t *testing.T) {
 		"none":        {},
 		"vms only":    {VMs: &daemontest.VMs{}},
 		"images only": {Images: &daemontest.Images{}},
-		"services without images": {Services: func(*store.Store, *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
-			return &daemontest.VMs{}, nil, nil, nil
+		"services without images": {Services: func(*store.Store, *slog.Logger) (daemon.Services, error) {
+			return daemon.Services{VMs: &daemontest.VMs{}}, nil
 		}},
+		"services without snapshots": {Services: func(*store.Store, *slog.Logger) (daemon.Services, error) {
+			return daemon.Services{VMs: &daemontest.VMs{}, Images: &daemontest.Images{}}, nil
+		}},
+		"vms and images only": {VMs: &daemontest.VMs{}, Images: &daemontest.Images{}},
 	} {
 		if d, err := daemon.New(cfg, opts); err == nil || !strings.Contains(err.Error(), "required") {
 			if d != nil {

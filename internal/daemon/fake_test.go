@@ -42,7 +42,7 @@ func start(t *testing.T, cfg config.Config, opts daemon.Options) *running {
 	if inner == nil {
 		inner = daemontest.Services(nil, nil)
 	}
-	opts.Services = func(st *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
+	opts.Services = func(st *store.Store, log *slog.Logger) (daemon.Services, error) {
 		r.st = st
 		return inner(st, log)
 	}

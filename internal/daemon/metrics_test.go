@@ -147,9 +147,9 @@ func TestMetricsFollowVMs(t *testing.T) {
 	tokenPath := filepath.Join(t.TempDir(), "web.token")
 	var ui *web.Server
 	r := start(t, cfg, daemon.Options{
-		Services: func(st *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
+		Services: func(st *store.Store, log *slog.Logger) (daemon.Services, error) {
 			fake.Store = st
-			return fake, &daemontest.Images{Store: st}, nil, nil
+			return daemon.Services{VMs: fake, Images: &daemontest.Images{Store: st}, Snapshots: &daemontest.Snapshots{Store: st}}, nil
 		},
 		Web: func(apiHandler http.Handler, vms daemon.VMService, log *slog.Logger) (daemon.WebUI, error) {
 			s, err := web.New(web.Options{Listen: "127.0.0.1:0", TokenPath: tokenPath, API: apiHandler, Log: log})

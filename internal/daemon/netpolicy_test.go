@@ -36,9 +36,10 @@ func (p *policyVMs) SetNetPolicy(_ context.Context, name string, pol api.NetPoli
 
 func TestNetPolicyRoutes(t *testing.T) {
 	fake := &policyVMs{VMs: &daemontest.VMs{}}
-	r := start(t, testConfig(t), daemon.Options{Services: func(st *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
-		_, images, closeFn, err := daemontest.Services(fake.VMs, nil)(st, log)
-		return fake, images, closeFn, err
+	r := start(t, testConfig(t), daemon.Options{Services: func(st *store.Store, log *slog.Logger) (daemon.Services, error) {
+		svc, err := daemontest.Services(fake.VMs, nil)(st, log)
+		svc.VMs = fake
+		return svc, err
 	}})
 	for _, c := range []struct {
 		method, path, body string

@@ -32,11 +32,27 @@ func serveNamed[T any](w http.ResponseWriter, r *http.Request, get func(context.
 }
 
 func (d *Daemon) listImages(w http.ResponseWriter, r *http.Request) error {
-	return serveList(w, r, d.images.List)
+	return serveList(w, r, func(ctx context.Context) ([]api.Image, error) {
+		imgs, err := d.images.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return d.withWarm(ctx, imgs)
+	})
 }
 
 func (d *Daemon) getImage(w http.ResponseWriter, r *http.Request) error {
-	return serveNamed(w, r, d.images.Get)
+	return serveNamed(w, r, func(ctx context.Context, name string) (api.Image, error) {
+		img, err := d.images.Get(ctx, name)
+		if err != nil {
+			return api.Image{}, err
+		}
+		imgs, err := d.withWarm(ctx, []api.Image{img})
+		if err != nil {
+			return api.Image{}, err
+		}
+		return imgs[0], nil
+	})
 }
 
 func (d *Daemon) deleteImage(w http.ResponseWriter, r *http.Request) error {

@@ -30,10 +30,18 @@ func (d *Daemon) routes() http.Handler {
 	h("POST /v1/images/build", d.buildImage)
 	h("POST /v1/images/promote", longOp(d, "image.promote", d.images.Promote))
 	h("DELETE /v1/images/{name}", d.deleteImage)
+	h("POST /v1/images/{name}/warm", d.warmImage)
+	h("DELETE /v1/images/{name}/warm", d.unwarmImage)
+
+	h("GET /v1/snapshots", d.listSnapshots)
+	h("GET /v1/snapshots/{name}", d.getSnapshot)
+	h("POST /v1/snapshots", d.createSnapshot)
+	h("DELETE /v1/snapshots/{name}", d.deleteSnapshot)
 
 	h("GET /v1/vms", d.listVMs)
 	h("GET /v1/vms/{name}", d.getVM)
 	h("POST /v1/vms", longOp(d, "vm.create", d.vms.Create))
+	h("POST /v1/vms/fork", d.forkVM)
 	h("POST /v1/vms/{name}/start", d.vmAction("vm.start", VMService.Start))
 	h("POST /v1/vms/{name}/stop", d.vmAction("vm.stop", VMService.Stop))
 	h("POST /v1/vms/{name}/restart", d.vmAction("vm.restart", VMService.Restart))

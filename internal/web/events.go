@@ -16,18 +16,20 @@ import (
 
 // Event names on GET /v1/events. Each carries the JSON body of the API call
 // it mirrors: "vms" ([]api.VM from GET /v1/vms), "images" ([]api.Image),
-// "operations" ([]api.Operation) and "stats" (one api.VMStats per running
+// "operations" ([]api.Operation), "snapshots" ([]api.Snapshot) and "stats" (one api.VMStats per running
 // VM and sample).
 const (
 	EventVMs        = "vms"
 	EventImages     = "images"
 	EventOperations = "operations"
+	EventSnapshots  = "snapshots"
 	EventStats      = "stats"
 )
 
 // snapshotPaths are re-read every poll; an event is sent when a body changes.
 var snapshotPaths = []struct{ event, path string }{
 	{EventVMs, "/v1/vms"}, {EventImages, "/v1/images"}, {EventOperations, "/v1/operations"},
+	{EventSnapshots, "/v1/snapshots"},
 }
 
 type event struct {

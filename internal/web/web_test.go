@@ -37,7 +37,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, f.vms+"\n")
 			return
 		}
-	case "/v1/images", "/v1/operations":
+	case "/v1/images", "/v1/operations", "/v1/snapshots":
 		io.WriteString(w, "[]\n")
 		return
 	}

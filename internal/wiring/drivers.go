@@ -58,8 +58,9 @@ func agentBin(cfg config.Config) string {
 
 // The wiring between the VM and image services, checked at compile time.
 var (
-	_ build.Guests        = (*vm.Manager)(nil)
-	_ daemon.ImageService = (*image.Service)(nil)
-	_ daemon.VMService    = (*vm.Manager)(nil)
-	_ hostNetwork         = (*netw.Manager)(nil)
+	_ build.Guests           = (*vm.Manager)(nil)
+	_ daemon.ImageService    = (*image.Service)(nil)
+	_ daemon.VMService       = (*vm.Manager)(nil)
+	_ daemon.SnapshotService = (*vm.Manager)(nil)
+	_ hostNetwork            = (*netw.Manager)(nil)
 )

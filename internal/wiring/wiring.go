@@ -67,12 +67,13 @@ func (s *Services) Close() { s.close.Fail() }
 
 // Func is Start as a daemon.ServicesFunc.
 func Func(cfg config.Config, o Options) daemon.ServicesFunc {
-	return func(st *store.Store, log *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
+	return func(st *store.Store, log *slog.Logger) (daemon.Services, error) {
 		s, err := Start(cfg, st, log, o)
 		if err != nil {
-			return nil, nil, nil, err
+			return daemon.Services{}, err
 		}
-		return s.VMs, s.Images, s.Close, nil
+		// The VM manager also does snapshots, forks and warm images.
+		return daemon.Services{VMs: s.VMs, Images: s.Images, Snapshots: s.VMs, Cleanup: s.Close}, nil
 	}
 }
 

@@ -12,6 +12,7 @@
 //	make bench-create ARGS="--runs 10 [--json] [--no-ssh]"
 //	make bench-create ARGS="--runs 20 --no-boot"
 //	make bench-create ARGS="--runs 3 --vm-run"
+//	make bench-create ARGS="--runs 5 --mode cold,fork,warm [--density 8] [--json]"
 //
 // --no-boot measures only the host side: each create is a --no-wait create
 // (the operation ends once the engine process runs) followed at once by a
@@ -21,6 +22,18 @@
 // boot, agent ready, exec, delete) on the test image and on its opencode
 // variant, alternating, and prints both side by side: vm run waits for the
 // agent only, so the two should differ only by noise.
+//
+// --mode cold,fork,warm compares starting a VM three ways, interleaved run
+// by run: cold (vm create --cold: a boot), fork (vm fork of one snapshot of
+// a running parent, taken once) and warm (vm create of the test image after
+// image warm: a restore). Per mode: create → agent ready (from the
+// operation's stage timings), create → first command (vm exec … true
+// answering) and, for cold and warm, a whole vm run -- true; p50/min/max
+// side by side and the cold/fork and cold/warm ratios. --density N forks N
+// idle VMs from the snapshot in one go (no more than MemAvailable allows),
+// waits 10 s and reports each engine's PSS and private memory
+// (/proc/<pid>/smaps_rollup), MemAvailable before and after and the time to
+// fork them. Everything is deleted at the end, after a failure or Ctrl-C.
 package main
 
 import (
@@ -50,10 +63,21 @@ func main() {
 	noSSH := flag.Bool("no-ssh", false, "skip the create → SSH measurement")
 	noBoot := flag.Bool("no-boot", false, "host side only: create --no-wait, delete at once (no guest boots)")
 	vmRun := flag.Bool("vm-run", false, "time `banger vm run -- true` on the test image and its opencode variant, side by side")
+	modeFlag := flag.String("mode", modeCold, "with cold,fork,warm: compare a boot, a fork of a snapshot and a warm image's restore, side by side")
+	density := flag.Int("density", 0, "fork N idle VMs from one snapshot and report each one's PSS/private memory and MemAvailable")
 	flag.Parse()
 	if *runs < 1 {
 		fail("--runs must be at least 1")
 	}
+	modes, err := parseModes(*modeFlag)
+	if err != nil {
+		fail(err.Error())
+	}
+	if *density < 0 || *density > api.MaxForkCount {
+		fail(fmt.Sprintf("--density %d is not from 0 to %d", *density, api.MaxForkCount))
+	}
+	modeSet := false
+	flag.Visit(func(f *flag.Flag) { modeSet = modeSet || f.Name == "mode" || f.Name == "density" })
 	if os.Geteuid() != 0 {
 		fail("bench-create needs root (it runs a daemon, taps and guests): sudo make bench-create")
 	}
@@ -64,6 +88,20 @@ func main() {
 		if err := benchVMRun(*runs, *asJSON); err != nil {
 			fail(err.Error())
 		}
+		return
+	}
+	if modeSet {
+		res, err := benchModes(*runs, modes, *density)
+		if err != nil {
+			fail(err.Error())
+		}
+		if *asJSON {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(res)
+			return
+		}
+		printModes(os.Stdout, res)
 		return
 	}
 	res, err := bench(*runs, !*noSSH && !*noBoot, *noBoot)
@@ -129,8 +167,9 @@ type Result struct {
 	StageOrder  []string `json:"stage_order"`
 }
 
-// Summary is p50/p95/max of a measurement, in milliseconds.
+// Summary is min/p50/p95/max of a measurement, in milliseconds.
 type Summary struct {
+	Min float64 `json:"min_ms"`
 	P50 float64 `json:"p50_ms"`
 	P95 float64 `json:"p95_ms"`
 	Max float64 `json:"max_ms"`

@@ -16,7 +16,10 @@ import (
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// summarize returns p50/p95/max (nearest-rank percentiles).
+// msOf is ms (the name stats.go reads better with).
+func msOf(d time.Duration) float64 { return ms(d) }
+
+// summarize returns min/p50/p95/max (nearest-rank percentiles).
 func summarize(v []float64) Summary {
 	if len(v) == 0 {
 		return Summary{}
@@ -33,7 +36,7 @@ func summarize(v []float64) Summary {
 		}
 		return s[i]
 	}
-	return Summary{P50: rank(0.50), P95: rank(0.95), Max: s[len(s)-1], N: len(s)}
+	return Summary{Min: s[0], P50: rank(0.50), P95: rank(0.95), Max: s[len(s)-1], N: len(s)}
 }
 
 func printTable(r *Result) {

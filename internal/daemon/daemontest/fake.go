@@ -1,6 +1,6 @@
-// Package daemontest holds the hand-written fakes of daemon.VMService and
-// daemon.ImageService that the daemon's and the CLI's tests run a real
-// daemon with. Reads (List, Detail, Get) and the default Create and Delete
+// Package daemontest holds the hand-written fakes of daemon.VMService,
+// daemon.ImageService and daemon.SnapshotService that the daemon's and the
+// CLI's tests run a real daemon with. Reads (List, Detail, Get) and the default Create and Delete
 // go to the daemon's real store, so a test can seed it directly; every
 // other behaviour is a function field a test sets, with a small default.
 //
@@ -216,17 +216,26 @@ func call[R any](fn func(context.Context, R, progress.Reporter) (api.Image, erro
 }
 
 // Services is a daemon.ServicesFunc handing the daemon vms and images
-// (each made when nil) with their Store set to the daemon's.
+// (each made when nil) and a fresh Snapshots, with their Store set to the
+// daemon's.
 func Services(vms *VMs, images *Images) daemon.ServicesFunc {
+	return ServicesWith(vms, images, nil)
+}
+
+// ServicesWith is Services with the snapshot fake given too (made when nil).
+func ServicesWith(vms *VMs, images *Images, snaps *Snapshots) daemon.ServicesFunc {
 	if vms == nil {
 		vms = &VMs{}
 	}
 	if images == nil {
 		images = &Images{}
 	}
-	return func(st *store.Store, _ *slog.Logger) (daemon.VMService, daemon.ImageService, func(), error) {
-		vms.Store, images.Store = st, st
-		return vms, images, nil, nil
+	if snaps == nil {
+		snaps = &Snapshots{}
+	}
+	return func(st *store.Store, _ *slog.Logger) (daemon.Services, error) {
+		vms.Store, images.Store, snaps.Store = st, st, st
+		return daemon.Services{VMs: vms, Images: images, Snapshots: snaps}, nil
 	}
 }
 

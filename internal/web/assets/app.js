@@ -6,6 +6,7 @@ import { loggedIn, loggedOutError } from './api.js';
 import { errorBox } from './ui.js';
 import { vmsPage, vmPage } from './vms.js';
 import { imagesPage } from './images.js';
+import { snapshotsPage } from './snapshots.js';
 import { hostPage } from './host.js';
 import { terminalPage } from './terminal.js';
 
@@ -19,6 +20,7 @@ function route() {
   if (section === 'vms' && parts[1] && parts[2] === 'terminal') cleanup = terminalPage(main, parts[1]);
   else if (section === 'vms' && parts[1]) cleanup = vmPage(main, parts[1]);
   else if (section === 'images') cleanup = imagesPage(main);
+  else if (section === 'snapshots') cleanup = snapshotsPage(main);
   else if (section === 'host') cleanup = hostPage(main);
   else { section = 'vms'; cleanup = vmsPage(main); }
   for (const a of document.querySelectorAll('[data-nav]')) {

@@ -10,6 +10,7 @@ export const state = {
   vms: null,        // []VM, null until the first event
   images: null,     // []Image
   operations: null, // []Operation
+  snapshots: null,  // []Snapshot
   stats: new Map(), // VM name → [VMStats…], newest last
   connected: false,
 };
@@ -56,7 +57,7 @@ export function connect(statusEl) {
 }
 
 function listen(es) {
-  for (const kind of ['vms', 'images', 'operations']) {
+  for (const kind of ['vms', 'images', 'operations', 'snapshots']) {
     es.addEventListener(kind, ev => {
       state[kind] = JSON.parse(ev.data) ?? [];
       if (kind === 'vms') {

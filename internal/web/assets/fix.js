@@ -4,7 +4,7 @@
 // what this UI can do itself, a button). No DOM here, so it runs under node.
 
 // noun names the thing a verb acts on, e.g. "vm start" → "VM".
-const NOUN = { vm: 'VM', image: 'image' };
+const NOUN = { vm: 'VM', image: 'image', snapshot: 'snapshot' };
 
 // actionWords describes an action in plain words ('' for none).
 export function actionWords(action) {
@@ -16,6 +16,9 @@ export function actionWords(action) {
   switch (action.verb) {
     case 'vm list': return 'see the VMs page';
     case 'image list': return 'see the Images page';
+    case 'snapshot list': return 'see the Snapshots page';
+    case 'image warm': return `warm image ${list} (Images page)`;
+    case 'image unwarm': return `unwarm image ${list} (Images page)`;
     case 'vm logs': return `open the console of VM ${list}`;
     case 'image create': return `create image ${list} from Debian (on the host)`;
     case 'image delete': return `delete image ${list}${force ? ', forced' : ''}`;

@@ -1,9 +1,11 @@
 // images.js — the Images page: the list as a parent/child tree, create
-// from Debian, build from an image, delete; progress with streamed output.
+// from Debian, build from an image, warm/unwarm, delete; progress with
+// streamed output.
 
 import { call, follow, output } from './api.js';
 import { state, onChange } from './events.js';
 import { h, bytes, ago, showError, opPanel, confirmButton, keepFocus } from './ui.js';
+import { runOp as runSnapOp } from './snapshots.js';
 
 const enc = encodeURIComponent;
 
@@ -36,9 +38,45 @@ async function deleteImage(name, errEl) {
   }
 }
 
-function rows(errEl) {
-  if (state.images === null) return [h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'Loading…'))];
-  if (!state.images.length) return [h('tr', {}, h('td', { colspan: 7, class: 'empty' }, 'No images yet. Create one from Debian.'))];
+// warm boots the image once and keeps that snapshot (image warm).
+function warm(name, progress, button) {
+  return runSnapOp(progress, `Warming ${name}`, 'POST', `/v1/images/${enc(name)}/warm`, {}, (s, panel) => {
+    panel.extra.replaceChildren(h('p', { class: 'ready' }, h('strong', {}, name), ' is warm: new VMs of it restore ',
+      h('code', {}, s?.name ?? ''), ` (${s?.engine ?? ''}, ${s?.vcpus ?? '?'} vCPU · ${s?.memory_mib ?? '?'} MiB) instead of booting.`));
+  }, button);
+}
+
+async function unwarm(name, errEl) {
+  showError(errEl, null);
+  try {
+    await call('DELETE', `/v1/images/${enc(name)}/warm`);
+  } catch (err) {
+    showError(errEl, err);
+  }
+}
+
+// warmCell says whether new VMs of img restore a warm snapshot.
+function warmCell(img) {
+  const w = img.warm;
+  if (!w) return h('span', { class: 'muted' }, 'cold');
+  return h('span', {}, w.usable ? h('span', { class: 'tag' }, `warm · ${w.engine}`) : h('span', { class: 'bad' }, 'warm, unusable'),
+    h('div', { class: 'small muted' }, w.usable ? `${w.vcpus} vCPU · ${w.memory_mib} MiB` : w.reason));
+}
+
+function warmButton(img, errEl, progress) {
+  if (img.warm) {
+    return confirmButton('Unwarm', `Unwarm ${img.name}`, () => unwarm(img.name, errEl),
+      { 'data-key': `iunwarm:${img.name}`, 'aria-label': `Unwarm image ${img.name}` });
+  }
+  const btn = h('button', { type: 'button', class: 'btn ghost small', 'data-key': `iwarm:${img.name}`, 'aria-label': `Warm image ${img.name}`,
+    title: 'boot it once and keep that snapshot: new VMs restore it instead of booting' }, 'Warm');
+  btn.onclick = () => warm(img.name, progress, btn);
+  return btn;
+}
+
+function rows(errEl, progress) {
+  if (state.images === null) return [h('tr', {}, h('td', { colspan: 8, class: 'muted' }, 'Loading…'))];
+  if (!state.images.length) return [h('tr', {}, h('td', { colspan: 8, class: 'empty' }, 'No images yet. Create one from Debian.'))];
   const used = new Map();
   for (const vm of state.vms ?? []) used.set(vm.image_name, (used.get(vm.image_name) ?? 0) + 1);
   return tree(state.images).map(([img, depth]) => h('tr', { 'data-image': img.name },
@@ -48,8 +86,9 @@ function rows(errEl) {
     h('td', {}, img.source, img.features?.length ? h('div', { class: 'tags' }, img.features.map(f => h('span', { class: 'tag' }, f))) : null),
     h('td', {}, h('code', {}, img.kernel_version || '—')),
     h('td', { class: 'num' }, bytes(img.rootfs_size + (img.work_seed_size ?? 0))),
+    h('td', {}, warmCell(img)),
     h('td', {}, ago(img.created_at), h('div', { class: 'small muted' }, `${used.get(img.name) ?? 0} VM(s)`)),
-    h('td', {}, h('div', { class: 'actions' }, confirmButton('Delete', `Delete ${img.name}`, () => deleteImage(img.name, errEl),
+    h('td', {}, h('div', { class: 'actions' }, warmButton(img, errEl, progress), confirmButton('Delete', `Delete ${img.name}`, () => deleteImage(img.name, errEl),
       { 'data-key': `idel:${img.name}`, 'aria-label': `Delete image ${img.name}` })))));
 }
 
@@ -170,14 +209,15 @@ function buildForm() {
 export function imagesPage(main) {
   const errEl = h('div', { class: 'alerts', 'aria-live': 'assertive' });
   const tbody = h('tbody', {});
+  const progress = h('div', { class: 'progress-area', id: 'warm-progress' });
   const build = buildForm();
-  const draw = () => keepFocus(() => tbody.replaceChildren(...rows(errEl)));
+  const draw = () => keepFocus(() => tbody.replaceChildren(...rows(errEl, progress)));
   main.replaceChildren(
     h('div', { class: 'page-head' }, h('h1', {}, 'Images'), h('p', { class: 'sub' }, 'Boot sets VMs are made from; children are built from their parent')),
     h('section', { class: 'card', 'aria-labelledby': 'il-h' }, h('h2', { id: 'il-h', class: 'sr-only' }, 'Image list'), errEl,
       h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'image-table' },
-        h('thead', {}, h('tr', {}, ['Name', 'Parent', 'Source', 'Kernel', 'Size', 'Created', h('span', { class: 'sr-only' }, 'Actions')].map(c => h('th', { scope: 'col' }, c)))),
-        tbody))),
+        h('thead', {}, h('tr', {}, ['Name', 'Parent', 'Source', 'Kernel', 'Size', 'Warm', 'Created', h('span', { class: 'sr-only' }, 'Actions')].map(c => h('th', { scope: 'col' }, c)))),
+        tbody)), progress),
     h('div', { class: 'grid2' }, h('section', { class: 'card' }, createForm()), h('section', { class: 'card' }, build.form)));
   draw();
   const off = onChange(w => {

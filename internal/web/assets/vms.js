@@ -1,9 +1,10 @@
 // vms.js — the VMs page (live list, create form with live stages) and a
-// VM's own page (details, stats charts, serial console).
+// VM's own page (details, snapshot and fork, stats charts, serial console).
 
 import { call, follow, get, streamText } from './api.js';
 import { state, onChange } from './events.js';
 import { policyCard } from './netpolicy.js';
+import { forkControls, snapshotVM } from './snapshots.js';
 import { h, bytes, duration, badge, errorBox, showError, opPanel, sparkline, confirmButton, keepFocus } from './ui.js';
 
 const enc = encodeURIComponent;
@@ -202,6 +203,19 @@ function cleanTerm(s) {
     .replace(/\x1b./g, '').replace(/\r+\n/g, '\n').replace(/\r/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
 }
 
+// forkPanel is a running VM's "Snapshot and fork" card: Fork N children
+// (the VM is snapshotted first, that snapshot kept) or just snapshot it.
+function forkPanel(name) {
+  const progress = h('div', { class: 'progress-area', id: 'fork-progress' });
+  const snapBtn = h('button', { type: 'button', class: 'btn ghost small', 'data-key': 'snapshot' }, 'Snapshot');
+  snapBtn.onclick = () => snapshotVM(progress, name, '', false, snapBtn);
+  const card = h('section', { class: 'card', 'aria-labelledby': 'fork-h', hidden: true },
+    h('h2', { id: 'fork-h' }, 'Snapshot and fork ',
+      h('span', { class: 'hint' }, 'new VMs that resume from this one\'s memory, with their own name, address and disks')),
+    h('div', { class: 'actions' }, forkControls(name, progress), snapBtn), progress);
+  return { card };
+}
+
 export function vmPage(main, name) {
   const ctl = new AbortController();
   const errEl = h('div', { class: 'alerts', 'aria-live': 'assertive' });
@@ -229,7 +243,8 @@ export function vmPage(main, name) {
   };
   const logErr = h('div', {});
   const policy = policyCard(name, ctl.signal);
-  main.replaceChildren(head, errEl,
+  const forkCard = forkPanel(name);
+  main.replaceChildren(head, errEl, forkCard.card,
     h('div', { class: 'grid2' },
       h('section', { class: 'card', 'aria-labelledby': 'facts-h' }, h('h2', { id: 'facts-h' }, 'Details'), info),
       h('section', { class: 'card', 'aria-labelledby': 'stats-h' }, h('h2', { id: 'stats-h' }, 'Stats ', h('span', { class: 'hint' }, 'live')), charts)),
@@ -253,12 +268,14 @@ export function vmPage(main, name) {
     }
     const r = vm.runtime;
     head.replaceChildren(h('div', { class: 'title-row' }, h('h1', {}, vm.name), badge(r.state)), actions(vm, errEl));
+    forkCard.card.hidden = r.state !== 'running';
     const fact = (k, v) => [h('dt', {}, k), h('dd', {}, v || '—')];
     info.replaceChildren(...fact('Image', vm.image_name), ...fact('Resources', `${vm.vcpus} vCPU · ${vm.memory_mib} MiB · ${bytes(vm.disk_bytes)} disk`),
       ...fact('Address', r.guest_ip ? h('code', {}, r.guest_ip) : ''), ...fact('DNS name', r.dns_name ? h('code', {}, r.dns_name) : ''),
       ...fact('Engine', r.engine ? `${r.engine}${r.accel ? ' / ' + r.accel : ''}` : ''), ...fact('Disk driver', r.system_disk_kind),
       ...fact('Started', r.started_at ? new Date(r.started_at).toLocaleString() : ''), ...fact('Last error', r.last_error),
       ...fact('Lifetime', lifetimeText(vm.lifetime)),
+      ...fact('Started from', vm.origin ? h('a', { href: '#/snapshots' }, vm.origin) : ''),
       ...fact('Idle-stop at', detail?.idle_stop_at ? new Date(detail.idle_stop_at).toLocaleString() + ' if it stays idle' : ''),
       ...fact('Port forwards', forwardLinks(detail?.forwards)),
       ...accessFacts());
