@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,6 +161,16 @@ func (m *Metrics) Reporter(kind string, rep progress.Reporter) progress.Reporter
 	return &stageTimer{Reporter: rep, m: m, kind: kind}
 }
 
+// stageLabel is a stage's metric label: a fork of several children names
+// its stages "<child>: <stage>", and child names must not become label
+// values (one series each, without bound).
+func stageLabel(name string) string {
+	if i := strings.LastIndex(name, ": "); i >= 0 {
+		return name[i+2:]
+	}
+	return name
+}
+
 type stageTimer struct {
 	progress.Reporter
 	m    *Metrics
@@ -171,7 +182,7 @@ func (s *stageTimer) Stage(name string) func(error) {
 	done := s.Reporter.Stage(name)
 	var once sync.Once
 	return func(err error) {
-		once.Do(func() { s.m.StageDone(s.kind, name, time.Since(start), err) })
+		once.Do(func() { s.m.StageDone(s.kind, stageLabel(name), time.Since(start), err) })
 		done(err)
 	}
 }

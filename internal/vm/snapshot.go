@@ -73,7 +73,7 @@ func (m *Manager) snapshotter(engine string) (vmm.Snapshotter, error) {
 	sn, ok := e.(vmm.Snapshotter)
 	if !ok || !e.Info().Snapshots {
 		return nil, api.FailedPrecondition("the %s engine cannot take or restore snapshots on this host", engine).
-			WithFix("use --engine qemu").WithAction("doctor")
+			WithFix("banger doctor says what this host lacks; VMs of another engine may snapshot").WithAction("doctor")
 	}
 	return sn, nil
 }
