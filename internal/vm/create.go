@@ -50,7 +50,7 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 			if err == nil || ctx.Err() != nil {
 				return v, err
 			}
-			why = "restoring the warm snapshot " + row.Name + " failed: " + err.Error()
+			why = err.Error()
 		}
 		if why != "" {
 			done := rep.Stage(StageColdBoot)
@@ -73,7 +73,7 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 
 	r := revert.New()
 	defer r.Fail()
-	if err := m.allocate(ctx, &v, pol, rep, r, "create"); err != nil {
+	if err := m.allocate(ctx, &v, pol, rep, r, "create", ""); err != nil {
 		return api.VM{}, err
 	}
 
@@ -145,7 +145,9 @@ func (m *Manager) createFrom(ctx context.Context, req api.VMCreateRequest, rep p
 // allocate records a new VM (state creating, IP/MAC/CID), its lifetime,
 // policy and VM dir: the allocate stage of create and fork. Its undo goes
 // on r.
-func (m *Manager) allocate(ctx context.Context, v *api.VM, pol *api.NetPolicy, rep progress.Reporter, r *revert.Reverter, op string) error {
+// origin, when set, is the snapshot ID a fork's child comes from, recorded
+// with the row (a child caught half-made by a crash is then deleted).
+func (m *Manager) allocate(ctx context.Context, v *api.VM, pol *api.NetPolicy, rep progress.Reporter, r *revert.Reverter, op, origin string) error {
 	log := m.log.With("vm", v.Name)
 	done := rep.Stage(StageAllocate)
 	err := m.st.CreateVM(ctx, v, store.Alloc{Subnet: m.cfg.Subnet, Reserved: []netip.Addr{m.net.Gateway()}})
@@ -160,6 +162,12 @@ func (m *Manager) allocate(ctx context.Context, v *api.VM, pol *api.NetPolicy, r
 			log.Error("reverting vm record", "err", err)
 		}
 	})
+	if origin != "" {
+		if err := m.st.SetVMOrigin(ctx, v.ID, origin); err != nil {
+			done(err)
+			return err
+		}
+	}
 	if v.Lifetime != nil {
 		if err := m.st.SetVMLifetime(ctx, v.ID, *v.Lifetime); err != nil {
 			done(err)

@@ -194,10 +194,7 @@ func (m *Manager) restore(ctx context.Context, row store.SnapshotRow, req api.VM
 	log := m.log.With("vm", v.Name, "snapshot", row.Name)
 	r := revert.New()
 	defer r.Fail()
-	if err := m.allocate(ctx, &v, pol, rep, r, "fork"); err != nil {
-		return api.VM{}, err
-	}
-	if err := m.st.SetVMOrigin(ctx, v.ID, row.ID); err != nil {
+	if err := m.allocate(ctx, &v, pol, rep, r, "fork", row.ID); err != nil {
 		return api.VM{}, err
 	}
 	v.Origin = row.Name

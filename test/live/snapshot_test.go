@@ -182,9 +182,10 @@ func TestIntegrationLiveWarm(t *testing.T) {
 	}
 	t.Logf("fallback said:\n%s", r.stderr)
 	e.must("image", "unwarm", "test")
-	e.mustJSON(&imgs, "image", "list")
-	if imgs[0].Warm != nil {
-		t.Errorf("still warm after unwarm: %+v", imgs[0].Warm)
+	var after []api.Image
+	e.mustJSON(&after, "image", "list")
+	if len(after) != 1 || after[0].Warm != nil {
+		t.Errorf("still warm after unwarm: %+v", after)
 	}
 	e.assertNoLeaks()
 }
@@ -232,8 +233,14 @@ func TestIntegrationLiveCrashSnapshotFork(t *testing.T) {
 		if n := len(e.enginePIDs()); n != 1 {
 			t.Errorf("fork:%s: %d engine processes, want the parent's only", stage, n)
 		}
-		if l := e.leaks(); len(l) > 1 { // the parent's VM dir
-			t.Errorf("fork:%s: leaked:\n  %s", stage, strings.Join(l, "\n  "))
+		var leaked []string
+		for _, l := range e.leaks() { // the parent's VM dir and engine are no leak
+			if !strings.HasSuffix(l, "/vms/"+p) && !strings.HasPrefix(l, "engine process") {
+				leaked = append(leaked, l)
+			}
+		}
+		if len(leaked) > 0 {
+			t.Errorf("fork:%s: leaked:\n  %s", stage, strings.Join(leaked, "\n  "))
 		}
 	}
 	// After all that, a fork still works.
