@@ -70,6 +70,12 @@ func dialAgent(ctx context.Context, h vmm.Handles) (*agent.Client, error) {
 // the deadline passes. Then it sets the guest clock (a restored or long
 // paused guest's clock is stale).
 func (m *Manager) waitReady(ctx context.Context, v api.VM, e vmm.Engine, h *Handles, deadline time.Time) error {
+	return m.waitReadyEvery(ctx, v, e, h, deadline, 250*time.Millisecond)
+}
+
+// waitReadyEvery is waitReady polling every poll (a restored guest's agent
+// is back within a second: restores poll faster than boots).
+func (m *Manager) waitReadyEvery(ctx context.Context, v api.VM, e vmm.Engine, h *Handles, deadline time.Time, poll time.Duration) error {
 	var last error
 	for {
 		if !e.Alive(h.VMM) {
@@ -103,7 +109,7 @@ func (m *Manager) waitReady(ctx context.Context, v api.VM, e vmm.Engine, h *Hand
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(poll):
 		}
 	}
 }

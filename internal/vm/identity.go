@@ -2,6 +2,7 @@ package vm
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,7 +83,7 @@ func (m *Manager) resetIdentity(ctx context.Context, v *api.VM, h *Handles, rep 
 	if err := m.restartFeatures(ctx, v, h); err != nil {
 		return fmt.Errorf("restarting the feature servers: %w", err)
 	}
-	rep.Detail(fmt.Sprintf("%s %s, %.0f ms in the guest", v.Name, v.Runtime.GuestIP, totalMS(res)))
+	rep.Detail(fmt.Sprintf("%s %s, %.0f ms in the guest (%s)", v.Name, v.Runtime.GuestIP, totalMS(res), slowest(res, 3)))
 	return nil
 }
 
@@ -91,6 +93,17 @@ func totalMS(r agent.IdentityResult) float64 {
 		n += s.MS
 	}
 	return n
+}
+
+// slowest names the n slowest steps of an identity op with their times.
+func slowest(r agent.IdentityResult, n int) string {
+	steps := slices.Clone(r.Steps)
+	slices.SortFunc(steps, func(a, b agent.IdentityStep) int { return cmp.Compare(b.MS, a.MS) })
+	var out []string
+	for _, s := range steps[:min(n, len(steps))] {
+		out = append(out, fmt.Sprintf("%s %.0f", s.Name, s.MS))
+	}
+	return strings.Join(out, ", ")
 }
 
 func maskBits(b [4]byte) int {

@@ -1,6 +1,7 @@
 package live
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,7 +16,7 @@ import (
 // guestFacts is what a child must not share with its parent or siblings.
 type guestFacts struct {
 	hostname, machineID, marker, addr, hostKey string
-	skew                                      time.Duration
+	skew                                       time.Duration
 }
 
 // facts reads a running VM's identity through its agent (vm exec), and
@@ -72,8 +73,11 @@ func TestIntegrationLiveFork(t *testing.T) {
 
 	var res api.VMForkResult
 	st = time.Now()
-	e.mustJSON(&res, "vm", "fork", s.Name, "--count", "2", "--name", "kid")
-	t.Logf("vm fork --count 2: %s", time.Since(st).Round(time.Millisecond))
+	r0 := e.banger("vm", "fork", s.Name, "--count", "2", "--name", "kid", "--json")
+	if r0.code != 0 || json.Unmarshal([]byte(r0.stdout), &res) != nil {
+		t.Fatalf("vm fork: exit %d\n%s\n%s", r0.code, r0.stdout, r0.stderr)
+	}
+	t.Logf("vm fork --count 2: %s\n%s", time.Since(st).Round(time.Millisecond), r0.stderr)
 	if len(res.VMs) != 2 {
 		t.Fatalf("fork result: %+v", res)
 	}

@@ -131,6 +131,15 @@ func (e *Engine) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.Snaps
 		}
 	}
 	r.Success()
+	if snap.Memory != "" {
+		// The first fork would load (and verify) the template; do it now,
+		// off the pause, while the file is in the page cache.
+		go func() {
+			if f, err := e.templateFor(snap); err == nil {
+				f.Close()
+			}
+		}()
+	}
 	slog.Debug("qemu snapshot saved", "pid", h.PID, "ram", kind, "migrate", migrated, "total", time.Since(t0),
 		"state_bytes", snap.StateSize, "memory", snap.Memory != "")
 	return snap, nil
