@@ -70,12 +70,13 @@ func dialAgent(ctx context.Context, h vmm.Handles) (*agent.Client, error) {
 // the deadline passes. Then it sets the guest clock (a restored or long
 // paused guest's clock is stale).
 func (m *Manager) waitReady(ctx context.Context, v api.VM, e vmm.Engine, h *Handles, deadline time.Time) error {
-	return m.waitReadyEvery(ctx, v, e, h, deadline, 250*time.Millisecond)
+	return m.waitAgent(ctx, v, e, h, deadline, 250*time.Millisecond, true)
 }
 
-// waitReadyEvery is waitReady polling every poll (a restored guest's agent
-// is back within a second: restores poll faster than boots).
-func (m *Manager) waitReadyEvery(ctx context.Context, v api.VM, e vmm.Engine, h *Handles, deadline time.Time, poll time.Duration) error {
+// waitAgent is waitReady polling every poll (a restored guest's agent is
+// back within a second: restores poll faster than boots), setting the
+// guest clock when setClock (a restore's identity op sets it itself).
+func (m *Manager) waitAgent(ctx context.Context, v api.VM, e vmm.Engine, h *Handles, deadline time.Time, poll time.Duration, setClock bool) error {
 	var last error
 	for {
 		if !e.Alive(h.VMM) {
@@ -89,6 +90,9 @@ func (m *Manager) waitReadyEvery(ctx context.Context, v api.VM, e vmm.Engine, h 
 			hctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			_, err = c.Health(hctx)
 			cancel()
+			if err == nil && !setClock {
+				return nil
+			}
 			if err == nil {
 				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 				if err := c.SetClock(cctx, time.Now()); err != nil {

@@ -274,7 +274,7 @@ func (m *Manager) restore(ctx context.Context, row store.SnapshotRow, req api.VM
 
 	done = rep.Stage(StageIdentity)
 	deadline := time.Now().Add(time.Duration(m.cfg.ReadyTimeout))
-	if err := m.waitReadyEvery(ctx, v, sn, h, deadline, 50*time.Millisecond); err != nil {
+	if err := m.waitAgent(ctx, v, sn, h, deadline, 50*time.Millisecond, false); err != nil {
 		err = fmt.Errorf("the restored guest's agent did not answer: %w", err)
 		done(err)
 		return api.VM{}, err
