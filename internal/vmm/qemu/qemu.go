@@ -33,11 +33,14 @@ const readyTimeout = 10 * time.Second
 // Config chooses how guests run. The caller (host capability probe) picks
 // Accel; the engine does not probe.
 type Config struct {
-	Binary     string // default qemu-system-x86_64
-	Accel      string // "kvm" or "tcg"
-	TSCkHz     int    // host TSC kHz; required for tcg
-	TBSizeMiB  int    // tcg translation cache size; default 128
-	VhostVsock bool   // /dev/vhost-vsock present: agent over vsock, else virtio-serial
+	Binary    string // default qemu-system-x86_64
+	Accel     string // "kvm" or "tcg"
+	TSCkHz    int    // host TSC kHz; required for tcg
+	TBSizeMiB int    // tcg translation cache size; default 128
+	// ForkTBSizeMiB is the translation cache of a guest restored from a
+	// snapshot; default 32 (see tbSize).
+	ForkTBSizeMiB int
+	VhostVsock    bool // /dev/vhost-vsock present: agent over vsock, else virtio-serial
 	// TapNetns is the network namespace (a /run/netns path) the taps live
 	// in; empty: the daemon's own. Tests put their taps in one.
 	TapNetns string
