@@ -68,7 +68,7 @@ func TestMCPAgainstDaemon(t *testing.T) {
 		}
 	}
 	sort.Strings(names)
-	want := "copy_in copy_out create_vm delete_vm diff exec list_files list_vms port_forward read_file remove_port_forward write_file"
+	want := "copy_in copy_out create_vm delete_snapshot delete_vm diff exec fork_vm list_files list_vms port_forward read_file remove_port_forward snapshot_vm write_file"
 	if strings.Join(names, " ") != want {
 		t.Errorf("tools %v, want %s", names, want)
 	}
@@ -99,6 +99,11 @@ func TestMCPAgainstDaemon(t *testing.T) {
 		{Name: "create_vm", Arguments: map[string]any{"workspace": "/nonexistent", "ttl_seconds": -5}},
 		{Name: "diff", Arguments: map[string]any{"vm": "x", "repo": "/"}},
 		{Name: "diff", Arguments: map[string]any{}},
+		{Name: "fork_vm", Arguments: map[string]any{}},
+		{Name: "fork_vm", Arguments: map[string]any{"source": "nope", "count": 65}},
+		{Name: "fork_vm", Arguments: map[string]any{"source": "nope"}},
+		{Name: "snapshot_vm", Arguments: map[string]any{"vm": "nope"}},
+		{Name: "delete_snapshot", Arguments: map[string]any{"snapshot": "nope"}},
 	}
 	for _, p := range bad {
 		res, err := sess.CallTool(ctx, &p)

@@ -41,6 +41,7 @@ func New(connect Connect, version string) *sdk.Server {
 	s.addFileTools(srv)
 	s.addForwardTools(srv)
 	s.addDiffTools(srv)
+	s.addSnapshotTools(srv)
 	return srv
 }
 

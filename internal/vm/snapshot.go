@@ -46,7 +46,7 @@ const (
 )
 
 // maxForkCount bounds one fork.
-const maxForkCount = 64
+const maxForkCount = api.MaxForkCount
 
 // snapFiles is the orchestrator's record of a snapshot's files (the store
 // keeps it opaque).

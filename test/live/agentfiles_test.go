@@ -63,6 +63,21 @@ func TestIntegrationLiveAgentFiles(t *testing.T) {
 	e.checkCpBadInput(name)
 	e.checkPortForward(name)
 
+	// fork_vm from the running VM: the child has its files, its own name.
+	var fk struct {
+		Snapshot string
+		VMs      []struct{ Name, IP string }
+	}
+	json.Unmarshal([]byte(call(t, ctx, sess, "fork_vm", map[string]any{"source": name, "name": name + "-f"})), &fk)
+	if len(fk.VMs) != 1 || fk.VMs[0].Name != name+"-f" || fk.Snapshot == "" {
+		t.Fatalf("fork_vm: %+v", fk)
+	}
+	if out := call(t, ctx, sess, "exec", map[string]any{"vm": name + "-f", "command": "hostname; cat /root/notes/a.txt"}); !strings.Contains(out, name+`-f\nhello\nworld`) {
+		t.Errorf("exec in the fork: %s", out)
+	}
+	call(t, ctx, sess, "delete_vm", map[string]any{"vm": name + "-f"})
+	call(t, ctx, sess, "delete_snapshot", map[string]any{"snapshot": fk.Snapshot})
+
 	call(t, ctx, sess, "delete_vm", map[string]any{"vm": name})
 	var vms []api.VM
 	e.mustJSON(&vms, "vm", "list")
