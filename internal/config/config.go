@@ -88,6 +88,12 @@ type Config struct {
 	AgentBin          string   `toml:"agent_bin"`
 	LogLevel          string   `toml:"log_level"`
 
+	// TCGForkCache is the TCG translation cache of a guest restored from a
+	// snapshot (QEMU under tcg only): QEMU fills it whole even in an idle
+	// guest, so it is most of an idle fork's own memory; smaller saves
+	// memory and costs speed (internal/vmm/qemu tbSize).
+	TCGForkCache Size `toml:"tcg_fork_cache"`
+
 	// Byte caps of the logs of guest output (internal/logcap); each keeps
 	// one older copy, "<file>.1".
 	SerialLogMax Size `toml:"serial_log_max"`
@@ -145,6 +151,7 @@ func Default() Config {
 		WebListen:         "127.0.0.1:7070",
 		LogLevel:          "info",
 		SerialLogMax:      16 * MiB,
+		TCGForkCache:      128 * MiB,
 		EngineLogMax:      4 * MiB,
 		BuildLogMax:       16 * MiB,
 		SandboxUID:        2147000000,

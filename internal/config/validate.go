@@ -95,6 +95,7 @@ func (c Config) problems() []problem {
 	p = append(p, absPath("agent_bin", c.AgentBin, true)...)
 	p = append(p, oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error")...)
 	p = append(p, atLeast("serial_log_max", c.SerialLogMax, 64*KiB, Size.String)...)
+	p = append(p, atLeast("tcg_fork_cache", c.TCGForkCache, 8*MiB, Size.String)...)
 	p = append(p, atLeast("engine_log_max", c.EngineLogMax, 64*KiB, Size.String)...)
 	p = append(p, atLeast("build_log_max", c.BuildLogMax, 64*KiB, Size.String)...)
 	p = append(p, intRange("sandbox_uid", c.SandboxUID, 1, 1<<31-2)...)

@@ -372,7 +372,8 @@ func chooseOnHost(ctx context.Context, cfg config.Config, log *slog.Logger) (cho
 	}
 	log.Info("disk driver chosen", "driver", c.driver, "pool", c.usePool, "reason", dreason)
 	c.engines = map[string]vmm.Engine{
-		vmm.QEMU: qemu.New(qemu.Config{Binary: cfg.QEMUBin, Accel: c.accel, TSCkHz: int(caps.HostTSCkHz), VhostVsock: caps.VhostVsock.OK}),
+		vmm.QEMU: qemu.New(qemu.Config{Binary: cfg.QEMUBin, Accel: c.accel, TSCkHz: int(caps.HostTSCkHz), VhostVsock: caps.VhostVsock.OK,
+			ForkTBSizeMiB: int(int64(cfg.TCGForkCache) >> 20)}),
 	}
 	c.unavailable = map[string]string{}
 	if ok, why, _ := caps.FirecrackerUsable(); ok {

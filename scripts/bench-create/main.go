@@ -57,6 +57,9 @@ import (
 
 const nsEnv = "BANGER_BENCH_NS"
 
+// benchExtraConfig is appended to the bench daemon's config (--tcg-fork-cache).
+var benchExtraConfig string
+
 func main() {
 	runs := flag.Int("runs", 5, "number of creates")
 	asJSON := flag.Bool("json", false, "print JSON instead of a table")
@@ -64,8 +67,12 @@ func main() {
 	noBoot := flag.Bool("no-boot", false, "host side only: create --no-wait, delete at once (no guest boots)")
 	vmRun := flag.Bool("vm-run", false, "time `banger vm run -- true` on the test image and its opencode variant, side by side")
 	modeFlag := flag.String("mode", modeCold, "with cold,fork,warm: compare a boot, a fork of a snapshot and a warm image's restore, side by side")
+	forkCache := flag.String("tcg-fork-cache", "", "the config's tcg_fork_cache for this run (e.g. 32MiB: smaller forks, slower first second)")
 	density := flag.Int("density", 0, "fork N idle VMs from one snapshot and report each one's PSS/private memory and MemAvailable")
 	flag.Parse()
+	if *forkCache != "" {
+		benchExtraConfig = fmt.Sprintf("tcg_fork_cache = %q\n", *forkCache)
+	}
 	if *runs < 1 {
 		fail("--runs must be at least 1")
 	}
@@ -203,8 +210,8 @@ disk_size = "1GiB"
 ready_timeout = "240s"
 agent_bin = %q
 ssh_key_path = %q
-`, state, filepath.Join(state, "bangerd.sock"), filepath.Join(bin, "banger-agent"),
-		testimage.KeyPath(testimage.CacheDir()))), 0o600)
+%s`, state, filepath.Join(state, "bangerd.sock"), filepath.Join(bin, "banger-agent"),
+		testimage.KeyPath(testimage.CacheDir()), benchExtraConfig)), 0o600)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		os.RemoveAll(state)

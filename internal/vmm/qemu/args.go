@@ -228,17 +228,16 @@ func driveArgs(d vmm.Disk, path string, block bool) []string {
 func esc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // tbSize is the TCG translation cache in MiB: 128 for a boot (as fast as
-// QEMU's 1 GiB default, GUEST-NOTES), 32 for a guest restored from a
-// snapshot. QEMU 7.2 ends up touching the whole cache even in an idle
-// guest, so it is most of a fork's own memory: an idle 512 MiB child's PSS
-// was 222 MiB with 128 and 133 MiB with 32 (its RAM is shared with its
-// siblings). A restored guest has booted already; it runs smaller code.
+// QEMU's 1 GiB default, GUEST-NOTES), ForkTBSizeMiB (default 128) for a
+// guest restored from a snapshot. QEMU 7.2 fills the whole cache even in an
+// idle guest, so it is most of a fork's own memory (its RAM is shared with
+// its siblings): an idle 512 MiB child's PSS was 222 MiB with 128 and 133
+// MiB with 32, but with 32 fork → agent ready went from 1.03 s to 1.43 s
+// p50 (the burst after a restore translates more than 32 MiB of code).
 func (e *Engine) tbSize(restored bool) int {
 	switch {
 	case restored && e.cfg.ForkTBSizeMiB > 0:
 		return e.cfg.ForkTBSizeMiB
-	case restored:
-		return 32
 	case e.cfg.TBSizeMiB > 0:
 		return e.cfg.TBSizeMiB
 	}

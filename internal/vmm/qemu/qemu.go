@@ -38,7 +38,7 @@ type Config struct {
 	TSCkHz    int    // host TSC kHz; required for tcg
 	TBSizeMiB int    // tcg translation cache size; default 128
 	// ForkTBSizeMiB is the translation cache of a guest restored from a
-	// snapshot; default 32 (see tbSize).
+	// snapshot; default 128, as TBSizeMiB (see tbSize).
 	ForkTBSizeMiB int
 	VhostVsock    bool // /dev/vhost-vsock present: agent over vsock, else virtio-serial
 	// TapNetns is the network namespace (a /run/netns path) the taps live
