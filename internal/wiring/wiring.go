@@ -205,6 +205,8 @@ func (w *wiring) dirsStep(ctx context.Context, _ *revert.Reverter) error {
 	}
 	// This daemon's scratch root goes at shutdown once empty.
 	w.shutdown.Add(func() { os.Remove(w.cfg.SandboxScratch()) })
+	// So does the guest memory dir (running guests keep their files).
+	w.shutdown.Add(func() { os.Remove(vm.MemoryDir(w.cfg.StateDir)) })
 	for _, d := range []string{w.imagesDir(), staging} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
