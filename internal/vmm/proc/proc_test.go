@@ -31,7 +31,12 @@ func TestStartDetachedAliveKill(t *testing.T) {
 	// written before the exec, so wait for the exec itself (under load the
 	// check used to run between the two and fail).
 	waitFor(t, func() bool { return strings.Contains(Tail(log, 100), "oops") })
-	waitFor(t, func() bool { return Alive(p.PID, "sleep") })
+	// sh's own command line names "sleep" too (in the script): wait for
+	// sleep's exact one.
+	waitFor(t, func() bool {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/cmdline")
+		return string(b) == "sleep\x0030\x00"
+	})
 	if Alive(p.PID, marker) {
 		t.Errorf("Alive with a marker absent from cmdline = true, want false (pid reuse guard)")
 	}

@@ -61,7 +61,26 @@ func runAttack(path string) int {
 // attack runs the attacker as uid against path.
 func attack(t *testing.T, uid int, path string) map[string]string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	// The test binary may sit in a dir only root can walk (go test's
+	// build dir): the attacker runs a copy the uid can execute.
+	dir, err := os.MkdirTemp("", "banger-attacker-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "attacker")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Dir = "/"
 	cmd.Env = append(os.Environ(), attackEnv+"="+path)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
 	cmd.Stderr = os.Stderr
