@@ -370,6 +370,24 @@ func (m *Manager) removeSnapshotFiles(r store.SnapshotRow) {
 	}
 }
 
+// preload has the engine load a warm snapshot's memory in the background
+// (QEMU: its sealed template), so the first create after a daemon start
+// restores as fast as the next ones. Only warm snapshots: each preloaded
+// one holds its memory in the daemon.
+func (m *Manager) preload(r store.SnapshotRow) {
+	var rec snapFiles
+	if json.Unmarshal(r.Record, &rec) != nil {
+		return
+	}
+	e, err := m.engine(rec.Engine.Engine)
+	if err != nil {
+		return
+	}
+	if p, ok := e.(interface{ Preload(vmm.Snapshot) }); ok {
+		go p.Preload(rec.Engine)
+	}
+}
+
 // reconcileSnapshots, at daemon start: a snapshot caught half-taken by a
 // crash is removed, and its VM resumed if the crash left it paused.
 func (m *Manager) reconcileSnapshots(ctx context.Context) {
@@ -380,6 +398,9 @@ func (m *Manager) reconcileSnapshots(ctx context.Context) {
 	}
 	for _, r := range rows {
 		if r.State == store.SnapshotReady {
+			if r.Kind == api.SnapshotWarm {
+				m.preload(r)
+			}
 			continue
 		}
 		m.log.Warn("reconcile: removing a snapshot the daemon stopped while taking", "snapshot", r.Name)

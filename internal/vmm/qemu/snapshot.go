@@ -134,15 +134,23 @@ func (e *Engine) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.Snaps
 	if snap.Memory != "" {
 		// The first fork would load (and verify) the template; do it now,
 		// off the pause, while the file is in the page cache.
-		go func() {
-			if f, err := e.templateFor(snap); err == nil {
-				f.Close()
-			}
-		}()
+		go e.Preload(snap)
 	}
 	slog.Debug("qemu snapshot saved", "pid", h.PID, "ram", kind, "migrate", migrated, "total", time.Since(t0),
 		"state_bytes", snap.StateSize, "memory", snap.Memory != "")
 	return snap, nil
+}
+
+// Preload loads and verifies snap's memory template now, so the first
+// restore does not (the daemon preloads warm snapshots at its start). A
+// failure is left for Restore to report.
+func (e *Engine) Preload(snap vmm.Snapshot) {
+	if snap.Memory == "" {
+		return
+	}
+	if f, err := e.templateFor(snap); err == nil {
+		f.Close()
+	}
 }
 
 // migrateOut migrates the guest at sock into f and waits until it is done.
