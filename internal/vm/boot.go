@@ -48,7 +48,10 @@ func (m *Manager) boot(ctx context.Context, v *api.VM, img api.Image, h *Handles
 
 	done := rep.Stage(StageEngine)
 	os.Remove(v.Runtime.SerialLogPath)
-	m.removeMemoryFile(*v) // a stale one from a crash: the engine makes it anew
+	if err := m.prepareMemoryFile(*v); err != nil {
+		done(err)
+		return err
+	}
 	spec := m.spec(*v, img, h)
 	vh, err := e.Start(ctx, spec)
 	if err != nil {

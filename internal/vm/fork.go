@@ -237,7 +237,10 @@ func (m *Manager) restore(ctx context.Context, row store.SnapshotRow, req api.VM
 	}
 
 	done = rep.Stage(StageRestore)
-	m.removeMemoryFile(v)
+	if err := m.prepareMemoryFile(v); err != nil {
+		done(err)
+		return api.VM{}, err
+	}
 	spec := m.spec(v, img, h)
 	start := time.Now()
 	vh, err := sn.Restore(ctx, spec, rec.Engine)

@@ -166,11 +166,6 @@ func New(o Options) (*Manager, error) {
 	if err := os.MkdirAll(o.SnapshotsDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating snapshots dir: %w", err)
 	}
-	if o.MemoryDir != "" {
-		if err := ensureMemoryDir(o.MemoryDir); err != nil {
-			return nil, err
-		}
-	}
 	now := o.Now
 	if now == nil {
 		now = time.Now

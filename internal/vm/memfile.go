@@ -54,6 +54,20 @@ func (m *Manager) memoryFile(v api.VM) string {
 	return filepath.Join(m.memDir, v.ID+".ram")
 }
 
+// prepareMemoryFile readies v's RAM file's place before its engine starts:
+// the dir made (on the first start; checked every time) and a file a crash
+// left removed (the engine makes it anew).
+func (m *Manager) prepareMemoryFile(v api.VM) error {
+	if m.memDir == "" {
+		return nil
+	}
+	if err := ensureMemoryDir(m.memDir); err != nil {
+		return err
+	}
+	m.removeMemoryFile(v)
+	return nil
+}
+
 // removeMemoryFile removes v's RAM file; its engine must be gone.
 func (m *Manager) removeMemoryFile(v api.VM) {
 	if p := m.memoryFile(v); p != "" {
