@@ -98,6 +98,22 @@ func (e *env) startAndRun(ctx context.Context, what string, begin func(*client.C
 	return e.runOp(ctx, c, op, nil)
 }
 
+// followResult follows op and decodes its result into out.
+func (e *env) followResult(ctx context.Context, c *client.Client, op api.Operation, out any) error {
+	final, err := e.follow(ctx, c, op)
+	if err != nil {
+		return err
+	}
+	return decodeResult(final, out)
+}
+
+func decodeResult(final api.Operation, out any) error {
+	if err := json.Unmarshal(final.Result, out); err != nil {
+		return fmt.Errorf("decoding %s result: %w", final.Kind, err)
+	}
+	return nil
+}
+
 // runOp follows op and prints the result: with --json the final operation,
 // or (when result is non-nil) the operation's decoded result.
 func (e *env) runOp(ctx context.Context, c *client.Client, op api.Operation, result any) error {
@@ -109,8 +125,8 @@ func (e *env) runOp(ctx context.Context, c *client.Client, op api.Operation, res
 		return nil
 	}
 	if result != nil && len(final.Result) > 0 {
-		if err := json.Unmarshal(final.Result, result); err != nil {
-			return fmt.Errorf("decoding %s result: %w", final.Kind, err)
+		if err := decodeResult(final, result); err != nil {
+			return err
 		}
 		return e.printJSON(result)
 	}

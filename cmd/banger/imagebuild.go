@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -148,13 +147,9 @@ func (e *env) imageLongOp(ctx context.Context, what string, begin func(*client.C
 	if err != nil {
 		return err
 	}
-	final, err := e.follow(ctx, c, op)
-	if err != nil {
-		return err
-	}
 	var img api.Image
-	if err := json.Unmarshal(final.Result, &img); err != nil {
-		return fmt.Errorf("decoding the new image: %w", err)
+	if err := e.followResult(ctx, c, op, &img); err != nil {
+		return err
 	}
 	if e.jsonOut {
 		return e.printJSON(img)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -119,18 +118,6 @@ func snapshotDeleteCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-}
-
-// followResult follows op and decodes its result into out.
-func (e *env) followResult(ctx context.Context, c *client.Client, op api.Operation, out any) error {
-	final, err := e.follow(ctx, c, op)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(final.Result, out); err != nil {
-		return fmt.Errorf("decoding %s result: %w", final.Kind, err)
-	}
-	return nil
 }
 
 func vmForkCmd(e *env) *cobra.Command {

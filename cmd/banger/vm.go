@@ -159,13 +159,9 @@ func (e *env) createVM(ctx context.Context, c *client.Client, req api.VMCreateRe
 		name = "(new VM)"
 	}
 	fmt.Fprintf(e.stderr, "creating %s\n", name)
-	final, err := e.follow(ctx, c, op)
-	if err != nil {
-		return api.VM{}, err
-	}
 	var vm api.VM
-	if err := json.Unmarshal(final.Result, &vm); err != nil {
-		return api.VM{}, fmt.Errorf("decoding created VM: %w", err)
+	if err := e.followResult(ctx, c, op, &vm); err != nil {
+		return api.VM{}, err
 	}
 	return vm, nil
 }
