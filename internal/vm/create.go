@@ -11,6 +11,7 @@ import (
 	"slices"
 
 	"banger/internal/api"
+	"banger/internal/disk"
 	"banger/internal/names"
 	"banger/internal/progress"
 	"banger/internal/revert"
@@ -77,41 +78,12 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 		return api.VM{}, err
 	}
 
-	// system disk: copy-on-write over the image's rootfs.
-	done := rep.Stage(StageSystemDisk)
-	sys, err := m.disk.Create(ctx, img.Rootfs, v.Runtime.SystemDisk)
+	// system disk: copy-on-write over the image's rootfs; work disk: a
+	// clone of its work-seed grown to the requested size.
+	h, err := m.makeDisks(ctx, &v, rep, r, "create",
+		func() (disk.Disk, error) { return m.disk.Create(ctx, img.Rootfs, v.Runtime.SystemDisk) },
+		func() error { return m.work.CloneAndGrow(ctx, img.WorkSeed, v.Runtime.WorkDisk, v.DiskBytes) })
 	if err != nil {
-		done(err)
-		return api.VM{}, fmt.Errorf("creating system disk: %w", err)
-	}
-	r.Add(func() {
-		c, cancel := bg()
-		defer cancel()
-		if err := m.disk.Remove(c, sys); err != nil {
-			log.Error("reverting system disk", "err", err)
-		}
-	})
-	v.Runtime.SystemDisk = sys.Path
-	rep.Detail(m.disk.Info().Name)
-	// handles.json early, so a crash from here on can find the kernel state.
-	h := &Handles{Engine: v.Runtime.Engine, SystemDisk: sys}
-	if err := writeHandles(v.Runtime.VMDir, h); err != nil {
-		done(err)
-		return api.VM{}, err
-	}
-	done(nil)
-	m.stageHook("create", StageSystemDisk)
-
-	// work disk: clone of the image's work-seed grown to the requested size.
-	done = rep.Stage(StageWorkDisk)
-	if err := m.work.CloneAndGrow(ctx, img.WorkSeed, v.Runtime.WorkDisk, v.DiskBytes); err != nil {
-		done(err)
-		return api.VM{}, fmt.Errorf("creating work disk: %w", err)
-	}
-	done(nil)
-	m.stageHook("create", StageWorkDisk)
-
-	if err := m.st.UpdateVM(ctx, v); err != nil {
 		return api.VM{}, err
 	}
 	if req.NoStart {
@@ -127,6 +99,46 @@ func (m *Manager) Create(ctx context.Context, req api.VMCreateRequest, rep progr
 	r.Success()
 	log.Info("vm created", "ip", v.Runtime.GuestIP, "engine", v.Runtime.Engine)
 	return v, nil
+}
+
+// makeDisks runs the system disk and work disk stages of create and fork:
+// sys makes the system disk (its removal goes on r, and handles.json is
+// written at once, so a crash from then on finds the disk's kernel state),
+// work the work disk. It returns the handles holding the system disk.
+func (m *Manager) makeDisks(ctx context.Context, v *api.VM, rep progress.Reporter, r *revert.Reverter, op string,
+	sys func() (disk.Disk, error), work func() error) (*Handles, error) {
+	log := m.log.With("vm", v.Name)
+	done := rep.Stage(StageSystemDisk)
+	d, err := sys()
+	if err != nil {
+		done(err)
+		return nil, fmt.Errorf("creating system disk: %w", err)
+	}
+	r.Add(func() {
+		c, cancel := bg()
+		defer cancel()
+		if err := m.disk.Remove(c, d); err != nil {
+			log.Error("reverting system disk", "err", err)
+		}
+	})
+	v.Runtime.SystemDisk = d.Path
+	rep.Detail(m.disk.Info().Name)
+	h := &Handles{Engine: v.Runtime.Engine, SystemDisk: d}
+	if err := writeHandles(v.Runtime.VMDir, h); err != nil {
+		done(err)
+		return nil, err
+	}
+	done(nil)
+	m.stageHook(op, StageSystemDisk)
+
+	done = rep.Stage(StageWorkDisk)
+	if err := work(); err != nil {
+		done(err)
+		return nil, fmt.Errorf("creating work disk: %w", err)
+	}
+	done(nil)
+	m.stageHook(op, StageWorkDisk)
+	return h, m.st.UpdateVM(ctx, *v)
 }
 
 // createFrom is vm create --from SNAPSHOT: no cold fallback.

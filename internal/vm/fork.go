@@ -199,44 +199,18 @@ func (m *Manager) restore(ctx context.Context, row store.SnapshotRow, req api.VM
 	}
 	v.Origin = row.Name
 
-	done := rep.Stage(StageSystemDisk)
-	sys, err := m.disk.Snapshot(ctx, rec.SystemDisk, v.Runtime.SystemDisk)
+	h, err := m.makeDisks(ctx, &v, rep, r, "fork",
+		func() (disk.Disk, error) { return m.disk.Snapshot(ctx, rec.SystemDisk, v.Runtime.SystemDisk) },
+		func() error { return disk.Clone(rec.WorkDisk, v.Runtime.WorkDisk) })
 	if err != nil {
-		done(err)
-		return api.VM{}, fmt.Errorf("creating system disk from snapshot %s: %w", row.Name, err)
-	}
-	r.Add(func() {
-		c, cancel := bg()
-		defer cancel()
-		if err := m.disk.Remove(c, sys); err != nil {
-			log.Error("reverting system disk", "err", err)
-		}
-	})
-	v.Runtime.SystemDisk = sys.Path
-	h := &Handles{Engine: v.Runtime.Engine, SystemDisk: sys}
-	if err := writeHandles(v.Runtime.VMDir, h); err != nil {
-		done(err)
-		return api.VM{}, err
-	}
-	done(nil)
-	m.stageHook("fork", StageSystemDisk)
-
-	done = rep.Stage(StageWorkDisk)
-	if err := disk.Clone(rec.WorkDisk, v.Runtime.WorkDisk); err != nil {
-		done(err)
-		return api.VM{}, fmt.Errorf("creating work disk from snapshot %s: %w", row.Name, err)
-	}
-	done(nil)
-	m.stageHook("fork", StageWorkDisk)
-	if err := m.st.UpdateVM(ctx, v); err != nil {
-		return api.VM{}, err
+		return api.VM{}, fmt.Errorf("from snapshot %s: %w", row.Name, err)
 	}
 
 	if err := m.attachNet(ctx, &v, h, rep, r, "fork"); err != nil {
 		return api.VM{}, err
 	}
 
-	done = rep.Stage(StageRestore)
+	done := rep.Stage(StageRestore)
 	if err := m.prepareMemoryFile(v); err != nil {
 		done(err)
 		return api.VM{}, err
