@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -117,7 +116,7 @@ func (s *Store) UpdateSnapshot(ctx context.Context, row SnapshotRow) error {
 
 const snapshotColumns = `id, name, kind, image_id, vm_id, state, meta, record, created_at`
 
-func scanSnapshot(sc interface{ Scan(...any) error }) (SnapshotRow, error) {
+func scanSnapshot(sc scanner) (SnapshotRow, error) {
 	var r SnapshotRow
 	var meta, rec, created, name, kind, imageID string
 	if err := sc.Scan(&r.ID, &name, &kind, &imageID, &r.VMID, &r.State, &meta, &rec, &created); err != nil {
@@ -142,14 +141,9 @@ func scanSnapshot(sc interface{ Scan(...any) error }) (SnapshotRow, error) {
 // GetSnapshot returns the snapshot with that name or ID, its Children
 // filled.
 func (s *Store) GetSnapshot(ctx context.Context, nameOrID string) (SnapshotRow, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT `+snapshotColumns+` FROM snapshots WHERE name = ?1 OR id = ?1
-		ORDER BY name = ?1 DESC LIMIT 1`, nameOrID)
-	r, err := scanSnapshot(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return SnapshotRow{}, snapshotNotFound(nameOrID)
-	}
+	r, err := getByNameOrID(ctx, s.db, "snapshots", snapshotColumns, nameOrID, scanSnapshot, snapshotNotFound)
 	if err != nil {
-		return SnapshotRow{}, fmt.Errorf("reading snapshot %s: %w", nameOrID, err)
+		return SnapshotRow{}, err
 	}
 	if r.Children, err = s.SnapshotChildren(ctx, r.ID); err != nil {
 		return SnapshotRow{}, err
@@ -159,21 +153,8 @@ func (s *Store) GetSnapshot(ctx context.Context, nameOrID string) (SnapshotRow, 
 
 // ListSnapshots returns every snapshot by name, Children filled.
 func (s *Store) ListSnapshots(ctx context.Context) ([]SnapshotRow, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+snapshotColumns+` FROM snapshots ORDER BY name`)
+	out, err := queryAll(ctx, s.db, "listing snapshots", scanSnapshot, `SELECT `+snapshotColumns+` FROM snapshots ORDER BY name`)
 	if err != nil {
-		return nil, fmt.Errorf("listing snapshots: %w", err)
-	}
-	var out []SnapshotRow
-	for rows.Next() {
-		r, err := scanSnapshot(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	for i := range out {
@@ -207,21 +188,8 @@ func (s *Store) SnapshotChildren(ctx context.Context, id string) ([]string, erro
 }
 
 func snapshotChildren(ctx context.Context, q querier, id string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT v.name FROM vm_origins o JOIN vms v ON v.id = o.vm_id
+	return queryStrings(ctx, q, `SELECT v.name FROM vm_origins o JOIN vms v ON v.id = o.vm_id
 		WHERE o.snapshot_id = ? ORDER BY v.name`, id)
-	if err != nil {
-		return nil, fmt.Errorf("reading the children of snapshot %s: %w", id, err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
 }
 
 // SetVMOrigin records that the VM with vmID was started from snapshot
@@ -263,18 +231,5 @@ func vmOrigins(ctx context.Context, q querier, id string) (map[string]string, er
 
 // snapshotsOfImage returns the names of the snapshots of image id.
 func snapshotsOfImage(ctx context.Context, q querier, id string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT name FROM snapshots WHERE image_id = ? ORDER BY name`, id)
-	if err != nil {
-		return nil, fmt.Errorf("reading the snapshots of image %s: %w", id, err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return queryStrings(ctx, q, `SELECT name FROM snapshots WHERE image_id = ? ORDER BY name`, id)
 }
