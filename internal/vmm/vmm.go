@@ -194,7 +194,9 @@ type Spec struct {
 	// file mapping (QEMU: memory-backend-file share=on; on tmpfs, chosen by
 	// the orchestrator, outside VMDir): what lets Snapshot save device state
 	// only and copy the RAM out. The engine creates it (owned by UID, 0600,
-	// sized MemoryMiB); the orchestrator removes it once the engine is gone.
+	// sized MemoryMiB) and removes it in Stop and Kill; the orchestrator
+	// removes it too once an engine ended on its own (a guest that powered
+	// off, a crash), which no engine call sees.
 	// Engines that save memory themselves (Firecracker) ignore it.
 	MemoryFile string
 }
