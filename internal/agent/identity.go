@@ -22,9 +22,10 @@ import (
 // hostname (sethostname, /etc/hostname, the 127.0.1.1 line of /etc/hosts);
 // machine-id (/etc/machine-id in place, /var/lib/dbus/machine-id if a
 // file); networkd-file (/run/systemd/network/10-banger-IFACE.network, the
-// generator's ip= file for IFACE removed); interface (netlink: MAC, the old
-// IPv4 addresses flushed, the new one, the default route); networkd-restart
-// (try-restart --no-block, so networkd holds the new file); resolv;
+// generator's ip= file for IFACE removed: what networkd applies when it
+// next starts; it is not restarted now — a restart reconfigures the link
+// and the new address was seen missing for a moment after the answer); interface (netlink: MAC, the old
+// IPv4 addresses flushed, the new one, the default route); resolv;
 // host-keys (every /etc/ssh/ssh_host_*_key{,.pub} replaced by exactly
 // HostKeys); restart (blocking: each unit's start job is done when the
 // answer comes).

@@ -23,11 +23,9 @@ import (
 // other functions. Tests give a temp root and fakes.
 type identityEnv struct {
 	// mu serialises identity requests: two at once would interleave steps.
-	mu   sync.Mutex
-	root string
-	run  func(ctx context.Context, argv ...string) ([]byte, error)
-	// start runs a command without waiting for it (nil: run is used).
-	start       func(argv ...string) error
+	mu          sync.Mutex
+	root        string
+	run         func(ctx context.Context, argv ...string) ([]byte, error)
 	setClock    func(time.Time) error
 	addEntropy  func([]byte) error
 	setHostname func(string) error
@@ -37,7 +35,7 @@ type identityEnv struct {
 // guestIdentityEnv acts on the running guest.
 func guestIdentityEnv() *identityEnv {
 	return &identityEnv{
-		root: "/", run: runCommand, start: startCommand, setClock: func(t time.Time) error { return setClock(t) },
+		root: "/", run: runCommand, setClock: func(t time.Time) error { return setClock(t) },
 		addEntropy: addEntropy, setHostname: func(h string) error { return unix.Sethostname([]byte(h)) },
 		setLink: setLink,
 	}
@@ -59,7 +57,6 @@ var identitySteps = []struct {
 	{"machine-id", (*identityEnv).machineID},
 	{"networkd-file", (*identityEnv).networkdFile},
 	{"interface", func(e *identityEnv, _ context.Context, id Identity) error { return e.setLink(id) }},
-	{"networkd-restart", (*identityEnv).networkdRestart},
 	{"resolv", (*identityEnv).resolv},
 	{"host-keys", (*identityEnv).hostKeys},
 	{"restart", (*identityEnv).restart},
@@ -192,27 +189,6 @@ IPv6AcceptRA=no
 	return nil
 }
 
-// networkdRestart makes a running systemd-networkd read the new file: it
-// keeps the parsed old one otherwise and puts the parent's address back at
-// the next link change (seen under TCG: a link down/up brought back the
-// ip= address and route). `networkctl reload` needs D-Bus, which minimal
-// images lack; systemctl reaches PID 1 on its private socket. try-restart
-// does nothing when networkd is not running. --no-block: the interface is
-// already renumbered (the interface step), networkd only has to hold the
-// new file when it next acts, and starting it takes 0.5-1 s under TCG.
-//
-// In a guest just restored from a snapshot, systemctl itself takes ~0.4 s
-// (every code path is cold under TCG): it is started and not waited for,
-// as the restart it queues never was (--no-block).
-func (e *identityEnv) networkdRestart(ctx context.Context, _ Identity) error {
-	argv := []string{"systemctl", "try-restart", "--no-block", "systemd-networkd.service"}
-	if e.start != nil {
-		return e.start(argv...)
-	}
-	_, err := e.run(ctx, argv...)
-	return err
-}
-
 // resolv names the new nameserver first in /etc/resolv.conf and keeps the
 // other lines (search, options).
 func (e *identityEnv) resolv(_ context.Context, id Identity) error {
@@ -323,23 +299,6 @@ func runCommand(ctx context.Context, argv ...string) ([]byte, error) {
 		return out.Bytes(), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, trunc(strings.TrimSpace(out.String()), 512))
 	}
 	return out.Bytes(), nil
-}
-
-// startCommand starts argv with runCommand's environment and reaps it in
-// the background (bounded by identityTimeout); its output is discarded.
-func startCommand(argv ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), identityTimeout)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = []string{"PATH=" + defaultPath, "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", "LC_ALL=C"}
-	if err := cmd.Start(); err != nil {
-		cancel()
-		return fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
-	}
-	go func() {
-		_ = cmd.Wait()
-		cancel()
-	}()
-	return nil
 }
 
 // capBuffer keeps the first maxCommandOutput bytes written to it.
